@@ -1,0 +1,3 @@
+from restorekit.cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""Running a pipeline over files: input discovery, output paths, failures, manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from restorekit.errors import AudioFileError, RestorekitError, UsageError
+from restorekit.io import READ_EXTENSIONS, read_audio, write_audio
+
+log = logging.getLogger("restorekit")
+DEMO_NAME = "demo"
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class FileResult:
+    input: str
+    outputs: list[str] = field(default_factory=list)
+    status: str = "pending"
+    error: str | None = None
+    input_sha256: str | None = None
+    input_sample_rate: int | None = None
+    input_channels: int | None = None
+    duration_s: float | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatchReport:
+    files: list[FileResult]
+    device: str
+    manifest_path: Path | None
+
+    @property
+    def failures(self) -> list[FileResult]:
+        return [f for f in self.files if f.status != "ok"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and where its output goes (the relative path below OUTDIR, without suffix)."""
+
+    source: Path
+    relative: Path
+
+
+def collect_jobs(inputs: list[Path]) -> tuple[list[Job], list[FileResult]]:
+    """Files as given, directories searched recursively; missing paths become failures."""
+    jobs: list[Job] = []
+    missing: list[FileResult] = []
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in READ_EXTENSIONS)
+            if not found:
+                missing.append(FileResult(str(item), status="failed",
+                                          error=f"no audio files ({', '.join(READ_EXTENSIONS)}) in this directory"))
+            jobs += [Job(p, p.relative_to(item).with_suffix("")) for p in found]
+        elif item.exists():
+            jobs.append(Job(item, Path(item.stem)))
+        else:
+            missing.append(FileResult(str(item), status="failed", error="no such file or directory"))
+    return jobs, missing
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_output_dir(outdir: Path) -> None:
+    """Create OUTDIR and prove it is writable, before any audio is processed."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=outdir, prefix=".restorekit-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write to output directory {outdir}: {exc.strerror or exc}") from exc
+
+
+def output_paths(job_relative: Path, outdir: Path, names: tuple[str, ...] | None, fmt: str) -> list[Path]:
+    suffixes = [f".{fmt}"] if names is None else [f".{n}.{fmt}" for n in names]
+    return [outdir / job_relative.parent / (job_relative.name + s) for s in suffixes]
+
+
+def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None, device=None, fmt="wav",
+              bit_depth=None, seed=None, progress=True) -> BatchReport:
+    """Restore every input; one failure never stops the others. Raises only for usage errors."""
+    from tqdm import tqdm
+
+    from restorekit.pipeline import load_pipeline
+
+    pipeline = load_pipeline(pipeline_ref, overrides, device=device)
+    resolved_device = pipeline.prepare(device)
+    check_output_dir(outdir)
+    bits = bit_depth or pipeline.output_bit_depth() or 24
+    names = pipeline.output_names()
+    outdir_resolved = outdir.resolve()
+
+    results: list[FileResult] = []
+    if inputs:
+        jobs, results = collect_jobs(inputs)
+    else:
+        from restorekit.demo import make_demo_clip
+
+        demo_in = write_audio(outdir / f"{DEMO_NAME}_input.wav", make_demo_clip(), bit_depth=24)
+        log.warning("no input given: restoring the built-in demo clip (%s)", demo_in)
+        jobs = [Job(demo_in, Path(DEMO_NAME))]
+    input_paths = {j.source.resolve() for j in jobs}
+    claimed: dict[Path, str] = {}
+
+    bar = tqdm(jobs, desc="files", unit="file", disable=not progress or len(jobs) < 2, leave=False)
+    for job in bar:
+        result = FileResult(str(job.source))
+        results.append(result)
+        try:
+            targets = output_paths(job.relative, outdir, names, fmt)
+            for t in targets:
+                tr = t.resolve()
+                if tr in input_paths:
+                    raise AudioFileError(f"refusing to write {t}: it is an input file; choose another -o")
+                if not tr.is_relative_to(outdir_resolved):
+                    raise AudioFileError(f"refusing to write {t}: outside the output directory")
+                if tr in claimed:
+                    raise AudioFileError(f"{t} is also the output of {claimed[tr]}; rename one input")
+            for t in targets:
+                claimed[t.resolve()] = str(job.source)
+            result.input_sha256 = sha256_of(job.source)
+            audio = read_audio(job.source)
+            result.input_sample_rate, result.input_channels = audio.sample_rate, audio.channels
+            result.duration_s = round(audio.duration_s, 6)
+            run_result = pipeline.run(audio, seed=seed, on_stage=lambda s: bar.set_postfix_str(s, refresh=False))
+            del audio
+            result.timings_s = {k: round(v, 6) for k, v in run_result.timings.items()}
+            result.notes = run_result.notes
+            outs = [run_result.outputs[None]] if names is None else [run_result.outputs[n] for n in names]
+            for target, out in zip(targets, outs):
+                write_audio(target, out, bit_depth=bits, format=fmt)
+                result.outputs.append(str(target))
+            result.status = "ok"
+        except RestorekitError as exc:
+            result.status, result.error = "failed", str(exc)
+        except MemoryError:
+            result.status, result.error = "failed", "out of memory"
+        except Exception as exc:  # noqa: BLE001 - keep going with the other files
+            result.status, result.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+            log.debug("%s", traceback.format_exc())
+        if result.status != "ok":
+            log.info("%s: %s", job.source, result.error)
+    manifest = write_manifest(outdir, pipeline, resolved_device, bits, fmt, seed, results)
+    return BatchReport(results, resolved_device, manifest)
+
+
+def environment_info() -> dict[str, Any]:
+    from importlib import metadata
+
+    import torch
+
+    from restorekit import __version__
+    from restorekit.plugins import get_registry
+
+    versions = {}
+    for name in ("torch", "numpy", "scipy", "soundfile", "soxr", "pydantic"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "restorekit": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "cuda": torch.version.cuda,
+        "plugins": [
+            {"name": p.name, "distribution": p.distribution, "version": p.version, "error": p.error}
+            for p in get_registry().plugins
+        ],
+    }
+
+
+def write_manifest(outdir: Path, pipeline, device: str, bits: int, fmt: str, seed, results) -> Path:
+    """Write OUTDIR/manifest.json atomically."""
+    data = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "pipeline": pipeline.spec or {"name": pipeline.name, "stages": [n.stage.id for n in pipeline.nodes]},
+        "device": device,
+        "output": {"format": fmt, "bit_depth": bits, "seed": pipeline.seed if seed is None else seed},
+        "environment": environment_info(),
+        "files": [asdict(r) for r in results],
+    }
+    path = outdir / MANIFEST_NAME
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=outdir)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,187 @@
+"""The `restorekit` command line. Imports stay lazy: `--help` and `plugins` never load torch."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from restorekit import __version__
+from restorekit.errors import RestorekitError
+
+log = logging.getLogger("restorekit")
+
+
+def handle_errors(func):
+    """Print expected errors as one clean message and exit with their code (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except RestorekitError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+class PluginGroup(click.Group):
+    """A command group that also lists the commands plugins add through `register_commands`."""
+
+    _plugin_commands: dict[str, click.Command] | None = None
+
+    def _plugins(self) -> dict[str, click.Command]:
+        if self._plugin_commands is None:
+            from restorekit.plugins import get_registry
+
+            extra = click.Group()
+            pm = get_registry().manager
+            if pm is not None:
+                for impl in pm.hook.register_commands.get_hookimpls():
+                    try:
+                        impl.function(cli=extra)
+                    except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+                        log.warning("plugin '%s' failed to add its commands: %s", impl.plugin_name, exc)
+            self._plugin_commands = {k: v for k, v in extra.commands.items() if k not in self.commands}
+        return self._plugin_commands
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *self._plugins()})
+
+    def get_command(self, ctx, name):
+        return self.commands.get(name) or self._plugins().get(name)
+
+
+@click.group(cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="restorekit")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no progress bars.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Restore audio, first of all the output of text-to-music models.
+
+    \b
+    restorekit run zero_shot song.wav -o restored/
+    restorekit run pipelines/dsp_chain.yaml music/ --set gate.prop_decrease=0.6
+    restorekit stages denoise.spectral_gate
+    """
+    _setup_logging(verbose, quiet)
+    ctx.obj = {"verbose": verbose, "quiet": quiet}
+
+
+@cli.command()
+@click.argument("pipeline")
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-o", "--output-dir", "outdir", type=click.Path(path_type=Path), default=Path("restored"),
+              show_default=True, help="Where outputs go; the input tree is mirrored below it.")
+@click.option("--set", "overrides", multiple=True, metavar="STAGE.PARAM=VALUE",
+              help="Override a stage parameter (repeatable).")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the pipeline's, else auto).")
+@click.option("--format", "fmt", type=click.Choice(["wav", "flac"]), default="wav", show_default=True)
+@click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default=None,
+              help="16/24-bit PCM or 32-bit float (default: the pipeline's, else 24).")
+@click.option("--seed", type=int, default=None, help="Random seed (default: the pipeline's, else 0).")
+@click.pass_context
+@handle_errors
+def run(ctx, pipeline, inputs, outdir, overrides, device, fmt, bit_depth, seed):
+    """Run PIPELINE (a YAML file or a shipped name) on INPUTS (files or directories).
+
+    With no INPUTS, restores the built-in demo clip (synthesized music, degraded the
+    way text-to-music output is). Exit status: 0 all restored, 1 some failed, 2 usage
+    or pipeline error.
+    """
+    from restorekit.batch import run_batch
+
+    report = run_batch(pipeline, list(inputs), outdir, overrides=list(overrides), device=device, fmt=fmt,
+                       bit_depth=int(bit_depth) if bit_depth else None, seed=seed,
+                       progress=not ctx.obj["quiet"])
+    for failure in report.failures:
+        click.echo(f"FAILED {failure.input}: {failure.error}", err=True)
+    ok = len(report.files) - len(report.failures)
+    click.echo(f"restored {ok} of {len(report.files)} file(s) into {outdir} "
+               f"(device {report.device}; manifest: {report.manifest_path})", err=ctx.obj["quiet"])
+    sys.exit(1 if report.failures else 0)
+
+
+@cli.command()
+@click.argument("pipeline")
+@click.option("--set", "overrides", multiple=True, metavar="STAGE.PARAM=VALUE")
+@handle_errors
+def validate(pipeline, overrides):
+    """Check PIPELINE without touching audio: YAML, stages, parameters, graph."""
+    from restorekit.pipeline import load_pipeline
+
+    p = load_pipeline(pipeline, list(overrides))
+    click.echo(f"ok: {p.spec['source']}: {len(p.nodes)} stage(s)")
+    click.echo(p.describe())
+
+
+@cli.command()
+def plugins():
+    """List loaded plugins, where they come from, and their stages or load errors."""
+    from restorekit.plugins import get_registry
+
+    registry = get_registry()
+    for info in registry.plugins:
+        origin = f"{info.distribution} {info.version}" if info.distribution else "unknown distribution"
+        status = "FAILED" if info.error else f"{len(info.stages)} stage(s)"
+        click.echo(f"{info.name}  [{origin}]  {info.target}  {status}")
+        if info.error:
+            click.echo(f"    error: {info.error}")
+        elif info.stages:
+            click.echo("    " + ", ".join(info.stages))
+    for stage_id in registry.conflicts:
+        click.echo(f"conflict: {registry.conflict_message(stage_id)}")
+
+
+@cli.command()
+@click.argument("stage_id", required=False)
+@handle_errors
+def stages(stage_id):
+    """List registered stages, or describe STAGE_ID's parameters."""
+    from restorekit.plugins import get_registry
+    from restorekit.stage_docs import describe_stage
+
+    registry = get_registry()
+    if stage_id:
+        click.echo(describe_stage(registry.get(stage_id), registry.owners.get(stage_id)))
+        return
+    width = max((len(s) for s in registry.stages), default=10)
+    for sid in sorted(registry.stages):
+        click.echo(f"{sid:<{width}}  {registry.stages[sid].summary}")
+
+
+@cli.command()
+def pipelines():
+    """List the pipelines shipped with restorekit (usable by name with `run`)."""
+    from restorekit.pipeline import builtin_pipelines
+    from restorekit.yaml_lines import load_with_lines
+
+    for name, path in builtin_pipelines().items():
+        try:
+            data, _ = load_with_lines(path.read_text(encoding="utf-8"))
+            desc = (data or {}).get("description", "")
+        except Exception:  # noqa: BLE001
+            desc = "(unreadable)"
+        click.echo(f"{name:<12} {' '.join(str(desc).split())}")
+
+
+def main() -> None:
+    cli(prog_name="restorekit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

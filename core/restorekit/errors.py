@@ -1,0 +1,70 @@
+"""Exceptions for problems a user can fix; the CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RestorekitError(Exception):
+    """An expected problem with a message that says what to do."""
+
+    exit_code = 1
+
+
+class UsageError(RestorekitError):
+    """A problem with how restorekit was called (exit code 2)."""
+
+    exit_code = 2
+
+
+class DeviceError(UsageError):
+    """A requested device does not exist on this machine."""
+
+
+class AudioFileError(RestorekitError):
+    """An input file cannot be read as audio, or an output cannot be written."""
+
+
+class StageError(RestorekitError):
+    """A stage cannot process the audio it was given."""
+
+
+class PluginError(RestorekitError):
+    """A plugin failed to load or registered something invalid."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in a pipeline definition."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    stage: str | None = None
+    use: str | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        parts = []
+        if self.file:
+            parts.append(f"{self.file}:{self.line}" if self.line else self.file)
+        if self.stage:
+            parts.append(f"stage '{self.stage}' ({self.use})" if self.use else f"stage '{self.stage}'")
+        if self.key:
+            parts.append(self.key)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+class PipelineError(UsageError):
+    """A pipeline definition is invalid; carries every problem found, each located."""
+
+    def __init__(self, problems: list[Problem] | Problem | str):
+        if isinstance(problems, str):
+            problems = [Problem(problems)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))

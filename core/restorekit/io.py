@@ -1,0 +1,150 @@
+"""Reading and writing audio files (soundfile): clear errors, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from restorekit.audio import Audio
+from restorekit.errors import AudioFileError
+
+READ_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus")
+WRITE_FORMATS = {"wav": "WAV", "flac": "FLAC"}
+SUBTYPES = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
+MIN_FRAMES = 16
+MAX_CHANNELS = 32
+WRITE_BLOCK_FRAMES = 1 << 18
+
+
+def read_audio(path: str | Path) -> Audio:
+    """Read a file into float32 (channels, frames) Audio; raises AudioFileError saying what is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioFileError(f"{path}: is a directory, not an audio file")
+    size = path.stat().st_size
+    if size == 0:
+        raise AudioFileError(f"{path}: the file is empty (0 bytes)")
+    _check_wav_truncation(path, size)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if f.channels > MAX_CHANNELS:
+                raise AudioFileError(f"{path}: {f.channels} channels; restorekit reads at most {MAX_CHANNELS}")
+            data = f.read(dtype="float32", always_2d=True)
+            rate = f.samplerate
+    except AudioFileError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioFileError(f"{path}: not a readable audio file ({_sf_reason(exc)}); "
+                             f"restorekit reads {', '.join(READ_EXTENSIONS)}") from exc
+    frames = data.shape[0]
+    if frames == 0:
+        raise AudioFileError(f"{path}: holds no audio (0 frames)")
+    if frames < MIN_FRAMES:
+        raise AudioFileError(f"{path}: only {frames} frame(s) of audio; restorekit needs at least "
+                             f"{MIN_FRAMES} frames to restore anything")
+    samples = np.ascontiguousarray(data.T)
+    bad = ~np.isfinite(samples)
+    if bad.any():
+        first = int(np.argmax(bad.any(axis=0)))
+        raise AudioFileError(f"{path}: {int(bad.sum())} samples are NaN or Inf (first at {first / rate:.3f} s); "
+                             "fix or re-export the source file")
+    return Audio(torch.from_numpy(samples), rate)
+
+
+def _sf_reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.split(": ", 1)[-1] if "Error opening" in text else text
+
+
+def _check_wav_truncation(path: Path, size: int) -> None:
+    """A RIFF/WAVE file whose data chunk claims more bytes than the file holds is truncated."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                break
+            cid, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                have = size - pos - 8
+                if length != 0xFFFFFFFF and length > have:
+                    raise AudioFileError(
+                        f"{path}: truncated WAV: the header declares {length} bytes of audio, the file "
+                        f"holds {have}; the file was cut short (copy it again or re-export it)"
+                    )
+                return
+            pos += 8 + length + (length & 1)
+        raise AudioFileError(f"{path}: broken WAV: no data chunk found")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def subtype_for(bit_depth: int) -> str:
+    if bit_depth not in SUBTYPES:
+        raise ValueError(f"bit depth must be one of {', '.join(map(str, SUBTYPES))}, got {bit_depth}")
+    return SUBTYPES[bit_depth]
+
+
+def quantize(block: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Float samples to integers on the 2**(bits-1) grid soundfile reads back exactly.
+
+    24-bit values are returned as int32 shifted left by 8, the way libsndfile takes them.
+    Values outside [-1, 1) are clipped.
+    """
+    scale = float(1 << (bit_depth - 1))
+    q = np.clip(np.rint(block * scale), -scale, scale - 1)
+    if bit_depth == 16:
+        return q.astype(np.int16)
+    return q.astype(np.int32) << 8
+
+
+def write_audio(path: str | Path, audio: Audio, *, bit_depth: int = 24, format: str | None = None) -> Path:
+    """Write atomically (temporary file, then rename) as wav or flac at 16/24-bit PCM or 32-bit float.
+
+    PCM output is clipped to [-1, 1); the number of clipped samples is not hidden: the
+    caller can compare peaks. Returns the path written.
+    """
+    path = Path(path)
+    fmt = (format or path.suffix.lstrip(".") or "wav").lower()
+    if fmt not in WRITE_FORMATS:
+        raise AudioFileError(f"{path}: cannot write '{fmt}'; choose one of {', '.join(WRITE_FORMATS)}")
+    subtype = subtype_for(bit_depth)
+    if fmt == "flac" and bit_depth == 32:
+        raise AudioFileError(f"{path}: FLAC stores integers only; use --bit-depth 16 or 24, or --format wav")
+    samples = audio.numpy() if audio.device.type == "cpu" else audio.samples.cpu().numpy()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise AudioFileError(f"{path}: cannot write to {path.parent}: {exc.strerror or exc}") from exc
+    try:
+        os.close(fd)
+        with sf.SoundFile(tmp, "w", audio.sample_rate, audio.channels,
+                          subtype=subtype, format=WRITE_FORMATS[fmt]) as f:
+            for start in range(0, audio.frames, WRITE_BLOCK_FRAMES):
+                block = samples[:, start:start + WRITE_BLOCK_FRAMES].T
+                f.write(block.astype(np.float32) if bit_depth == 32 else quantize(block, bit_depth))
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise AudioFileError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+        raise
+    return path

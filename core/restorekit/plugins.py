@@ -1,0 +1,179 @@
+"""Plugin manager: loads entry points of the `restorekit` group and keeps the stage registry.
+
+Each entry point loads in its own try/except, so one broken plugin never takes the
+CLI down: it is listed with its error, and a pipeline that needs one of its stages
+fails with that error. `RESTOREKIT_STRICT_PLUGINS=1` makes any failure fatal.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+import pluggy
+
+from restorekit import hookspecs
+from restorekit.errors import PluginError
+from restorekit.stage import check_stage_class
+
+if TYPE_CHECKING:  # pragma: no cover
+    from restorekit.stage import Stage
+
+ENTRY_POINT_GROUP = "restorekit"
+STRICT_ENV = "RESTOREKIT_STRICT_PLUGINS"
+
+
+@dataclass
+class PluginInfo:
+    """What `restorekit plugins` shows for one plugin."""
+
+    name: str
+    target: str
+    distribution: str | None = None
+    version: str | None = None
+    error: str | None = None
+    stages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Registry:
+    """Registered stage classes by id, plus what went wrong while loading."""
+
+    stages: dict[str, type[Stage]] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)
+    plugins: list[PluginInfo] = field(default_factory=list)
+    conflicts: dict[str, list[str]] = field(default_factory=dict)
+    manager: pluggy.PluginManager | None = None
+
+    def get(self, stage_id: str) -> type[Stage]:
+        """The stage class for `stage_id`, or a PluginError that says why it is not there."""
+        if stage_id in self.conflicts:
+            raise PluginError(self.conflict_message(stage_id))
+        if stage_id in self.stages:
+            return self.stages[stage_id]
+        raise PluginError(self.unknown_message(stage_id))
+
+    def conflict_message(self, stage_id: str) -> str:
+        owners = " and ".join(f"'{p}'" for p in self.conflicts[stage_id])
+        return f"stage '{stage_id}' is registered by both plugins {owners}; uninstall one of them"
+
+    def unknown_message(self, stage_id: str) -> str:
+        msg = f"unknown stage '{stage_id}'."
+        close = difflib.get_close_matches(stage_id, list(self.stages), n=3, cutoff=0.6)
+        if close:
+            msg += " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+        failed = self.failed()
+        if failed:
+            names = ", ".join(f"'{p.name}' ({p.error.splitlines()[0]})" for p in failed)
+            msg += f" These plugins failed to load and may provide it: {names}."
+        return msg + " (`restorekit stages` lists them all)"
+
+    def failed(self) -> list[PluginInfo]:
+        return [p for p in self.plugins if p.error]
+
+
+def _distribution_of(ep: metadata.EntryPoint) -> tuple[str | None, str | None]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return None, None
+    return dist.metadata["Name"], dist.version
+
+
+def _short_error(exc: BaseException) -> str:
+    last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return last
+
+
+def load_registry(strict: bool | None = None) -> Registry:
+    """Load every plugin of the entry-point group and collect the stages they register."""
+    if strict is None:
+        strict = os.environ.get(STRICT_ENV, "") not in ("", "0", "false", "no")
+    registry = Registry()
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    registry.manager = pm
+
+    eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    seen: set[str] = set()
+    for ep in eps:
+        if ep.name in seen:  # the same distribution found twice on sys.path
+            continue
+        seen.add(ep.name)
+        dist, version = _distribution_of(ep)
+        info = PluginInfo(ep.name, ep.value, dist, version)
+        registry.plugins.append(info)
+        try:
+            module = ep.load()
+            pm.register(module, name=ep.name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
+            info.error = f"failed to import {ep.value}: {_short_error(exc)}"
+            if strict:
+                raise PluginError(f"plugin '{ep.name}' {info.error} ({STRICT_ENV} is set)") from exc
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = getattr(exc, "plugin_name", None) or str(exc)
+        for info in registry.plugins:
+            if info.name == name:
+                info.error = f"unknown hook: {exc}"
+        if strict:
+            raise PluginError(str(exc)) from exc
+
+    by_name = {p.name: p for p in registry.plugins}
+    for impl in pm.hook.register_stages.get_hookimpls():
+        info = by_name.get(impl.plugin_name) or PluginInfo(impl.plugin_name, repr(impl.plugin))
+        if info not in registry.plugins:
+            registry.plugins.append(info)
+        _collect_stages(registry, info, impl, strict)
+    return registry
+
+
+def _collect_stages(registry: Registry, info: PluginInfo, impl: pluggy.HookImpl, strict: bool) -> None:
+    errors: list[str] = []
+
+    def register(cls: type[Stage]) -> None:
+        problems = check_stage_class(cls)
+        if problems:
+            errors.extend(problems)
+            return
+        owner = registry.owners.get(cls.id)
+        if owner is not None and owner != info.name:
+            registry.conflicts.setdefault(cls.id, [owner]).append(info.name)
+            registry.stages.pop(cls.id, None)
+            return
+        registry.stages[cls.id] = cls
+        registry.owners[cls.id] = info.name
+        info.stages.append(cls.id)
+
+    try:
+        impl.function(register=register)
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"register_stages raised {_short_error(exc)}")
+    if errors:
+        info.error = "; ".join(errors)
+        if strict:
+            raise PluginError(f"plugin '{info.name}': {info.error}")
+    for stage_id, owners in registry.conflicts.items():
+        if strict and info.name in owners:
+            raise PluginError(registry.conflict_message(stage_id))
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use."""
+    global _registry
+    if _registry is None:
+        _registry = load_registry()
+    return _registry
+
+
+def reset_registry() -> None:
+    """Forget the loaded registry so the next `get_registry()` loads plugins again."""
+    global _registry
+    _registry = None

@@ -1,0 +1,256 @@
+"""The graph runner: adapts audio to each stage, runs stages in order, times them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from restorekit import dsp, graph
+from restorekit.audio import Audio
+from restorekit.device import resolve_device, stage_device
+from restorekit.errors import StageError
+from restorekit.stage import Stage
+
+log = logging.getLogger("restorekit")
+
+
+@dataclass
+class Node:
+    """A stage in a graph: its id, the stage, and its input references (None: previous stage)."""
+
+    id: str
+    stage: Stage
+    input: str | list[str] | None = None
+
+    def input_list(self) -> list[str] | None:
+        if self.input is None:
+            return None
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+@dataclass
+class RunResult:
+    """Outputs of one run (key None for a single output), per-stage seconds, and notes."""
+
+    outputs: dict[str | None, Audio]
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def audio(self) -> Audio:
+        if None not in self.outputs:
+            raise ValueError("this pipeline ends in a splitting stage; read .outputs by name")
+        return self.outputs[None]
+
+
+class Pipeline:
+    """A validated graph of stages.
+
+    Build one in code from stage instances (a chain) or `Node`s (a graph), or load one
+    from YAML with `restorekit.load_pipeline`. Call it on `Audio` to run it.
+    """
+
+    def __init__(
+        self,
+        stages: Sequence[Stage | Node],
+        *,
+        name: str = "pipeline",
+        description: str = "",
+        device: str = "auto",
+        sample_rate: int | None = None,
+        channels: int | None = None,
+        bit_depth: int | None = None,
+        seed: int = 0,
+        spec: dict[str, Any] | None = None,
+        locate: graph.Locator | None = None,
+    ) -> None:
+        nodes = []
+        used: dict[str, int] = {}
+        for item in stages:
+            if isinstance(item, Node):
+                nodes.append(item)
+                continue
+            base = item.id.split(".")[-1]
+            used[base] = used.get(base, 0) + 1
+            nodes.append(Node(base if used[base] == 1 else f"{base}_{used[base]}", item))
+        self.nodes = nodes
+        self.name = name
+        self.description = description
+        self.device_spec = device
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.bit_depth = bit_depth
+        self.seed = seed
+        self.spec = spec
+        self.graph = graph.resolve(
+            [n.id for n in nodes],
+            [n.stage for n in nodes],
+            [n.input_list() for n in nodes],
+            locate or graph._no_location,
+        )
+        self.device: str | None = None
+
+    # -- setup -----------------------------------------------------------------------
+    def stage(self, node_id: str) -> Stage:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node.stage
+        raise KeyError(node_id)
+
+    def output_names(self) -> tuple[str, ...] | None:
+        return self.nodes[self.graph.output].stage.output_names()
+
+    def output_bit_depth(self) -> int | None:
+        """The pipeline's `bit_depth`, else the last stage that sets one (a dither stage)."""
+        if self.bit_depth is not None:
+            return self.bit_depth
+        for node in reversed(self.nodes):
+            bits = node.stage.output_bit_depth()
+            if bits is not None:
+                return bits
+        return None
+
+    def prepare(self, device: str | None = None) -> str:
+        """Resolve the device, place each stage, and load models (once)."""
+        resolved = resolve_device(device or self.device_spec)
+        if resolved != self.device:
+            for node in self.nodes:
+                node.stage.device = stage_device(resolved, node.stage.accepts.devices)
+                node.stage._loaded = False
+            self.device = resolved
+        for node in self.nodes:
+            node.stage.ensure_loaded()
+        return resolved
+
+    # -- running ---------------------------------------------------------------------
+    def __call__(self, audio: Audio) -> Audio | dict[str, Audio]:
+        result = self.run(audio)
+        return result.outputs[None] if None in result.outputs else result.outputs  # type: ignore[return-value]
+
+    def run(self, audio: Audio, *, seed: int | None = None,
+            on_stage: Callable[[str], None] | None = None) -> RunResult:
+        """Run the graph on `audio`; outputs come back on the CPU."""
+        if self.device is None:
+            self.prepare()
+        if not bool(torch.isfinite(audio.samples).all()):
+            raise StageError("the input contains NaN or Inf samples")
+        seed = self.seed if seed is None else seed
+        values: dict[graph.Ref, Audio] = {graph.Ref(graph.PIPELINE_INPUT): audio}
+        remaining = dict(self.graph.consumers)
+        result = RunResult({})
+        for i in self.graph.order:
+            node = self.nodes[i]
+            refs = self.graph.inputs[i]
+            inputs = [values[r] for r in refs]
+            for r in refs:  # free intermediate audio as soon as its last consumer has it
+                remaining[r] -= 1
+                if remaining[r] == 0 and r.node != graph.PIPELINE_INPUT:
+                    values.pop(r)
+            if on_stage:
+                on_stage(node.id)
+            node.stage.seed = seed * 1000 + i
+            torch.manual_seed(node.stage.seed)
+            start = time.perf_counter()
+            out = self._run_stage(node, inputs, result.notes)
+            if node.stage.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            result.timings[node.id] = time.perf_counter() - start
+            names = node.stage.output_names()
+            if names is None:
+                values[graph.Ref(node.id)] = out
+            else:
+                for name in names:
+                    values[graph.Ref(node.id, name)] = out[name]
+        last = self.nodes[self.graph.output]
+        names = last.stage.output_names()
+        if names is None:
+            result.outputs[None] = self._finish(values[graph.Ref(last.id)], result.notes)
+        else:
+            for name in names:
+                result.outputs[name] = self._finish(values[graph.Ref(last.id, name)], result.notes)
+        return result
+
+    def _run_stage(self, node: Node, inputs: list[Audio], notes: list[str]) -> Any:
+        stage = node.stage
+        label = f"stage '{node.id}' ({stage.id})"
+        adapted = [self._adapt(node, a, notes) for a in inputs]
+        if stage.merges:
+            adapted = self._align(node, adapted, notes)
+        try:
+            out = stage.process(adapted if stage.merges else adapted[0])
+        except StageError as exc:
+            raise StageError(f"{label}: {exc}") from exc
+        names = stage.output_names()
+        outs = [out] if names is None else None
+        if names is not None:
+            if not isinstance(out, dict) or set(out) != set(names):
+                got = sorted(out) if isinstance(out, dict) else type(out).__name__
+                raise StageError(f"{label} returned {got}, expected outputs {list(names)}")
+            outs = [out[n] for n in names]
+        for a in outs:
+            if not isinstance(a, Audio):
+                raise StageError(f"{label} returned {type(a).__name__}, expected Audio")
+            if not bool(torch.isfinite(a.samples).all()):
+                raise StageError(f"{label} produced NaN or Inf samples")
+        return out
+
+    def _adapt(self, node: Node, audio: Audio, notes: list[str]) -> Audio:
+        accepts = node.stage.accepts
+        rate = accepts.pick_sample_rate(audio.sample_rate)
+        if rate != audio.sample_rate:
+            notes.append(f"{node.id}: resampled {audio.sample_rate} -> {rate} Hz")
+            audio = dsp.resample(audio, rate)
+        if accepts.channels is not None and audio.channels not in accepts.channels:
+            target = self._pick_channels(node, audio.channels, accepts.channels)
+            notes.append(f"{node.id}: converted {audio.channels} -> {target} channels")
+            audio = dsp.convert_channels(audio, target)
+        return audio.to(node.stage.device)
+
+    @staticmethod
+    def _pick_channels(node: Node, have: int, accepted: frozenset[int]) -> int:
+        if have == 1:
+            return min(accepted)
+        if 1 in accepted and have == 2:
+            log.warning("stage '%s' (%s) takes mono only: downmixing stereo", node.id, node.stage.id)
+            return 1
+        allowed = ", ".join(str(c) for c in sorted(accepted))
+        raise StageError(
+            f"stage '{node.id}' ({node.stage.id}) accepts {allowed} channel(s), the audio has {have}; "
+            "add a `util.channels` stage with `to: mono` or `to: stereo` before it"
+        )
+
+    def _align(self, node: Node, inputs: list[Audio], notes: list[str]) -> list[Audio]:
+        rate = max(a.sample_rate for a in inputs)
+        channels = max(a.channels for a in inputs)
+        aligned = []
+        for a in inputs:
+            if a.sample_rate != rate:
+                notes.append(f"{node.id}: resampled an input {a.sample_rate} -> {rate} Hz to merge")
+                a = dsp.resample(a, rate)
+            if a.channels != channels:
+                a = dsp.convert_channels(a, channels)
+            aligned.append(a.to(node.stage.device))
+        return aligned
+
+    def _finish(self, audio: Audio, notes: list[str]) -> Audio:
+        audio = audio.to("cpu")
+        if self.sample_rate is not None and audio.sample_rate != self.sample_rate:
+            notes.append(f"output: resampled {audio.sample_rate} -> {self.sample_rate} Hz")
+            audio = dsp.resample(audio, self.sample_rate)
+        if self.channels is not None and audio.channels != self.channels:
+            notes.append(f"output: converted {audio.channels} -> {self.channels} channels")
+            audio = dsp.convert_channels(audio, self.channels)
+        return audio
+
+    def describe(self) -> str:
+        lines = [f"{self.name}: {self.description}".rstrip(": ")]
+        for i in self.graph.order:
+            node = self.nodes[i]
+            src = ", ".join(str(r) for r in self.graph.inputs[i])
+            lines.append(f"  {node.id} = {node.stage.id}({src})")
+        return "\n".join(lines)

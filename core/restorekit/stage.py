@@ -1,0 +1,145 @@
+"""The stage contract: an id, a summary, validated parameters, what it accepts, and `process`.
+
+This module must not import torch: plugins import it at registration time, and
+`restorekit plugins` has to stay fast.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from restorekit.audio import Audio
+
+STAGE_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+class StageParams(BaseModel):
+    """Base for stage parameters: unknown keys are rejected, values validated on assignment.
+
+    Name parameters with their unit (`threshold_db`, `cutoff_hz`, `attack_ms`), give
+    each a default, a range (`ge`/`le`) where one applies, and a `description`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+@dataclass(frozen=True)
+class Accepts:
+    """What a stage can take; the runner adapts audio to it before calling `process`.
+
+    `sample_rates`: allowed rates in Hz, or None for any. `channels`: allowed channel
+    counts, or None for any. `devices`: device types the stage runs on ("cpu", "cuda").
+    """
+
+    sample_rates: frozenset[int] | None = None
+    channels: frozenset[int] | None = None
+    devices: frozenset[str] = frozenset({"cpu"})
+
+    def __post_init__(self) -> None:
+        for name in ("sample_rates", "channels", "devices"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, frozenset):
+                object.__setattr__(self, name, frozenset(value))
+
+    def pick_sample_rate(self, rate: int) -> int:
+        """The accepted rate to convert `rate` to: itself, else the lowest above, else the highest."""
+        if self.sample_rates is None or rate in self.sample_rates:
+            return rate
+        above = [r for r in self.sample_rates if r > rate]
+        return min(above) if above else max(self.sample_rates)
+
+    def describe(self) -> str:
+        rates = "any" if self.sample_rates is None else ", ".join(str(r) for r in sorted(self.sample_rates))
+        chans = "any" if self.channels is None else ", ".join(str(c) for c in sorted(self.channels))
+        return f"sample rates: {rates}; channels: {chans}; devices: {', '.join(sorted(self.devices))}"
+
+
+class Stage:
+    """One processing step. Subclass, set the class attributes, implement `process`.
+
+    - `id`: "<family>.<name>", e.g. "denoise.spectral_gate".
+    - `summary`: one line, shown by `restorekit stages`.
+    - `Params`: a `StageParams` subclass; every field has a default.
+    - `accepts`: an `Accepts`.
+    - `merges`: True when the stage takes several inputs (`process` gets a list).
+    - `output_names()`: names of the outputs of a splitting stage (`process` returns a dict).
+
+    Expensive resources (model weights) load in `load()`, which the runner calls once
+    before the first `process`; share them across instances with `restorekit.cache.load_once`.
+    """
+
+    id: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Params: ClassVar[type[StageParams]] = StageParams
+    accepts: ClassVar[Accepts] = Accepts()
+    merges: ClassVar[bool] = False
+
+    def __init__(self, params: StageParams | dict[str, Any] | None = None, /, **kwargs: Any) -> None:
+        if params is None:
+            params = self.Params(**kwargs)
+        elif isinstance(params, dict):
+            params = self.Params(**{**params, **kwargs})
+        elif kwargs:
+            params = self.Params(**{**params.model_dump(), **kwargs})
+        if not isinstance(params, self.Params):
+            raise TypeError(f"{self.id}: params must be {self.Params.__name__}, got {type(params).__name__}")
+        self.params = params
+        self.device = "cpu"
+        self.seed = 0
+        self._loaded = False
+
+    # -- hooks a stage may override -------------------------------------------------
+    def output_names(self) -> tuple[str, ...] | None:
+        """Names of the outputs of a splitting stage, or None for one unnamed output."""
+        return None
+
+    def output_bit_depth(self) -> int | None:
+        """The bit depth the writer should use after this stage (a dither stage sets it)."""
+        return None
+
+    def load(self) -> None:
+        """Load models or other expensive resources on `self.device`."""
+
+    def process(self, audio: Audio | list[Audio]) -> Audio | dict[str, Audio]:
+        raise NotImplementedError(f"{type(self).__name__}.process")
+
+    # -- helpers ----------------------------------------------------------------------
+    def ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.load()
+            self._loaded = True
+
+    def rng(self) -> np.random.Generator:
+        """A numpy generator seeded from the run seed and this stage; same seed, same result."""
+        import numpy as np
+
+        return np.random.default_rng([self.seed, *self.id.encode()])
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{type(self).__name__}({params})"
+
+
+def check_stage_class(cls: Any) -> list[str]:
+    """Reasons a class is not a valid stage (empty when it is)."""
+    problems = []
+    if not (isinstance(cls, type) and issubclass(cls, Stage)):
+        return [f"{cls!r} is not a subclass of restorekit.Stage"]
+    if not STAGE_ID_PATTERN.match(cls.id or ""):
+        problems.append(f"{cls.__name__}.id {cls.id!r} must look like 'family.name' (lowercase, digits, _)")
+    if not cls.summary or "\n" in cls.summary:
+        problems.append(f"{cls.__name__}.summary must be one non-empty line")
+    if not (isinstance(cls.Params, type) and issubclass(cls.Params, StageParams)):
+        problems.append(f"{cls.__name__}.Params must subclass restorekit.StageParams")
+    elif cls.Params.model_config.get("extra") != "forbid":
+        problems.append(f"{cls.__name__}.Params must reject unknown keys (extra='forbid')")
+    if not isinstance(cls.accepts, Accepts):
+        problems.append(f"{cls.__name__}.accepts must be a restorekit.Accepts")
+    return problems

@@ -1,0 +1,46 @@
+"""Merging stages: `mix.sum` adds its inputs with a gain in dB for each."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from restorekit.hookspecs import hookimpl
+from restorekit.stage import Accepts, Stage, StageParams
+
+
+class MixSum(Stage):
+    id = "mix.sum"
+    summary = "Sum several inputs (stems) with a gain in dB for each; remixes a separated track."
+    accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
+    merges = True
+
+    class Params(StageParams):
+        gains_db: list[float] | None = Field(
+            None, description="Gain in dB for each input, in the order of `input`; empty: 0 dB for all.")
+        length: str = Field("longest", pattern="^(longest|shortest)$",
+                            description="When inputs differ in length: pad to the longest or cut to the shortest.")
+
+    def process(self, inputs):
+        import torch.nn.functional as F
+
+        from restorekit.dsp import db_to_gain
+        from restorekit.errors import StageError
+
+        gains = self.params.gains_db or [0.0] * len(inputs)
+        if len(gains) != len(inputs):
+            raise StageError(f"gains_db has {len(gains)} values for {len(inputs)} inputs; give one per input")
+        frames = [a.frames for a in inputs]
+        n = max(frames) if self.params.length == "longest" else min(frames)
+        total = None
+        for audio, gain_db in zip(inputs, gains):
+            x = audio.samples[:, :n]
+            if x.shape[1] < n:
+                x = F.pad(x, (0, n - x.shape[1]))
+            x = x * db_to_gain(gain_db) if gain_db else x
+            total = x.clone() if total is None else total.add_(x)
+        return inputs[0].with_samples(total)
+
+
+@hookimpl
+def register_stages(register):
+    register(MixSum)

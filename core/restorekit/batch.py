@@ -81,6 +81,16 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_seed(base_seed: int, relative: Path) -> int:
+    """A seed for one file: the run seed mixed with the file's relative path.
+
+    Each file gets its own random draws (a random degradation differs per clip), yet the
+    same file in the same run always gets the same ones, whatever else is in the batch.
+    """
+    digest = hashlib.sha256(f"{base_seed}:{relative.as_posix()}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def check_output_dir(outdir: Path) -> None:
     """Create OUTDIR and prove it is writable, before any audio is processed."""
     try:
@@ -119,6 +129,7 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
         demo_in = write_audio(outdir / f"{DEMO_NAME}_input.wav", make_demo_clip(), bit_depth=24)
         log.warning("no input given: restoring the built-in demo clip (%s)", demo_in)
         jobs = [Job(demo_in, Path(DEMO_NAME))]
+    base_seed = pipeline.seed if seed is None else seed
     input_paths = {j.source.resolve() for j in jobs}
     claimed: dict[Path, str] = {}
 
@@ -142,7 +153,7 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
             audio = read_audio(job.source)
             result.input_sample_rate, result.input_channels = audio.sample_rate, audio.channels
             result.duration_s = round(audio.duration_s, 6)
-            run_result = pipeline.run(audio, seed=seed, on_stage=lambda s: bar.set_postfix_str(s, refresh=False))
+            run_result = pipeline.run(audio, seed=file_seed(base_seed, job.relative), on_stage=lambda s: bar.set_postfix_str(s, refresh=False))
             del audio
             result.timings_s = {k: round(v, 6) for k, v in run_result.timings.items()}
             result.notes = run_result.notes

@@ -101,6 +101,10 @@ def resolve(
                                 "merge them first with a merging stage such as mix.sum")
         if stage.merges and explicit and len(raw) == 0:
             problem(i, "input", "a merging stage needs at least one input")
+        elif stage.merges:
+            message = stage.check_inputs(len(raw))
+            if message:
+                problem(i, "input", message)
         all_inputs.append(tuple(refs))
 
     if problems:

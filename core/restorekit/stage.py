@@ -100,8 +100,16 @@ class Stage:
         """Names of the outputs of a splitting stage, or None for one unnamed output."""
         return None
 
+    def output_spec(self, sample_rate: int, channels: int) -> tuple[int, int]:
+        """(sample rate, channels) of the output for input of this rate and channel count."""
+        return sample_rate, channels
+
     def output_bit_depth(self) -> int | None:
         """The bit depth the writer should use after this stage (a dither stage sets it)."""
+        return None
+
+    def check_inputs(self, count: int) -> str | None:
+        """For a merging stage: a message when `count` inputs do not fit its parameters."""
         return None
 
     def load(self) -> None:

@@ -20,6 +20,12 @@ class MixSum(Stage):
         length: str = Field("longest", pattern="^(longest|shortest)$",
                             description="When inputs differ in length: pad to the longest or cut to the shortest.")
 
+    def check_inputs(self, count):
+        gains = self.params.gains_db
+        if gains is not None and len(gains) != count:
+            return f"with.gains_db has {len(gains)} value(s) for {count} input(s); give one gain per input"
+        return None
+
     def process(self, inputs):
         import torch.nn.functional as F
 

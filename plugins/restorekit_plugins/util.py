@@ -22,6 +22,9 @@ class Resample(Stage):
         quality: Literal["QQ", "LQ", "MQ", "HQ", "VHQ"] = Field(
             "VHQ", description="soxr quality preset: QQ (quick) to VHQ (very high).")
 
+    def output_spec(self, sample_rate, channels):
+        return self.params.sample_rate_hz, channels
+
     def process(self, audio):
         from restorekit.dsp import resample
 
@@ -37,6 +40,9 @@ class Channels(Stage):
         to: Literal["mono", "stereo", "mid_side", "left_right"] = Field(
             "stereo", description="mono: average all channels; stereo: duplicate mono (stereo passes); "
                                   "mid_side: L/R to M/S; left_right: M/S back to L/R.")
+
+    def output_spec(self, sample_rate, channels):
+        return sample_rate, {"mono": 1, "stereo": 2}.get(self.params.to, channels)
 
     def process(self, audio):
         from restorekit.dsp import convert_channels, from_mid_side, to_mid_side

@@ -66,6 +66,32 @@ def find_pipeline(path_or_name: str | Path) -> Path:
     raise PipelineError(f"{path_or_name}: no such pipeline file or shipped pipeline.{hint} Shipped: {names}")
 
 
+DEGRADE_DIR = "degrade"
+
+
+def builtin_degradations() -> dict[str, Path]:
+    """Shipped degradation presets: the pipelines in pipelines/degrade/, by name."""
+    found: dict[str, Path] = {}
+    for d in builtin_pipeline_dirs():
+        for f in sorted((d / DEGRADE_DIR).glob("*.yaml")):
+            found.setdefault(f.stem, f)
+    return found
+
+
+def find_degradation(preset: str | Path) -> Path:
+    """A degradation preset by name (`lowres-8k`) or any pipeline file that degrades audio."""
+    path = Path(preset)
+    if path.is_file():
+        return path
+    shipped = builtin_degradations()
+    if str(preset) in shipped:
+        return shipped[str(preset)]
+    close = difflib.get_close_matches(str(preset), list(shipped), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise PipelineError(f"{preset}: no such degradation preset or pipeline file.{hint} "
+                        f"Presets: {', '.join(shipped) or 'none found'}")
+
+
 def parse_overrides(items: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
     """`["stage.param=value", ...]` (values parsed as YAML) or a mapping, as {"stage.param": value}."""
     if not items:

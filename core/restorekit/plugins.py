@@ -38,6 +38,10 @@ class PluginInfo:
     error: str | None = None
     stages: list[str] = field(default_factory=list)
 
+    def add_error(self, message: str) -> None:
+        """Record a problem; several problems of one plugin are joined with '; '."""
+        self.error = message if not self.error else f"{self.error}; {message}"
+
 
 @dataclass
 class Registry:
@@ -98,38 +102,69 @@ def load_registry(strict: bool | None = None) -> Registry:
     registry.manager = pm
 
     eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
-    seen: set[str] = set()
+    by_name: dict[str, PluginInfo] = {}
     for ep in eps:
-        if ep.name in seen:  # the same distribution found twice on sys.path
-            continue
-        seen.add(ep.name)
         dist, version = _distribution_of(ep)
+        first = by_name.get(ep.name)
+        if first is not None:
+            if first.target == ep.value and first.distribution == dist:
+                continue  # the same distribution found twice on sys.path
+            info = PluginInfo(ep.name, ep.value, dist, version)
+            info.add_error(f"entry point name '{ep.name}' is also used by {_origin(first)}; "
+                           f"the two plugins need different names (not loaded)")
+            registry.plugins.append(info)
+            if strict:
+                raise PluginError(f"plugin '{ep.name}' from {_origin(info)}: {info.error} ({STRICT_ENV} is set)")
+            continue
         info = PluginInfo(ep.name, ep.value, dist, version)
+        by_name[ep.name] = info
         registry.plugins.append(info)
         try:
             module = ep.load()
-            pm.register(module, name=ep.name)
-        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
-            info.error = f"failed to import {ep.value}: {_short_error(exc)}"
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
+            info.add_error(f"failed to import {ep.value}: {_short_error(exc)}")
             if strict:
                 raise PluginError(f"plugin '{ep.name}' {info.error} ({STRICT_ENV} is set)") from exc
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        name = getattr(exc, "plugin_name", None) or str(exc)
-        for info in registry.plugins:
-            if info.name == name:
-                info.error = f"unknown hook: {exc}"
-        if strict:
-            raise PluginError(str(exc)) from exc
+            continue
+        try:
+            pm.register(module, name=ep.name)
+        except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl whose arguments are not in the spec
+            info.add_error(f"invalid hook implementation: {' '.join(str(exc).split())}")
+            if strict:
+                raise PluginError(f"plugin '{ep.name}': {info.error} ({STRICT_ENV} is set)") from exc
 
-    by_name = {p.name: p for p in registry.plugins}
+    # pluggy's check_pending() stops at the first unknown hook; report every one, on its plugin.
+    known = sorted(name for name, caller in vars(pm.hook).items() if not name.startswith("_") and caller.has_spec())
+    for name, caller in list(vars(pm.hook).items()):
+        if name.startswith("_") or caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            message = f"unknown hook '{name}': {hint}restorekit hooks are {', '.join(known)}"
+            info = by_name.get(impl.plugin_name)
+            if info is None:
+                info = PluginInfo(impl.plugin_name, repr(impl.plugin))
+                by_name[impl.plugin_name] = info
+                registry.plugins.append(info)
+            info.add_error(message)
+            if strict:
+                raise PluginError(f"plugin '{impl.plugin_name}': {message} ({STRICT_ENV} is set)")
+
     for impl in pm.hook.register_stages.get_hookimpls():
-        info = by_name.get(impl.plugin_name) or PluginInfo(impl.plugin_name, repr(impl.plugin))
-        if info not in registry.plugins:
+        info = by_name.get(impl.plugin_name)
+        if info is None:  # registered on the manager by other means than an entry point
+            info = by_name[impl.plugin_name] = PluginInfo(impl.plugin_name, repr(impl.plugin))
             registry.plugins.append(info)
         _collect_stages(registry, info, impl, strict)
     return registry
+
+
+def _origin(info: PluginInfo) -> str:
+    dist = f"distribution '{info.distribution}'" if info.distribution else "an unknown distribution"
+    return f"{dist} ({info.target})"
 
 
 def _collect_stages(registry: Registry, info: PluginInfo, impl: pluggy.HookImpl, strict: bool) -> None:
@@ -141,7 +176,12 @@ def _collect_stages(registry: Registry, info: PluginInfo, impl: pluggy.HookImpl,
             errors.extend(problems)
             return
         owner = registry.owners.get(cls.id)
-        if owner is not None and owner != info.name:
+        if owner == info.name:
+            if registry.stages.get(cls.id, cls) is not cls:
+                errors.append(f"registers two classes for stage '{cls.id}' "
+                              f"({registry.stages[cls.id].__name__} and {cls.__name__})")
+            return
+        if owner is not None:
             registry.conflicts.setdefault(cls.id, [owner]).append(info.name)
             registry.stages.pop(cls.id, None)
             return
@@ -154,7 +194,7 @@ def _collect_stages(registry: Registry, info: PluginInfo, impl: pluggy.HookImpl,
     except Exception as exc:  # noqa: BLE001
         errors.append(f"register_stages raised {_short_error(exc)}")
     if errors:
-        info.error = "; ".join(errors)
+        info.add_error("; ".join(errors))
         if strict:
             raise PluginError(f"plugin '{info.name}': {info.error}")
     for stage_id, owners in registry.conflicts.items():

@@ -26,6 +26,7 @@ _LAZY = {
     "RestorekitError": "restorekit.errors",
     "get_registry": "restorekit.plugins",
     "make_demo_clip": "restorekit.demo",
+    "compare": "restorekit.compare",
 }
 
 __all__ = ["__version__", *_LAZY]

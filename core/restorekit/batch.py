@@ -55,13 +55,21 @@ class Job:
     relative: Path
 
 
-def collect_jobs(inputs: list[Path]) -> tuple[list[Job], list[FileResult]]:
-    """Files as given, directories searched recursively; missing paths become failures."""
+def collect_jobs(inputs: list[Path], exclude: Path | None = None) -> tuple[list[Job], list[FileResult]]:
+    """Files as given, directories searched recursively; missing paths become failures.
+
+    Files found in a directory below `exclude` (the output directory, when it lies inside an
+    input directory) are skipped, so earlier outputs are not restored again.
+    """
     jobs: list[Job] = []
     missing: list[FileResult] = []
+    excluded = exclude.resolve() if exclude is not None else None
     for item in inputs:
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in READ_EXTENSIONS)
+            root = item.resolve()
+            skip = excluded if excluded is not None and excluded != root and excluded.is_relative_to(root) else None
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in READ_EXTENSIONS
+                           and not (skip is not None and p.resolve().is_relative_to(skip)))
             if not found:
                 missing.append(FileResult(str(item), status="failed",
                                           error=f"no audio files ({', '.join(READ_EXTENSIONS)}) in this directory"))
@@ -111,18 +119,21 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
     """Restore every input; one failure never stops the others. Raises only for usage errors."""
     from tqdm import tqdm
 
+    from restorekit.device import resolve_device
     from restorekit.pipeline import load_pipeline
 
     pipeline = load_pipeline(pipeline_ref, overrides, device=device)
-    resolved_device = pipeline.prepare(device)
+    resolve_device(device or pipeline.device_spec)  # device and availability errors come before OUTDIR is made
+    pipeline.check_available()
     check_output_dir(outdir)
+    resolved_device = pipeline.prepare(device)
     bits = bit_depth or pipeline.output_bit_depth() or 24
     names = pipeline.output_names()
     outdir_resolved = outdir.resolve()
 
     results: list[FileResult] = []
     if inputs:
-        jobs, results = collect_jobs(inputs)
+        jobs, results = collect_jobs(inputs, exclude=outdir)
     else:
         from restorekit.demo import make_demo_clip
 
@@ -170,6 +181,9 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
             result.status, result.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
             log.debug("%s", traceback.format_exc())
         if result.status != "ok":
+            for written in result.outputs:  # a failed input leaves no outputs behind, not even some
+                Path(written).unlink(missing_ok=True)
+            result.outputs.clear()
             log.info("%s: %s", job.source, result.error)
     manifest = write_manifest(outdir, pipeline, resolved_device, bits, fmt, seed, results)
     return BatchReport(results, resolved_device, manifest)

@@ -48,7 +48,11 @@ class PluginGroup(click.Group):
             from restorekit.plugins import get_registry
 
             extra = click.Group()
-            pm = get_registry().manager
+            try:
+                pm = get_registry().manager
+            except RestorekitError as exc:  # RESTOREKIT_STRICT_PLUGINS=1 and a plugin failed
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(exc.exit_code)
             if pm is not None:
                 for impl in pm.hook.register_commands.get_hookimpls():
                     try:
@@ -130,6 +134,7 @@ def validate(pipeline, overrides):
 
 
 @cli.command()
+@handle_errors
 def plugins():
     """List loaded plugins, where they come from, and their stages or load errors."""
     from restorekit.plugins import get_registry
@@ -177,6 +182,15 @@ def pipelines():
         except Exception:  # noqa: BLE001
             desc = "(unreadable)"
         click.echo(f"{name:<12} {' '.join(str(desc).split())}")
+
+
+from restorekit.cli_train import train_command  # noqa: E402  (no torch at import)
+
+cli.add_command(train_command)
+from restorekit.cli_degrade import degrade  # noqa: E402  (no torch at import)
+cli.add_command(degrade)
+cli.add_command(__import__("restorekit.cli_metrics", fromlist=["metrics"]).metrics)  # no torch at import
+cli.add_command(__import__("restorekit.cli_compare", fromlist=["compare"]).compare)  # no torch at import
 
 
 def main() -> None:

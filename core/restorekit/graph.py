@@ -99,6 +99,9 @@ def resolve(
         if not stage.merges and len(raw) > 1:
             problem(i, "input", f"this stage takes one input, got {len(raw)} ({', '.join(raw)}); "
                                 "merge them first with a merging stage such as mix.sum")
+        elif not stage.merges and explicit and not raw:
+            problem(i, "input", "this stage takes one input, got an empty list; name a stage, "
+                                f"'stage.output', or '{PIPELINE_INPUT}'")
         if stage.merges and explicit and len(raw) == 0:
             problem(i, "input", "a merging stage needs at least one input")
         elif stage.merges:

@@ -10,7 +10,9 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
+    from restorekit.metrics import Metric
     from restorekit.stage import Stage
+    from restorekit.training.spec import ModelSpec
 
 PROJECT = "restorekit"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -23,5 +25,15 @@ def register_stages(register: Callable[[type[Stage]], None]) -> None:
 
 
 @hookspec
+def register_metrics(register: Callable[[type[Metric]], None]) -> None:
+    """Register metric classes by calling `register(MetricClass)` once for each."""
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add click commands to the `restorekit` command group."""
+
+
+@hookspec
+def register_models(register: Callable[[type[ModelSpec]], None]) -> None:
+    """Register trainable model families (for `restorekit train`) by calling `register(SpecClass)`."""

@@ -190,6 +190,7 @@ def _build(data, lines, filename, overrides, device, registry) -> Pipeline:
 
     specs = []  # (index, node_id, use, params, input)
     used_ids: dict[str, int] = {}
+    declared: set[str] = set()
     for i, raw in enumerate(stages_raw):
         here = ("stages", i)
         if not isinstance(raw, dict):
@@ -204,6 +205,7 @@ def _build(data, lines, filename, overrides, device, registry) -> Pipeline:
             if used_ids[node_id] > 1:
                 node_id = f"{node_id}_{used_ids[node_id]}"
         node_id = str(node_id)
+        declared.add(node_id)
 
         def stage_problem(key, message, path=None, use_=use, node_id_=node_id, here_=here):
             problems.append(Problem(message, filename, line_of((*here_, *(path or ((key,) if key else ())))),
@@ -218,7 +220,8 @@ def _build(data, lines, filename, overrides, device, registry) -> Pipeline:
             stage_problem("use", "every stage needs `use: <stage id>` naming a registered stage "
                                  "(`restorekit stages` lists them)")
             continue
-        params = raw.get("with") or {}
+        params = raw.get("with")
+        params = {} if params is None else params
         if not isinstance(params, dict):
             stage_problem("with", f"`with` must be a mapping of parameters, got {params!r}")
             continue
@@ -231,9 +234,12 @@ def _build(data, lines, filename, overrides, device, registry) -> Pipeline:
 
     # --set overrides
     by_id = {s[1]: s for s in specs}
+    set_by: dict[tuple[str, tuple[str, ...]], str] = {}  # (node id, param path) -> the --set item
     for key, value in overrides.items():
         node_id, _, param_path = key.partition(".")
         if node_id not in by_id:
+            if node_id in declared:
+                continue  # that stage has a problem of its own, reported above
             close = difflib.get_close_matches(node_id, list(by_id), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             problems.append(Problem(f"--set {key}={value}: no stage '{node_id}' in this pipeline.{hint} "
@@ -241,12 +247,16 @@ def _build(data, lines, filename, overrides, device, registry) -> Pipeline:
             continue
         target = by_id[node_id][3]
         *parents, leaf = param_path.split(".")
-        for p in parents:
+        for depth, p in enumerate(parents):
             target = target.setdefault(p, {})
             if not isinstance(target, dict):
+                where = ".".join(parents[:depth + 1])
+                problems.append(Problem(f"--set {key}={value}: with.{where} is {target!r}, not a mapping, "
+                                        "so it has no parameters to set", filename))
                 break
         else:
             target[leaf] = value
+            set_by[(node_id, tuple(param_path.split(".")))] = f"{key}={value}"
 
     ids, stages, inputs, indices, resolved_specs = [], [], [], [], []
     for i, node_id, use, params, inp, stage_problem in specs:
@@ -261,7 +271,12 @@ def _build(data, lines, filename, overrides, device, registry) -> Pipeline:
             for err in exc.errors():
                 loc = tuple(err["loc"])
                 key = "with." + ".".join(str(x) for x in loc) if loc else "with"
-                stage_problem(key, _describe_error(err, cls), path=("with", *loc))
+                message = _describe_error(err, cls)
+                origin = next((item for (nid, path), item in set_by.items() if nid == node_id and loc
+                               and tuple(map(str, loc[:len(path)])) == path[:len(loc)]), None)
+                if origin:
+                    message += f" (from --set {origin})"
+                stage_problem(key, message, path=("with", *loc))
             continue
         ids.append(node_id)
         stages.append(stage)

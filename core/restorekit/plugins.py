@@ -21,6 +21,7 @@ from restorekit.errors import PluginError
 from restorekit.stage import check_stage_class
 
 if TYPE_CHECKING:  # pragma: no cover
+    from restorekit.metrics import Metric
     from restorekit.stage import Stage
 
 ENTRY_POINT_GROUP = "restorekit"
@@ -37,6 +38,7 @@ class PluginInfo:
     version: str | None = None
     error: str | None = None
     stages: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
 
     def add_error(self, message: str) -> None:
         """Record a problem; several problems of one plugin are joined with '; '."""
@@ -52,6 +54,8 @@ class Registry:
     plugins: list[PluginInfo] = field(default_factory=list)
     conflicts: dict[str, list[str]] = field(default_factory=dict)
     manager: pluggy.PluginManager | None = None
+    metrics: dict[str, type[Metric]] = field(default_factory=dict)
+    metric_owners: dict[str, str] = field(default_factory=dict)
 
     def get(self, stage_id: str) -> type[Stage]:
         """The stage class for `stage_id`, or a PluginError that says why it is not there."""
@@ -159,7 +163,42 @@ def load_registry(strict: bool | None = None) -> Registry:
             info = by_name[impl.plugin_name] = PluginInfo(impl.plugin_name, repr(impl.plugin))
             registry.plugins.append(info)
         _collect_stages(registry, info, impl, strict)
+    for impl in pm.hook.register_metrics.get_hookimpls():
+        info = by_name.get(impl.plugin_name)
+        if info is None:
+            info = by_name[impl.plugin_name] = PluginInfo(impl.plugin_name, repr(impl.plugin))
+            registry.plugins.append(info)
+        _collect_metrics(registry, info, impl, strict)
     return registry
+
+
+def _collect_metrics(registry: Registry, info: PluginInfo, impl: pluggy.HookImpl, strict: bool) -> None:
+    """Collect one plugin's metrics; an id another plugin registered first stays with that plugin."""
+    from restorekit.metrics import check_metric_class
+
+    errors: list[str] = []
+
+    def register(cls: type[Metric]) -> None:
+        problems = check_metric_class(cls)
+        owner = registry.metric_owners.get(getattr(cls, "id", None))
+        if not problems and owner is not None and registry.metrics[cls.id] is not cls:
+            problems = [f"metric '{cls.id}' is already registered by plugin '{owner}'"]
+        if problems:
+            errors.extend(problems)
+            return
+        if owner is None:
+            registry.metrics[cls.id] = cls
+            registry.metric_owners[cls.id] = info.name
+            info.metrics.append(cls.id)
+
+    try:
+        impl.function(register=register)
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"register_metrics raised {_short_error(exc)}")
+    if errors:
+        info.add_error("; ".join(errors))
+        if strict:
+            raise PluginError(f"plugin '{info.name}': {info.error}")
 
 
 def _origin(info: PluginInfo) -> str:

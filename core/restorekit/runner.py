@@ -13,10 +13,25 @@ import torch
 from restorekit import dsp, graph
 from restorekit.audio import Audio
 from restorekit.device import resolve_device, stage_device
-from restorekit.errors import StageError
+from restorekit.errors import PipelineError, Problem, StageError
 from restorekit.stage import Stage
 
 log = logging.getLogger("restorekit")
+SEED_MODULUS = 1 << 63  # stage seeds stay non-negative and fit numpy and torch.manual_seed
+
+
+def _all_finite(samples: torch.Tensor) -> bool:
+    """True when no sample is NaN or Inf.
+
+    On the CPU a float64 sum decides (NaN and Inf propagate; float32 values cannot
+    overflow it): no temporary, and ~10x faster than torch.isfinite on long audio.
+    """
+    if samples.device.type != "cpu":
+        return bool(torch.isfinite(samples).all())
+    import numpy as np
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        return bool(np.isfinite(np.sum(samples.detach().numpy(), dtype=np.float64)))
 
 
 @dataclass
@@ -115,9 +130,17 @@ class Pipeline:
                 return bits
         return None
 
+    def check_available(self) -> None:
+        """Raise PipelineError when a stage cannot run on this machine (its `unavailable()` says why)."""
+        for node in self.nodes:
+            reason = node.stage.unavailable()
+            if reason:
+                raise PipelineError(Problem(f"cannot run here: {reason}", stage=node.id, use=node.stage.id))
+
     def prepare(self, device: str | None = None) -> str:
-        """Resolve the device, place each stage, and load models (once)."""
+        """Resolve the device, check every stage can run here, place each stage, and load models (once)."""
         resolved = resolve_device(device or self.device_spec)
+        self.check_available()
         if resolved != self.device:
             for node in self.nodes:
                 node.stage.device = stage_device(resolved, node.stage.accepts.devices)
@@ -137,7 +160,7 @@ class Pipeline:
         """Run the graph on `audio`; outputs come back on the CPU."""
         if self.device is None:
             self.prepare()
-        if not bool(torch.isfinite(audio.samples).all()):
+        if not _all_finite(audio.samples):
             raise StageError("the input contains NaN or Inf samples")
         seed = self.seed if seed is None else seed
         values: dict[graph.Ref, Audio] = {graph.Ref(graph.PIPELINE_INPUT): audio}
@@ -153,7 +176,7 @@ class Pipeline:
                     values.pop(r)
             if on_stage:
                 on_stage(node.id)
-            node.stage.seed = seed * 1000 + i
+            node.stage.seed = (seed * 1000 + i) % SEED_MODULUS
             torch.manual_seed(node.stage.seed)
             start = time.perf_counter()
             out = self._run_stage(node, inputs, result.notes)
@@ -178,13 +201,15 @@ class Pipeline:
     def _run_stage(self, node: Node, inputs: list[Audio], notes: list[str]) -> Any:
         stage = node.stage
         label = f"stage '{node.id}' ({stage.id})"
-        adapted = [self._adapt(node, a, notes) for a in inputs]
-        if stage.merges:
-            adapted = self._align(node, adapted, notes)
         try:
+            adapted = [self._adapt(node, a, notes) for a in inputs]
+            if stage.merges:
+                adapted = self._align(node, adapted, notes)
+            stage.take_notes()  # drop notes left by a failed earlier run
             out = stage.process(adapted if stage.merges else adapted[0])
         except StageError as exc:
             raise StageError(f"{label}: {exc}") from exc
+        notes.extend(f"{node.id}: {message}" for message in stage.take_notes())
         names = stage.output_names()
         outs = [out] if names is None else None
         if names is not None:
@@ -195,7 +220,7 @@ class Pipeline:
         for a in outs:
             if not isinstance(a, Audio):
                 raise StageError(f"{label} returned {type(a).__name__}, expected Audio")
-            if not bool(torch.isfinite(a.samples).all()):
+            if not _all_finite(a.samples):
                 raise StageError(f"{label} produced NaN or Inf samples")
         return out
 
@@ -220,7 +245,7 @@ class Pipeline:
             return 1
         allowed = ", ".join(str(c) for c in sorted(accepted))
         raise StageError(
-            f"stage '{node.id}' ({node.stage.id}) accepts {allowed} channel(s), the audio has {have}; "
+            f"accepts {allowed} channel(s), the audio has {have}; "
             "add a `util.channels` stage with `to: mono` or `to: stereo` before it"
         )
 

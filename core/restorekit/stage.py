@@ -70,6 +70,10 @@ class Stage:
     - `accepts`: an `Accepts`.
     - `merges`: True when the stage takes several inputs (`process` gets a list).
     - `output_names()`: names of the outputs of a splitting stage (`process` returns a dict).
+    - `test_params`: parameters the contract tests use instead of the defaults (e.g. a
+      tiny random-weight model rather than a downloaded checkpoint).
+    - `unavailable()`: why the stage cannot run on this machine (missing optional package
+      or model file); the runner refuses it with that reason, contract tests skip with it.
 
     Expensive resources (model weights) load in `load()`, which the runner calls once
     before the first `process`; share them across instances with `restorekit.cache.load_once`.
@@ -80,6 +84,7 @@ class Stage:
     Params: ClassVar[type[StageParams]] = StageParams
     accepts: ClassVar[Accepts] = Accepts()
     merges: ClassVar[bool] = False
+    test_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: StageParams | dict[str, Any] | None = None, /, **kwargs: Any) -> None:
         if params is None:
@@ -96,6 +101,11 @@ class Stage:
         self._loaded = False
 
     # -- hooks a stage may override -------------------------------------------------
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this stage cannot run here (say what to install or download), or None when it can."""
+        return None
+
     def output_names(self) -> tuple[str, ...] | None:
         """Names of the outputs of a splitting stage, or None for one unnamed output."""
         return None
@@ -123,6 +133,14 @@ class Stage:
         if not self._loaded:
             self.load()
             self._loaded = True
+
+    def note(self, message: str) -> None:
+        """Add a line to this file's notes (the manifest's `notes`), e.g. which backend ran."""
+        self.__dict__.setdefault("_notes", []).append(message)
+
+    def take_notes(self) -> list[str]:
+        """The notes added since the last call; the runner collects them after each `process`."""
+        return self.__dict__.pop("_notes", [])
 
     def rng(self) -> np.random.Generator:
         """A numpy generator seeded from the run seed and this stage; same seed, same result."""

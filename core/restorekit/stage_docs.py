@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic_core import PydanticUndefined
 
 from restorekit.stage import Stage
 
 _BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def type_label(annotation: Any) -> str:
+    """A short readable type: `float | None`, `list[float]`, `one of a, b` (Annotated metadata dropped)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return type_label(args[0])
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin in (Union, UnionType):
+        return " | ".join(type_label(a) for a in args)
+    if annotation is type(None):
+        return "None"
+    if origin is not None and args:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_label(a) for a in args)}]"
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 def param_rows(cls: type[Stage]) -> list[dict[str, Any]]:
@@ -24,10 +42,7 @@ def param_rows(cls: type[Stage]) -> list[dict[str, Any]]:
             pattern = getattr(meta, "pattern", None)
             if pattern:
                 bounds.append(f"matches {pattern}")
-        annotation = field.annotation
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        if str(annotation).startswith("typing.Literal"):
-            type_name = "one of " + ", ".join(map(str, annotation.__args__))
+        type_name = type_label(field.annotation)
         default = "(required)" if field.default is PydanticUndefined else repr(field.default)
         rows.append({"name": name, "type": type_name, "default": default,
                      "range": ", ".join(bounds), "help": field.description or ""})
@@ -41,7 +56,7 @@ def describe_stage(cls: type[Stage], plugin: str | None = None) -> str:
     lines.append(f"accepts: {cls.accepts.describe()}")
     if cls.merges:
         lines.append("merges several inputs (give `input` a list)")
-    doc = (cls.__doc__ or "").strip()
+    doc = inspect.cleandoc(cls.__doc__ or "")
     if doc:
         lines += ["", doc]
     rows = param_rows(cls)

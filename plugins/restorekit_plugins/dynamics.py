@@ -1,1 +1,126 @@
-"""Placeholder: this plugin module is being written (its stages are not registered yet)."""
+"""Dynamics stages (pedalboard): `dynamics.compress` and `dynamics.limit`.
+
+Both stream the signal through pedalboard in blocks with `reset=False`, so block output
+equals whole-file output exactly and temporaries stay the size of a block.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from restorekit.hookspecs import hookimpl
+from restorekit.stage import Accepts, Stage, StageParams
+from restorekit_plugins._blocks import BLOCK_FRAMES
+
+CPU = Accepts(devices=frozenset({"cpu"}))
+
+
+class Compress(Stage):
+    """Feed-forward compressor (pedalboard's `Compressor`, JUCE): peak envelope, hard knee.
+
+    The envelope follows |x| with `attack_ms`/`release_ms`; above `threshold_db` the gain
+    makes the level rise 1/`ratio` dB per dB. Measured on settled sines the output sits
+    about 0.9 dB above the textbook threshold + (in - threshold)/ratio (the envelope rides
+    below a sine's peak), with the slope exactly 1/ratio; below threshold nothing changes.
+    `stereo_link` computes one gain from the loudest channel (the stereo image stays put);
+    without it each channel is compressed alone, as pedalboard does by itself.
+    """
+
+    id = "dynamics.compress"
+    summary = "Dynamic range compressor (pedalboard): threshold, ratio, attack, release, makeup gain."
+    accepts = CPU
+    block_frames: ClassVar[int] = BLOCK_FRAMES
+
+    class Params(StageParams):
+        threshold_db: float = Field(-20.0, ge=-80, le=0, description="Level in dBFS above which gain is reduced.")
+        ratio: float = Field(4.0, ge=1, le=100, description="Compression ratio (4 means 4:1); 1 leaves the level alone.")
+        attack_ms: float = Field(10.0, ge=0, le=1000, description="Envelope attack time in milliseconds.")
+        release_ms: float = Field(100.0, ge=0, le=5000, description="Envelope release time in milliseconds.")
+        makeup_gain_db: float = Field(0.0, ge=-24, le=40, description="Gain in dB applied after compression.")
+        stereo_link: bool = Field(True, description="One gain for all channels from the loudest one "
+                                                    "(keeps the stereo image); false: each channel alone.")
+
+    def process(self, audio):
+        import numpy as np
+        from pedalboard import Compressor, Gain
+
+        from restorekit.audio import Audio
+        from restorekit_plugins._blocks import PedalboardStream, block_bounds
+
+        p = self.params
+        comp = Compressor(threshold_db=p.threshold_db, ratio=p.ratio, attack_ms=p.attack_ms, release_ms=p.release_ms)
+        x = audio.numpy()
+        if not p.stereo_link or audio.channels == 1:
+            plugins = [comp] + ([Gain(gain_db=p.makeup_gain_db)] if p.makeup_gain_db else [])
+            out = PedalboardStream(plugins, audio.sample_rate, audio.channels).run(x, self.block_frames)
+            return Audio.from_numpy(out, audio.sample_rate)
+        # Linked: compress the detector max|x_c| (mono); the compressor's output over its input
+        # is exactly the gain it applied (JUCE has no lookahead), and that gain goes to every channel.
+        stream = PedalboardStream([comp], audio.sample_rate, 1)
+        makeup = np.float32(10.0 ** (p.makeup_gain_db / 20.0))
+        out = np.empty(x.shape, np.float32)
+        for start, stop in block_bounds(audio.frames, self.block_frames):
+            block = x[:, start:stop]
+            detector = np.abs(block).max(axis=0, keepdims=True)
+            compressed = stream.process(detector)[:, :stop - start]
+            gain = np.ones_like(detector)
+            np.divide(compressed, detector, out=gain, where=detector > 0)
+            if makeup != 1:
+                gain *= makeup
+            np.multiply(block, gain, out=out[:, start:stop])
+        return Audio.from_numpy(out, audio.sample_rate)
+
+
+class Limit(Stage):
+    """Lookahead brick-wall limiter (pedalboard's `BrickwallLimiter`): a ceiling, no makeup gain.
+
+    Instant attack through a `lookahead_ms` delay line, exponential release; the delay is
+    compensated, so the output lines up with the input. All channels share one gain. With
+    `true_peak` the detector is 4x oversampled and catches most inter-sample peaks (keep a
+    margin, e.g. -1.5 dB, for strict true-peak limits). pedalboard's plain `Limiter` is not
+    used: it adds automatic makeup gain and clips at 0 dBFS whatever its threshold.
+    """
+
+    id = "dynamics.limit"
+    summary = "Lookahead brick-wall limiter (pedalboard): output peaks stay at or below ceiling_db."
+    accepts = CPU
+    block_frames: ClassVar[int] = BLOCK_FRAMES
+
+    class Params(StageParams):
+        ceiling_db: float = Field(-1.0, ge=-60, le=0, description="Highest output sample peak in dBFS.")
+        release_ms: float = Field(100.0, ge=1, le=5000, description="Gain recovery time in milliseconds.")
+        lookahead_ms: float = Field(5.0, ge=0.1, le=100, description="Lookahead (and internal delay) in milliseconds.")
+        true_peak: bool = Field(False, description="Detect 4x oversampled (inter-sample) peaks; about 5x slower.")
+
+    @classmethod
+    def unavailable(cls):
+        import pedalboard
+
+        if not hasattr(pedalboard, "BrickwallLimiter"):
+            return (f"dynamics.limit needs pedalboard's BrickwallLimiter, which pedalboard {pedalboard.__version__} "
+                    "lacks; upgrade with `pip install -U 'pedalboard>=0.9.26'`")
+        return None
+
+    def process(self, audio):
+        import pedalboard
+
+        from restorekit.audio import Audio
+        from restorekit.errors import StageError
+        from restorekit_plugins._blocks import PedalboardStream
+
+        reason = self.unavailable()
+        if reason:
+            raise StageError(reason)
+        p = self.params
+        limiter = pedalboard.BrickwallLimiter(ceiling_db=p.ceiling_db, release_ms=p.release_ms,
+                                              lookahead_ms=p.lookahead_ms, true_peak=p.true_peak)
+        out = PedalboardStream([limiter], audio.sample_rate, audio.channels).run(audio.numpy(), self.block_frames)
+        return Audio.from_numpy(out, audio.sample_rate)
+
+
+@hookimpl
+def register_stages(register):
+    register(Compress)
+    register(Limit)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from pydantic import Field
 
 from restorekit.hookspecs import hookimpl
@@ -15,10 +17,11 @@ class MixSum(Stage):
     merges = True
 
     class Params(StageParams):
-        gains_db: list[float] | None = Field(
-            None, description="Gain in dB for each input, in the order of `input`; empty: 0 dB for all.")
-        length: str = Field("longest", pattern="^(longest|shortest)$",
-                            description="When inputs differ in length: pad to the longest or cut to the shortest.")
+        gains_db: list[Annotated[float, Field(ge=-120, le=60)]] | None = Field(
+            None, description="Gain in dB for each input (-120 to 60), in the order of `input`; "
+                              "empty: 0 dB for all.")
+        length: Literal["longest", "shortest"] = Field(
+            "longest", description="When inputs differ in length: pad to the longest or cut to the shortest.")
 
     def check_inputs(self, count):
         gains = self.params.gains_db

@@ -104,11 +104,11 @@ class Pad(Stage):
         to_duration_s: float | None = Field(
             None, gt=0, le=86400, description="Pad the end until the audio lasts this long (after before_s).")
 
-    @model_validator(mode="after")
-    def _one_way_for_the_end(self):
-        if self.after_s and self.to_duration_s is not None:
-            raise ValueError("give after_s or to_duration_s, not both")
-        return self
+        @model_validator(mode="after")
+        def one_way_for_the_end(self):
+            if self.after_s and self.to_duration_s is not None:
+                raise ValueError("give after_s or to_duration_s, not both")
+            return self
 
     def process(self, audio):
         import torch.nn.functional as F

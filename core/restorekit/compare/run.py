@@ -1,0 +1,285 @@
+"""Running a comparison: degrade each clean file (or take real inputs), run every pipeline, measure."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from restorekit.errors import RestorekitError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from restorekit.audio import Audio
+    from restorekit.metrics import Metric
+    from restorekit.runner import Pipeline
+
+log = logging.getLogger("restorekit")
+
+DEGRADED = "degraded"
+INPUT = "input"
+CLEAN = "clean"
+RESERVED = (DEGRADED, INPUT, CLEAN)
+ROW_KEYS = ("file", "pipeline", "metric", "value", "unit", "error", "notes")
+
+
+@dataclass
+class CompareRun:
+    """Everything a report needs: the settings, the rows, and per-file listening material."""
+
+    mode: str  # "reference" (clean + degrade) or "inputs"
+    pipelines: list[tuple[str, Any]]  # (label, Pipeline)
+    metrics: list[Metric]
+    skipped_metrics: dict[str, str]
+    baseline: str
+    sources: list[str]
+    degrade: str | None
+    seed: int
+    device: str | None
+    rows: list[dict] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    started: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+
+    def row_labels(self) -> list[str]:
+        """The rows of every file, in order: clean (reference mode), the baseline, each pipeline."""
+        first = [CLEAN, DEGRADED] if self.mode == "reference" else [INPUT]
+        return first + [label for label, _ in self.pipelines]
+
+
+def _label_pipelines(pipelines, device: str | None) -> list[tuple[str, Pipeline]]:
+    from restorekit.pipeline import load_pipeline
+    from restorekit.runner import Pipeline
+
+    if isinstance(pipelines, (str, Path, Pipeline)):
+        pipelines = [pipelines]
+    items = list(pipelines.items()) if isinstance(pipelines, Mapping) else [(None, p) for p in pipelines]
+    out: list[tuple[str, Pipeline]] = []
+    used: set[str] = set(RESERVED)
+    for label, ref in items:
+        pipe = ref if isinstance(ref, Pipeline) else load_pipeline(ref, device=device)
+        label = str(label or pipe.name or "pipeline")
+        base, k = label, 1
+        while label in used:
+            k += 1
+            label = f"{base}_{k}"
+        used.add(label)
+        out.append((label, pipe))
+    return out
+
+
+def _as_paths(value) -> list[Path]:
+    if value is None:
+        return []
+    if isinstance(value, (str, Path)):
+        return [Path(value)]
+    return [Path(v) for v in value]
+
+
+def compare(
+    pipelines: Sequence[str | Path | Pipeline] | Mapping[str, str | Path | Pipeline] | str | Path | Pipeline = (),
+    *,
+    clean: str | Path | Sequence[str | Path] | None = None,
+    degrade: str | Path | Pipeline | None = None,
+    inputs: str | Path | Sequence[str | Path] | None = None,
+    out_dir: str | Path | None = None,
+    metrics: Sequence[str | Metric] | None = None,
+    metric_params: Mapping[str, Mapping[str, Any]] | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    max_delay_ms: float = 0.0,
+    progress: bool = False,
+) -> list[dict]:
+    """Compare restoration pipelines; returns one row per file x pipeline x metric.
+
+    Reference mode (`clean` + `degrade`): each clean file is degraded with the
+    `degrade` preset (a name such as "lowres-8k", a YAML file, or a `Pipeline`), every
+    pipeline runs on the degraded audio, and the reference metrics compare each output,
+    and the degraded input itself (row "degraded"), with the clean file. Inputs mode
+    (`inputs`): real material without a reference; the reference-free metrics are
+    measured on the input (row "input") and on each output.
+
+    `pipelines`: YAML paths or shipped names, `Pipeline` objects (built in code), or
+    a mapping {label: pipeline}. `metrics`: ids or `Metric` instances (default: every
+    available metric of the mode); `metric_params`: {"lsd_band": {"low_hz": 4000}}.
+    Each file gets its own seed (`restorekit.batch.file_seed(seed, relative path)`),
+    used for both the degradation and the pipelines.
+
+    A row is a dict with file, pipeline, metric, value (None on failure), unit, error
+    and notes. A failed run is one row with an empty metric and the error; it never
+    stops the other files or pipelines. With `out_dir`, results.csv, summary.md and
+    report.html (with spectrograms and audio players) are written there.
+    """
+    run = run_comparison(pipelines, clean=clean, degrade=degrade, inputs=inputs, out_dir=out_dir,
+                         metrics=metrics, metric_params=metric_params, device=device, seed=seed,
+                         max_delay_ms=max_delay_ms, progress=progress)
+    return run.rows
+
+
+def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_dir=None, metrics=None,
+                   metric_params=None, device=None, seed=0, max_delay_ms=0.0, progress=False) -> CompareRun:
+    """`compare`, returning the whole `CompareRun` (the CLI uses this for its summary)."""
+    from tqdm import tqdm
+
+    from restorekit.batch import check_output_dir, collect_jobs, file_seed
+    from restorekit.metrics import resolve_metrics
+    from restorekit.pipeline import find_degradation, load_pipeline
+    from restorekit.runner import Pipeline
+
+    # -- validate everything before touching audio -------------------------------------------
+    clean_paths, input_paths = _as_paths(clean), _as_paths(inputs)
+    if clean_paths and input_paths:
+        raise UsageError("give either clean files (with a degradation) or inputs, not both")
+    if not clean_paths and not input_paths:
+        raise UsageError("nothing to compare: give clean files with a degradation preset (--clean DIR "
+                         "--degrade PRESET), or real inputs without a reference (--inputs DIR)")
+    if clean_paths and degrade is None:
+        raise UsageError("clean files need a degradation preset to make the degraded input "
+                         "(--degrade lowres-8k, or a pipeline YAML)")
+    if input_paths and degrade is not None:
+        raise UsageError("--degrade applies to --clean files; inputs are measured as they are")
+    reference = bool(clean_paths)
+    labelled = _label_pipelines(pipelines, device)
+    degrade_pipe, degrade_name = None, None
+    if reference:
+        if isinstance(degrade, Pipeline):
+            degrade_pipe, degrade_name = degrade, degrade.name
+        else:
+            degrade_pipe = load_pipeline(find_degradation(degrade), device=device)
+            degrade_name = str(degrade)
+    chosen, skipped = resolve_metrics(metrics, reference=reference,
+                                      params={k: dict(v) for k, v in (metric_params or {}).items()})
+    if not chosen:
+        raise UsageError("no metric left to measure" + (f" ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})"
+                                                         if skipped else ""))
+    jobs, missing = collect_jobs(clean_paths or input_paths)
+    if not jobs:
+        reasons = "; ".join(f"{m.input}: {m.error}" for m in missing)
+        raise UsageError(f"no audio files to compare ({reasons})")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        check_output_dir(out)
+    resolved = None
+    for _, pipe in labelled:
+        resolved = pipe.prepare(device)
+    if degrade_pipe is not None:
+        degrade_pipe.prepare(device)
+
+    run = CompareRun("reference" if reference else "inputs", labelled, chosen, skipped,
+                     DEGRADED if reference else INPUT, [str(p) for p in (clean_paths or input_paths)],
+                     degrade_name, seed, resolved or device)
+    for metric_id, reason in skipped.items():
+        run.notes.append(f"metric {metric_id} skipped: {reason}")
+    for m in missing:
+        run.rows.append(_row(m.input, "", "", error=f"cannot read: {m.error}"))
+    assets = None
+    if out is not None:
+        from restorekit.compare.report import ReportAssets
+
+        assets = ReportAssets(out)
+    ref_free = [m for m in chosen if not m.needs_reference]
+
+    total = len(jobs) * (len(labelled) + 1)
+    bar = tqdm(total=total, desc="compare", unit="run", disable=not progress, leave=False)
+    try:
+        for job in jobs:
+            name = base = (job.relative.parent / job.source.name).as_posix()
+            k = 1
+            while name in run.files:  # the same relative path under two of the given directories
+                k += 1
+                name = f"{base} ({k})"
+            run.files.append(name)
+            fseed = file_seed(seed, job.relative)
+            bar.set_postfix_str(f"{name}: reading", refresh=False)
+            try:
+                source = _read(job.source)
+            except RestorekitError as exc:
+                run.rows.append(_row(name, run.baseline, "", error=str(exc)))
+                bar.update(len(labelled) + 1)
+                continue
+            ref = source if reference else None
+            if reference:
+                if ref_free:
+                    _measure_rows(run, name, CLEAN, ref_free, source, None, max_delay_ms, [])
+                if assets:
+                    assets.add(name, CLEAN, source)
+                bar.set_postfix_str(f"{name}: degrading", refresh=False)
+                try:
+                    result = degrade_pipe.run(source, seed=fseed)
+                    given, notes = _single_output(result, "the degradation"), list(result.notes)
+                except Exception as exc:  # noqa: BLE001 - recorded, the other files go on
+                    run.rows.append(_row(name, DEGRADED, "", error=f"degradation failed: {_describe(exc)}"))
+                    for label, _ in labelled:
+                        run.rows.append(_row(name, label, "", error="not run: the degradation failed"))
+                    bar.update(len(labelled) + 1)
+                    continue
+            else:
+                given, notes = source, []
+            _measure_rows(run, name, run.baseline, chosen, given, ref, max_delay_ms, notes)
+            if assets:
+                assets.add(name, run.baseline, given)
+            bar.update(1)
+            for label, pipe in labelled:
+                bar.set_postfix_str(f"{name}: {label}", refresh=False)
+                try:
+                    result = pipe.run(given, seed=fseed)
+                    output = _single_output(result, f"pipeline {label}")
+                except Exception as exc:  # noqa: BLE001 - recorded, the others go on
+                    run.rows.append(_row(name, label, "", error=_describe(exc)))
+                    if assets:
+                        assets.add_failure(name, label, _describe(exc))
+                else:
+                    _measure_rows(run, name, label, chosen, output, ref, max_delay_ms, result.notes)
+                    if assets:
+                        assets.add(name, label, output)
+                    del output, result
+                bar.update(1)
+            if assets:
+                assets.finish_file(name)
+    finally:
+        bar.close()
+    if out is not None:
+        from restorekit.compare.report import write_report
+
+        write_report(run, out, assets)
+    return run
+
+
+def _read(path: Path) -> Audio:
+    from restorekit.io import read_audio
+
+    return read_audio(path)
+
+
+def _single_output(result, what: str) -> Audio:
+    if None not in result.outputs:
+        raise UsageError(f"{what} ends in a splitting stage ({', '.join(map(str, result.outputs))}); "
+                         "compare needs one output: add a mixing stage at the end")
+    return result.outputs[None]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, RestorekitError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    log.debug("%s", traceback.format_exc())
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _row(file: str, pipeline: str, metric: str, value: float | None = None, unit: str = "",
+         error: str | None = None, notes: str = "") -> dict:
+    return {"file": file, "pipeline": pipeline, "metric": metric, "value": value, "unit": unit,
+            "error": error, "notes": notes}
+
+
+def _measure_rows(run: CompareRun, name: str, label: str, chosen, est, ref, max_delay_ms, notes) -> None:
+    from restorekit.metrics import measure_with
+
+    m = measure_with(chosen, est, ref, max_delay_ms=max_delay_ms)
+    text = "; ".join([*notes, *m.notes])
+    for v in m.values:
+        run.rows.append(_row(name, label, v.metric, v.value, v.unit, v.error, text))

@@ -1,0 +1,442 @@
+"""Quality metrics: the `Metric` contract, alignment of an estimate to its reference, measuring.
+
+A metric is a small class like a stage: an `id`, a one-line `summary`, a `unit`,
+`higher_is_better`, `needs_reference`, validated `Params`, and
+`compute(est, ref) -> float`. Plugins register metric classes through the
+`register_metrics` hook; `restorekit metrics --list` shows them.
+
+Reference metrics get audio that `align` has already matched to the reference:
+
+- sample rate: the estimate is resampled (soxr) to the reference's rate;
+- channels: equal counts are kept (metrics compute per channel and average, or pool
+  all channels; each metric documents which); different counts are both downmixed to
+  mono (the mean of the channels);
+- delay (optional, `max_delay_ms` > 0): a constant delay of the estimate is found by
+  cross-correlating the mono downmixes (first 30 s) and removed;
+- length: both are trimmed to the shorter one.
+
+Every step that changed something is described in the notes that come back
+("resampled est 44100 -> 32000 Hz", "trimmed est 48012 -> 48000 frames").
+
+This module must not import torch or numpy at import time: plugins import it while
+they register, and `restorekit plugins` has to stay fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from restorekit.errors import RestorekitError, UsageError
+from restorekit.stage import StageParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from restorekit.audio import Audio
+    from restorekit.plugins import Registry
+
+METRIC_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+DELAY_SEARCH_S = 30.0
+#: Ratios in dB (SNR, SI-SDR, PSNR) are capped here, so identical signals give a finite number.
+MAX_RATIO_DB = 200.0
+
+
+class MetricError(RestorekitError):
+    """A metric cannot be computed on the audio it was given (the message says why)."""
+
+
+class MetricParams(StageParams):
+    """Base for metric parameters: same rules as stage parameters (units in names, ranges, help)."""
+
+
+@dataclass
+class MetricValue:
+    """One measured value: `value` is None when `error` says why it could not be computed."""
+
+    metric: str
+    value: float | None
+    unit: str = ""
+    higher_is_better: bool | None = None
+    error: str | None = None
+
+
+@dataclass
+class Measurement:
+    """Values of several metrics for one estimate, the alignment notes, and the metrics skipped."""
+
+    values: list[MetricValue] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {v.metric: v.value for v in self.values}
+
+
+class Metric:
+    """One quality measure. Subclass, set the class attributes, implement `compute`.
+
+    - `id`: lowercase, digits and `_` ("snr", "lsd_band"); third parties may prefix
+      theirs with their plugin's name and a dot ("myplugin.sharpness").
+    - `summary`: one line; `unit`: "dB", "Hz", "LUFS", "" for a plain number.
+    - `higher_is_better`: True, False, or None where neither is (loudness, centroid).
+    - `needs_reference`: True when `compute` compares against a reference.
+    - `requires`: importable modules an optional dependency provides; `install_hint`:
+      the command that installs them. Missing ones make the metric unavailable, and
+      `restorekit metrics` / `compare` skip it with that hint instead of failing.
+
+    `compute(est, ref)` gets CPU audio (aligned to `ref` when `needs_reference`) and
+    returns a finite float, or raises `MetricError` saying what to do.
+    """
+
+    id: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    unit: ClassVar[str] = ""
+    higher_is_better: ClassVar[bool | None] = None
+    needs_reference: ClassVar[bool] = False
+    requires: ClassVar[tuple[str, ...]] = ()
+    install_hint: ClassVar[str] = ""
+    Params: ClassVar[type[MetricParams]] = MetricParams
+
+    def __init__(self, params: MetricParams | dict[str, Any] | None = None, /, **kwargs: Any) -> None:
+        if params is None:
+            params = self.Params(**kwargs)
+        elif isinstance(params, dict):
+            params = self.Params(**{**params, **kwargs})
+        elif kwargs:
+            params = self.Params(**{**params.model_dump(), **kwargs})
+        if not isinstance(params, self.Params):
+            raise TypeError(f"{self.id}: params must be {self.Params.__name__}, got {type(params).__name__}")
+        self.params = params
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """Why the metric cannot run here (an optional dependency is missing), or None."""
+        absent = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if not absent:
+            return None
+        hint = f"; install it with: {cls.install_hint}" if cls.install_hint else ""
+        return f"needs the Python module(s) {', '.join(absent)}, which are not installed{hint}"
+
+    @classmethod
+    def available(cls) -> bool:
+        """True when every optional dependency is installed."""
+        return cls.missing() is None
+
+    def compute(self, est: Audio, ref: Audio | None) -> float:
+        raise NotImplementedError(f"{type(self).__name__}.compute")
+
+    def __call__(self, est: Audio, ref: Audio | None = None, *, max_delay_ms: float = 0.0) -> float:
+        """Align (for reference metrics) and compute; raises MetricError on a problem."""
+        missing = self.missing()
+        if missing:
+            raise MetricError(f"{self.id} is unavailable: {missing}")
+        if self.needs_reference:
+            if ref is None:
+                raise MetricError(f"{self.id} compares against a reference; give one")
+            aligned = align(est, ref, max_delay_ms=max_delay_ms)
+            est, ref = aligned.est, aligned.ref
+        return _finite(self, self.compute(est.to("cpu"), None if ref is None else ref.to("cpu")))
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{type(self).__name__}({params})"
+
+
+def _finite(metric: Metric, value: Any) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise MetricError(f"{metric.id} came out as {value}; the audio may be silent or empty")
+    return value
+
+
+def check_metric_class(cls: Any) -> list[str]:
+    """Reasons a class is not a valid metric (empty when it is)."""
+    if not (isinstance(cls, type) and issubclass(cls, Metric)):
+        return [f"{cls!r} is not a subclass of restorekit.metrics.Metric"]
+    problems = []
+    if not METRIC_ID_PATTERN.match(cls.id or ""):
+        problems.append(f"{cls.__name__}.id {cls.id!r} must be lowercase letters, digits and _ (e.g. 'si_sdr')")
+    if not cls.summary or "\n" in cls.summary:
+        problems.append(f"{cls.__name__}.summary must be one non-empty line")
+    if cls.higher_is_better not in (True, False, None):
+        problems.append(f"{cls.__name__}.higher_is_better must be True, False or None")
+    if not isinstance(cls.unit, str):
+        problems.append(f"{cls.__name__}.unit must be a string")
+    if not (isinstance(cls.Params, type) and issubclass(cls.Params, StageParams)):
+        problems.append(f"{cls.__name__}.Params must subclass restorekit.metrics.MetricParams")
+    elif cls.Params.model_config.get("extra") != "forbid":
+        problems.append(f"{cls.__name__}.Params must reject unknown keys (extra='forbid')")
+    return problems
+
+
+# -- alignment --------------------------------------------------------------------------------
+
+
+@dataclass
+class Aligned:
+    """An estimate and its reference matched in rate, channels, delay and length."""
+
+    est: Audio
+    ref: Audio
+    notes: list[str] = field(default_factory=list)
+    delay_frames: int = 0
+
+
+def align(est: Audio, ref: Audio, *, max_delay_ms: float = 0.0) -> Aligned:
+    """Match `est` to `ref`: rate (resample est), channels, optional constant delay, length.
+
+    See the module docstring for each rule. `max_delay_ms` > 0 searches a delay of est
+    relative to ref within +/- that many milliseconds and removes it.
+    """
+    from restorekit import dsp
+
+    notes: list[str] = []
+    est, ref = est.to("cpu"), ref.to("cpu")
+    if est.sample_rate != ref.sample_rate:
+        notes.append(f"resampled est {est.sample_rate} -> {ref.sample_rate} Hz")
+        est = dsp.resample(est, ref.sample_rate)
+    if est.channels != ref.channels:
+        for name in ("est", "ref"):
+            audio = est if name == "est" else ref
+            if audio.channels != 1:
+                notes.append(f"downmixed {name} {audio.channels} -> 1 channel (est has {est.channels}, "
+                             f"ref has {ref.channels})")
+        est, ref = dsp.convert_channels(est, 1), dsp.convert_channels(ref, 1)
+    delay = 0
+    if max_delay_ms > 0:
+        delay = find_delay(est, ref, round(max_delay_ms * ref.sample_rate / 1000))
+        if delay:
+            ms = 1000 * delay / ref.sample_rate
+            if delay > 0:
+                est = est.with_samples(est.samples[:, delay:])
+                notes.append(f"est lags ref by {delay} frames ({ms:.2f} ms): removed that delay")
+            else:
+                ref = ref.with_samples(ref.samples[:, -delay:])
+                notes.append(f"est leads ref by {-delay} frames ({-ms:.2f} ms): removed that delay")
+    if est.frames != ref.frames:
+        n = min(est.frames, ref.frames)
+        which = "est" if est.frames > n else "ref"
+        longer = max(est.frames, ref.frames)
+        notes.append(f"trimmed {which} {longer} -> {n} frames ({(longer - n) / ref.sample_rate * 1000:.1f} ms)")
+        est = est.with_samples(est.samples[:, :n])
+        ref = ref.with_samples(ref.samples[:, :n])
+    if est.frames == 0:
+        raise MetricError("nothing left to compare after alignment (one of the signals is empty)")
+    return Aligned(est, ref, notes, delay)
+
+
+def find_delay(est: Audio, ref: Audio, max_lag: int) -> int:
+    """Frames by which `est` lags `ref` (negative: leads), within +/- `max_lag`, by cross-correlation.
+
+    Uses the mono downmixes of the first 30 s; both must be at the same rate.
+    """
+    import numpy as np
+    from scipy import fft
+
+    if max_lag <= 0:
+        return 0
+    n = min(est.frames, ref.frames, int(DELAY_SEARCH_S * ref.sample_rate))
+    a = est.numpy()[:, :n].mean(axis=0, dtype=np.float64)
+    b = ref.numpy()[:, :n].mean(axis=0, dtype=np.float64)
+    if not a.any() or not b.any():
+        return 0
+    size = fft.next_fast_len(2 * n)
+    xc = fft.irfft(fft.rfft(a, size) * np.conj(fft.rfft(b, size)), size)
+    max_lag = min(max_lag, n - 1)
+    lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
+    values = np.concatenate([xc[:max_lag + 1], xc[size - max_lag:]]) if max_lag else xc[:1]
+    return int(lags[int(np.argmax(values))])
+
+
+# -- spectral helpers for metric authors ---------------------------------------------------------
+
+
+def stft_blocks(x: np.ndarray, n_fft: int, hop: int, block_frames: int = 256,
+                center: bool = True) -> Iterator[np.ndarray]:
+    """Complex STFT of (channels, frames) `x` in blocks of STFT frames, (channels, frames, bins) each.
+
+    Periodic Hann window. With `center`, frames are centred (zero padding of n_fft/2 at
+    both ends), so n samples give 1 + n // hop frames; without it, only frames that lie
+    inside the signal are taken, 1 + (n - n_fft) // hop of them (a signal shorter than
+    n_fft is zero-padded to one frame). Memory stays at one block, whatever the length
+    of `x`; within a block everything is vectorized.
+    """
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+    from scipy import fft
+
+    x = np.asarray(x, dtype=np.float32)
+    n = x.shape[-1]
+    pad = n_fft // 2 if center else 0
+    total = 1 + n // hop if center else 1 + max(0, n - n_fft) // hop
+    window = hann(n_fft).astype(np.float32)
+    for f0 in range(0, total, block_frames):
+        nb = min(block_frames, total - f0)
+        start = f0 * hop - pad
+        stop = start + (nb - 1) * hop + n_fft
+        seg = x[:, max(start, 0):min(stop, n)]
+        if start < 0 or stop > n:
+            seg = np.pad(seg, ((0, 0), (max(0, -start), max(0, stop - n))))
+        frames = sliding_window_view(seg, n_fft, axis=-1)[:, ::hop][:, :nb]
+        yield fft.rfft(frames * window, axis=-1)
+
+
+def hann(n: int) -> np.ndarray:
+    """Periodic Hann window of length n (float64)."""
+    import numpy as np
+
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin_hz: float = 0.0,
+                   fmax_hz: float | None = None) -> np.ndarray:
+    """Triangular mel filters (HTK mel scale, peak 1), shaped (n_mels, n_fft // 2 + 1)."""
+    import numpy as np
+
+    fmax_hz = sample_rate / 2 if fmax_hz is None else min(fmax_hz, sample_rate / 2)
+    if fmin_hz >= fmax_hz:
+        raise MetricError(f"mel band {fmin_hz:g}-{fmax_hz:g} Hz is empty at {sample_rate} Hz")
+    mel = np.linspace(_hz_to_mel(fmin_hz), _hz_to_mel(fmax_hz), n_mels + 2)
+    edges = 700.0 * (10 ** (mel / 2595.0) - 1)
+    freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (freqs - lo) / (mid - lo)
+    down = (hi - freqs) / (hi - mid)
+    return np.maximum(0.0, np.minimum(up, down))
+
+
+def _hz_to_mel(hz: float) -> float:
+    return 2595.0 * math.log10(1 + hz / 700.0)
+
+
+# -- registry and measuring -------------------------------------------------------------------
+
+
+def metric_classes(registry: Registry | None = None) -> dict[str, type[Metric]]:
+    """Registered metric classes by id, in registration order."""
+    from restorekit.plugins import get_registry
+
+    return dict((registry or get_registry()).metrics)
+
+
+def parse_metric_overrides(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """`["lsd_band.low_hz=4000", ...]` as {"lsd_band": {"low_hz": 4000}} (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        metric_id, dot, param = key.strip().rpartition(".")
+        if not sep or not dot or not metric_id or not param:
+            raise UsageError(f"--set {item}: expected METRIC.PARAM=VALUE, e.g. --set lsd_band.low_hz=4000")
+        try:
+            out.setdefault(metric_id, {})[param] = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--set {item}: the value is not valid YAML ({exc})") from exc
+    return out
+
+
+def resolve_metrics(
+    selection: Sequence[str | Metric] | None = None,
+    *,
+    reference: bool,
+    params: dict[str, dict[str, Any]] | None = None,
+    registry: Registry | None = None,
+) -> tuple[list[Metric], dict[str, str]]:
+    """Metric instances to run, and {id: reason} for those skipped because they are unavailable.
+
+    With no `selection`, every registered metric that fits: reference metrics when
+    `reference` is True, reference-free ones otherwise. Asking for a reference metric
+    without a reference, an unknown id, or invalid parameters raises UsageError
+    before any audio is touched.
+    """
+    from pydantic import ValidationError
+
+    classes = metric_classes(registry)
+    params = dict(params or {})
+    if selection is None:
+        selection = [mid for mid, cls in classes.items() if cls.needs_reference == reference]
+    chosen: list[Metric] = []
+    skipped: dict[str, str] = {}
+    for item in selection:
+        if isinstance(item, Metric):
+            instance = item
+        else:
+            cls = classes.get(item)
+            if cls is None:
+                close = difflib.get_close_matches(str(item), list(classes), n=2)
+                hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+                raise UsageError(f"unknown metric '{item}'.{hint} Known: {', '.join(classes) or 'none'} "
+                                 "(`restorekit metrics --list` describes them)")
+            try:
+                instance = cls(params.pop(item, {}))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise UsageError(f"metric {item}: {where}: {first['msg']} (fields: "
+                                 f"{', '.join(cls.Params.model_fields) or 'none'})") from exc
+        if instance.needs_reference and not reference:
+            raise UsageError(f"metric {instance.id} compares against a reference; give a reference "
+                             "(REF EST, or --clean with --degrade)")
+        missing = instance.missing()
+        if missing:
+            skipped[instance.id] = missing
+            continue
+        chosen.append(instance)
+    if params:
+        raise UsageError(f"--set for metric(s) not selected: {', '.join(params)}")
+    return chosen, skipped
+
+
+def measure(
+    est: Audio,
+    ref: Audio | None = None,
+    metrics: Sequence[str | Metric] | None = None,
+    *,
+    max_delay_ms: float = 0.0,
+    registry: Registry | None = None,
+) -> Measurement:
+    """Measure `est` (against `ref` when given) with `metrics` (default: all that fit).
+
+    The alignment is done once and shared by every reference metric. A metric that
+    fails gives a value of None with its error; it never stops the others.
+    """
+    chosen, skipped = resolve_metrics(metrics, reference=ref is not None, registry=registry)
+    return measure_with(chosen, est, ref, max_delay_ms=max_delay_ms, skipped=skipped)
+
+
+def measure_with(chosen: Sequence[Metric], est: Audio, ref: Audio | None, *, max_delay_ms: float = 0.0,
+                 skipped: dict[str, str] | None = None) -> Measurement:
+    """`measure` with metric instances already resolved (used by compare for every row)."""
+    result = Measurement(skipped=dict(skipped or {}))
+    est = est.to("cpu")
+    aligned, align_error = None, None
+    if ref is not None and any(m.needs_reference for m in chosen):
+        try:
+            aligned = align(est, ref, max_delay_ms=max_delay_ms)
+            result.notes.extend(aligned.notes)
+        except RestorekitError as exc:
+            align_error = f"cannot align est to ref: {exc}"
+    for metric in chosen:
+        mv = MetricValue(metric.id, None, metric.unit, metric.higher_is_better)
+        if metric.needs_reference and aligned is None:
+            mv.error = align_error or f"{metric.id} compares against a reference; none was given"
+            result.values.append(mv)
+            continue
+        a, r = (aligned.est, aligned.ref) if metric.needs_reference else (est, None)
+        try:
+            mv.value = _finite(metric, metric.compute(a, r))
+        except RestorekitError as exc:
+            mv.error = str(exc)
+        except MemoryError:
+            mv.error = "out of memory"
+        except Exception as exc:  # noqa: BLE001 - one broken metric must not stop the others
+            mv.error = f"internal error in metric {metric.id}: {type(exc).__name__}: {exc}"
+        result.values.append(mv)
+    return result

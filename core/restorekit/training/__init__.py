@@ -1,0 +1,1 @@
+"""Training learned stages: model specs (registered by plugins), data, and the trainer."""

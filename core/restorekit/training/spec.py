@@ -1,0 +1,58 @@
+"""The contract for a trainable model family, registered by plugins through `register_models`.
+
+A `ModelSpec` says how to build the network from hyper-parameters, how to turn a batch
+of (degraded, clean) waveform segments into inputs and targets, and its loss. The
+trainer does the rest (data, degradation, optimisation, checkpoints, logs). This module
+does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+class Hparams(BaseModel):
+    """Architecture hyper-parameters; unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec:
+    """A trainable model family.
+
+    - `name`: what `restorekit train NAME` takes; `architecture`: stored in checkpoints.
+    - `Hparams`: the architecture's hyper-parameters with defaults; `tiny` is a
+      dict of overrides for a tiny random-weight variant used by tests.
+    - `sample_rate`: the rate the model works at (training segments are mono at this rate).
+    - `default_degrade`: the degradation preset used when `--degrade` is not given.
+    """
+
+    name: ClassVar[str] = ""
+    architecture: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Hparams: ClassVar[type[Hparams]] = Hparams
+    tiny: ClassVar[dict[str, Any]] = {}
+    sample_rate: ClassVar[int] = 32000
+    default_degrade: ClassVar[str] = "lowres-8k"
+    default_lr: ClassVar[float] = 3e-4
+    default_weight_decay: ClassVar[float] = 1e-2
+
+    def __init__(self, hparams: Hparams | None = None) -> None:
+        self.hparams = hparams if hparams is not None else self.Hparams()
+
+    def build(self, hparams: Hparams) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def make_batch(self, degraded: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) from (batch, 1, frames) degraded and clean segments."""
+        return degraded, clean
+
+    def loss(self, model: torch.nn.Module, inputs: torch.Tensor,
+             targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar loss to minimise and its named components (for the log)."""
+        raise NotImplementedError

@@ -1,1 +1,0 @@
-"""Placeholder: this plugin module is being written (its stages are not registered yet)."""

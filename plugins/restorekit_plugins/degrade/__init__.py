@@ -1,0 +1,32 @@
+"""Degradation stages (family `degrade.`): simulate the damage restorekit's stages repair.
+
+Band limitation, requantization, noise, reverb, clipping, MP3, spectrogram gaps,
+codec-like requantization and the random `generative_mix` recipe. The presets in
+pipelines/degrade/ chain them (`restorekit degrade --list`). Only pydantic and
+restorekit.stage are imported here; numpy, scipy, soxr and pedalboard load in `process`.
+"""
+
+from __future__ import annotations
+
+from restorekit.hookspecs import hookimpl
+from restorekit_plugins.degrade.stages import (
+    STAGES,
+    BandLimit,
+    Clip,
+    Codec,
+    GenerativeMix,
+    Mp3,
+    Noise,
+    Quantize,
+    Reverb,
+    SpectralGaps,
+)
+
+__all__ = ["BandLimit", "Clip", "Codec", "GenerativeMix", "Mp3", "Noise", "Quantize", "Reverb", "SpectralGaps"]
+
+
+@hookimpl
+def register_stages(register):
+    """Register the degradation stages."""
+    for cls in STAGES:
+        register(cls)

@@ -1,0 +1,359 @@
+"""The `degrade.*` stages: each simulates one kind of damage, deterministically for a seed.
+
+All randomness comes from `Stage.rng()`, which the runner seeds per run and per file
+(see `restorekit.batch.file_seed`): the same seed gives the same output, and each file
+of a batch gets its own draws. Every stage keeps the rate, length and channel count of
+its input. The array work lives in `ops` (imported inside `process`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from restorekit.stage import Accepts, Stage, StageParams
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from restorekit.audio import Audio
+
+log = logging.getLogger("restorekit")
+CPU = Accepts(devices=frozenset({"cpu"}))
+MP3_CBR_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+
+
+def _wrap(audio: Audio, samples: np.ndarray) -> Audio:
+    """New Audio at the input's rate from a (channels, frames) array."""
+    import numpy as np
+
+    from restorekit.audio import Audio
+
+    return Audio.from_numpy(np.ascontiguousarray(samples, dtype=np.float32), audio.sample_rate)
+
+
+def _ordered(params, low: str, high: str):
+    if getattr(params, low) > getattr(params, high):
+        raise ValueError(f"{low} ({getattr(params, low)}) must not be greater than {high} ({getattr(params, high)})")
+    return params
+
+
+class BandLimit(Stage):
+    """Remove everything above a frequency, as a low-rate recording or generator does.
+
+    `resample` goes down to `through_rate_hz` and back (soxr VHQ): the stopband (> 90 dB
+    down) starts at through_rate_hz / 2, the passband is flat to about 91 % of it. `lowpass` is a zero-phase Kaiser FIR: >= 100 dB down from
+    `cutoff_hz`, flat to 95 % of it.
+    """
+
+    id = "degrade.band_limit"
+    summary = "Band limit: resample down and back (e.g. through 8 kHz), or a steep low-pass."
+    accepts = CPU
+
+    class Params(StageParams):
+        method: Literal["resample", "lowpass"] = Field(
+            "resample", description="resample: down to through_rate_hz and back with soxr; "
+                                    "lowpass: a steep linear-phase FIR at cutoff_hz.")
+        through_rate_hz: int = Field(
+            8000, ge=1000, le=384000, description="resample: the rate passed through; the band ends at half of it.")
+        cutoff_hz: float | None = Field(
+            None, ge=100, le=192000, description="lowpass: where the stopband starts, in Hz; empty: through_rate_hz/2.")
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        x = audio.numpy()
+        if p.method == "resample":
+            return _wrap(audio, ops.band_limit_resample(x, audio.sample_rate, p.through_rate_hz))
+        cutoff = p.cutoff_hz if p.cutoff_hz is not None else p.through_rate_hz / 2
+        return _wrap(audio, ops.lowpass_fir(x, audio.sample_rate, cutoff))
+
+
+class Quantize(Stage):
+    """Round samples to the grid of `bits`-bit signed PCM.
+
+    The step (LSB) is 2**-(bits-1); values clip to [-1, 1 - LSB]. Without dither the error
+    power is LSB**2/12 and follows the signal (distortion); TPDF dither (+-1 LSB,
+    triangular) makes it LSB**2/4 of plain noise.
+    """
+
+    id = "degrade.quantize"
+    summary = "Requantize to 2-24 bits, with or without TPDF dither."
+    accepts = CPU
+
+    class Params(StageParams):
+        bits: int = Field(8, ge=2, le=24, description="Bit depth of the grid, in bits (8: steps of 1/128).")
+        dither: Literal["none", "tpdf"] = Field(
+            "tpdf", description="none: plain rounding; tpdf: triangular dither of +-1 LSB before rounding.")
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        return _wrap(audio, ops.quantize(audio.numpy(), self.params.bits, self.params.dither, self.rng()))
+
+
+class Noise(Stage):
+    """Add white, pink or mains-hum noise at an exact signal-to-noise ratio.
+
+    Pink falls 3 dB per octave above 20 Hz; hum is harmonics k * hum_hz at level 1/k,
+    the same in every channel. The noise is scaled so that the clip's signal power (all
+    channels together) over the noise power is exactly `snr_db`. Silent input stays silent.
+    """
+
+    id = "degrade.noise"
+    summary = "Add white, pink or hum noise at a signal-to-noise ratio in dB."
+    accepts = CPU
+
+    class Params(StageParams):
+        snr_db: float = Field(30.0, ge=-30, le=120, description="Signal power over noise power, in dB.")
+        color: Literal["white", "pink", "hum"] = Field("white", description="Noise colour: white, pink or hum.")
+        hum_hz: float = Field(50.0, ge=10, le=1000, description="hum: mains frequency in Hz (50 or 60).")
+        hum_harmonics: int = Field(5, ge=1, le=40, description="hum: number of harmonics, the fundamental included.")
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        return _wrap(audio, ops.add_noise(audio.numpy(), audio.sample_rate, p.snr_db, p.color, self.rng(),
+                                          p.hum_hz, p.hum_harmonics))
+
+
+class Reverb(Stage):
+    """Add reverb from an exponentially decaying noise impulse response.
+
+    The IR is Gaussian noise under an envelope that falls 60 dB in `rt60_s` (drawn anew per
+    seed, independent per channel, unit energy); the convolution is added `wet_db`
+    relative to the dry signal after `pre_delay_ms`. The tail past the end is cut.
+    """
+
+    id = "degrade.reverb"
+    summary = "Exponential-decay reverb with a given RT60 (FFT convolution)."
+    accepts = CPU
+
+    class Params(StageParams):
+        rt60_s: float = Field(0.6, ge=0.05, le=20, description="Time for the reverb to decay by 60 dB, in seconds.")
+        wet_db: float = Field(-6.0, ge=-60, le=20, description="Level of the reverberant signal over the dry, in dB.")
+        pre_delay_ms: float = Field(10.0, ge=0, le=500, description="Delay before the reverb starts, in ms.")
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        return _wrap(audio, ops.reverb(audio.numpy(), audio.sample_rate, p.rt60_s, p.wet_db, p.pre_delay_ms,
+                                       self.rng()))
+
+
+class Clip(Stage):
+    """Clip at a threshold, hard (flat tops) or soft (tanh).
+
+    Hard clipping sets every sample beyond the threshold T to +-T; soft clipping maps x to
+    T * tanh(x / T), smooth and monotonic, approaching T without reaching it. T is
+    relative to full scale (1.0) or to the clip's own peak.
+    """
+
+    id = "degrade.clip"
+    summary = "Hard or soft (tanh) clipping at a threshold in dB."
+    accepts = CPU
+
+    class Params(StageParams):
+        threshold_db: float = Field(-3.0, ge=-60, le=0,
+                                    description="Clipping level in dB (-1.94 dB is 0.8, -0.45 dB is 0.95).")
+        mode: Literal["hard", "soft"] = Field("hard", description="hard: flat tops; soft: tanh saturation.")
+        reference: Literal["full_scale", "peak"] = Field(
+            "full_scale", description="full_scale: threshold_db is dBFS; peak: relative to the clip's peak.")
+
+    def process(self, audio):
+        from restorekit.dsp import db_to_gain
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        x = audio.numpy()
+        threshold = db_to_gain(p.threshold_db) * (ops.peak(x) if p.reference == "peak" else 1.0)
+        if p.reference == "peak" and threshold == 0.0:
+            return _wrap(audio, x.copy())
+        return _wrap(audio, ops.clip(x, threshold, p.mode))
+
+
+class Mp3(Stage):
+    """Encode to MP3 with LAME (pedalboard) and decode, aligned sample for sample with the input.
+
+    `cbr` encodes at a true constant bitrate (pedalboard.io.AudioFile, codec delay of
+    1105 frames removed). `vbr` uses pedalboard.MP3Compressor, which takes LAME's VBR
+    quality only (0 best .. 10 worst; LAME documents averages for 44.1 kHz stereo of
+    ~245 kbit/s at -V0, ~190 at -V2, ~165 at -V4, ~115 at -V6, ~65 at -V9). LAME picks
+    its own low-pass (at 44.1 kHz: ~17 kHz at 64 kbit/s, ~20.5 kHz at 128). Rates MP3
+    lacks are resampled to the next MP3 rate and back.
+    """
+
+    id = "degrade.mp3"
+    summary = "MP3 encode and decode with LAME (pedalboard) at a bitrate or VBR quality."
+    accepts = CPU
+
+    class Params(StageParams):
+        mode: Literal["cbr", "vbr"] = Field("cbr", description="cbr: constant bitrate_kbps; vbr: LAME vbr_quality.")
+        bitrate_kbps: int = Field(
+            64, ge=32, le=320, description="cbr: bitrate in kbit/s, one of 32 40 48 56 64 80 96 112 128 160 192 224 "
+                                           "256 320 (below 32 kHz LAME caps it: 160 at 16-24 kHz, 64 below).")
+        vbr_quality: float = Field(4.0, ge=0, le=10, description="vbr: LAME VBR quality, 0 (best) to 10 (worst).")
+
+        @field_validator("bitrate_kbps")
+        @classmethod
+        def _mp3_bitrate(cls, value: int) -> int:
+            if value not in MP3_CBR_KBPS:
+                raise ValueError(f"MP3 has no {value} kbit/s; choose one of {', '.join(map(str, MP3_CBR_KBPS))}")
+            return value
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        return _wrap(audio, ops.mp3(audio.numpy(), audio.sample_rate, p.mode, p.bitrate_kbps, p.vbr_quality))
+
+
+class SpectralGaps(Stage):
+    """Zero random runs of STFT time frames covering a fraction of the clip.
+
+    STFT: Hann window of `frame_ms`, hop a quarter of it. The fraction of frames zeroed is
+    drawn uniformly from [fraction_min, fraction_max] per clip, in runs of `gap_ms` placed
+    at random. Zeroing whole frames and inverting the STFT is exactly a smooth gain
+    envelope (each gap fades over one window), and that envelope is what is applied: no
+    spectrogram of the whole file is held in memory.
+    """
+
+    id = "degrade.spectral_gaps"
+    summary = "Zero random runs of spectrogram time frames covering 10-70 % of the clip."
+    accepts = CPU
+
+    class Params(StageParams):
+        fraction_min: float = Field(0.1, ge=0, le=1, description="Smallest fraction of STFT frames zeroed in a clip.")
+        fraction_max: float = Field(0.7, ge=0, le=1, description="Largest fraction of STFT frames zeroed in a clip.")
+        gap_ms: float = Field(100.0, ge=1, le=10000, description="Length of each gap (a run of zeroed frames), in ms.")
+        frame_ms: float = Field(32.0, ge=2, le=500, description="STFT window length in ms (hop: a quarter of it).")
+
+        @model_validator(mode="after")
+        def _fractions(self):
+            return _ordered(self, "fraction_min", "fraction_max")
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        rng = self.rng()
+        fraction = float(rng.uniform(p.fraction_min, p.fraction_max))
+        out, zeroed = ops.spectral_gaps(audio.numpy(), audio.sample_rate, fraction, p.gap_ms, p.frame_ms, rng)
+        log.debug("%s: zeroed %d of %d frames (fraction %.3f drawn)", self.id, int(zeroed.sum()), len(zeroed), fraction)
+        return _wrap(audio, out)
+
+
+class Codec(Stage):
+    """Codec-like damage: band limit plus coarse per-band requantization of STFT magnitudes.
+
+    STFT with a Hann window at 75 % overlap; bins above `cutoff_hz` are zeroed, the rest
+    split into `bands` log-spaced bands whose peak (the scale factor, rounded to
+    `scale_step_db`) normalises the magnitudes, which are rounded to 2**bits - 1 levels
+    after a 3/4 power law; the phase is kept. Few bits leave spectral holes and
+    "birdies", like a starved MP3/AAC encoder.
+    """
+
+    id = "degrade.codec"
+    summary = "Codec-like damage: band limit plus coarse per-band requantization of STFT magnitudes."
+    accepts = CPU
+
+    class Params(StageParams):
+        cutoff_hz: float = Field(7000.0, ge=500, le=96000, description="Bins above this frequency are zeroed, in Hz.")
+        bits: int = Field(3, ge=1, le=16, description="Bits per magnitude within a band (levels: 2**bits - 1).")
+        bands: int = Field(20, ge=1, le=64, description="Number of log-spaced bands with their own scale factor.")
+        frame_ms: float = Field(23.0, ge=2, le=200, description="STFT window length in ms (hop: a quarter of it).")
+        scale_step_db: float = Field(1.5, ge=0, le=12, description="Step of the band scale factors in dB; 0: exact.")
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        return _wrap(audio, ops.codec(audio.numpy(), audio.sample_rate, p.cutoff_hz, p.bits, p.bands,
+                                      p.frame_ms, p.scale_step_db))
+
+
+class GenerativeMix(Stage):
+    """Random per-clip degradation mix for training restorers of generated music.
+
+    With probability `clean_fraction` a clip passes untouched; otherwise, in signal-chain
+    order: exponential reverb (RT60 and wet level drawn; the peak is kept at the input's),
+    resampling down to a rate drawn from [through_rate_min_hz, through_rate_max_hz] and
+    back, clipping at a threshold drawn from [clip_threshold_min, clip_threshold_max]
+    (linear, relative to the clip's peak by default), and quantization to a bit depth
+    drawn from [bits_min, bits_max] with TPDF dither. Every draw is uniform.
+    """
+
+    id = "degrade.generative_mix"
+    summary = "Random per-clip mix: dithered 8-12 bit quantization, 16-22 kHz resampling, reverb, clipping; 15 % clean."
+    accepts = CPU
+
+    class Params(StageParams):
+        clean_fraction: float = Field(0.15, ge=0, le=1, description="Probability that a clip passes unchanged.")
+        bits_min: int = Field(8, ge=2, le=24, description="Smallest bit depth drawn, in bits.")
+        bits_max: int = Field(12, ge=2, le=24, description="Largest bit depth drawn, in bits.")
+        dither: Literal["none", "tpdf"] = Field("tpdf", description="Dither for the quantization: none or tpdf.")
+        through_rate_min_hz: int = Field(16000, ge=1000, le=384000, description="Lowest rate passed through, in Hz.")
+        through_rate_max_hz: int = Field(22050, ge=1000, le=384000, description="Highest rate passed through, in Hz.")
+        rt60_min_s: float = Field(0.2, ge=0.05, le=20, description="Shortest reverb RT60 drawn, in seconds.")
+        rt60_max_s: float = Field(1.0, ge=0.05, le=20, description="Longest reverb RT60 drawn, in seconds.")
+        wet_min_db: float = Field(-20.0, ge=-60, le=20, description="Lowest reverb level relative to the dry, in dB.")
+        wet_max_db: float = Field(-8.0, ge=-60, le=20, description="Highest reverb level relative to the dry, in dB.")
+        pre_delay_ms: float = Field(10.0, ge=0, le=500, description="Reverb pre-delay, in ms.")
+        clip_threshold_min: float = Field(0.8, gt=0, le=1, description="Lowest clipping level (linear; 0.8 = -1.9 dB).")
+        clip_threshold_max: float = Field(0.95, gt=0, le=1,
+                                          description="Highest clipping level (linear; 0.95 = -0.45 dB).")
+        clip_mode: Literal["hard", "soft"] = Field("hard", description="hard or soft (tanh) clipping.")
+        clip_reference: Literal["full_scale", "peak"] = Field(
+            "peak", description="peak: thresholds are relative to the clip's peak (it always clips); "
+                                "full_scale: relative to 1.0 (quiet clips pass unclipped).")
+
+        @model_validator(mode="after")
+        def _ranges(self):
+            for low, high in (("bits_min", "bits_max"), ("through_rate_min_hz", "through_rate_max_hz"),
+                              ("rt60_min_s", "rt60_max_s"), ("wet_min_db", "wet_max_db"),
+                              ("clip_threshold_min", "clip_threshold_max")):
+                _ordered(self, low, high)
+            return self
+
+    def draw(self, rng: np.random.Generator) -> dict | None:
+        """The recipe for one clip (None: the clip stays clean), drawn from `rng`."""
+        p = self.params
+        if rng.random() < p.clean_fraction:
+            return None
+        return {
+            "rt60_s": float(rng.uniform(p.rt60_min_s, p.rt60_max_s)),
+            "wet_db": float(rng.uniform(p.wet_min_db, p.wet_max_db)),
+            "through_rate_hz": int(rng.integers(p.through_rate_min_hz, p.through_rate_max_hz, endpoint=True)),
+            "clip_threshold": float(rng.uniform(p.clip_threshold_min, p.clip_threshold_max)),
+            "bits": int(rng.integers(p.bits_min, p.bits_max, endpoint=True)),
+        }
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        rng = self.rng()
+        recipe = self.draw(rng)
+        log.debug("%s (seed %d): %s", self.id, self.seed, recipe or "clean")
+        if recipe is None:
+            return audio
+        x = audio.numpy()
+        rate = audio.sample_rate
+        in_peak = ops.peak(x)
+        y = ops.reverb(x, rate, recipe["rt60_s"], recipe["wet_db"], p.pre_delay_ms, rng)
+        out_peak = ops.peak(y)
+        if out_peak > 0:
+            y *= in_peak / out_peak
+        y = ops.band_limit_resample(y, rate, recipe["through_rate_hz"])
+        reference = ops.peak(y) if p.clip_reference == "peak" else 1.0
+        y = ops.clip(y, recipe["clip_threshold"] * reference, p.clip_mode) if reference > 0 else y
+        y = ops.quantize(y, recipe["bits"], p.dither, rng)
+        return _wrap(audio, y)
+
+
+STAGES = (BandLimit, Quantize, Noise, Reverb, Clip, Mp3, SpectralGaps, Codec, GenerativeMix)

@@ -1,0 +1,1 @@
+"""Network definitions for the learned stages (imported lazily: they import torch)."""

@@ -1,0 +1,459 @@
+"""Demucs for `separate.demucs`: the backend package, where weights are, safe loading, separation.
+
+Backend: the upstream `demucs` package (4.x) when it imports, else `demucs_infer` (the
+inference-only fork on PyPI: the same model classes, `apply_model` and checkpoint format,
+no torchaudio). Only `pretrained.demucs_unittest`, `apply.apply_model`, `apply.BagOfModels`,
+`states.load_model`, the model classes and the packaged `remote/` model list are used.
+
+Weights: restorekit resolves and loads checkpoints itself rather than through
+`pretrained.get_model`, so that
+
+- a missing checkpoint is found before anything is downloaded (cache, repo, or offline);
+- checkpoints load with `torch.load(weights_only=True)`, allowing only the Demucs model
+  classes and `fractions.Fraction` as globals: a checkpoint cannot run code when unpickled
+  (upstream demucs and demucs_infer call `torch.load` with `weights_only=False`).
+
+Downloaded checkpoints go where upstream demucs puts them (`<torch hub dir>/checkpoints`,
+`$TORCH_HOME/hub/checkpoints`), verified against the sha256 prefix in their file name.
+`~/.cache/demucs-infer` (demucs_infer's cache) is searched too.
+
+Nothing heavy is imported at module import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from restorekit.errors import StageError
+
+log = logging.getLogger("restorekit")
+
+BACKENDS = ("demucs", "demucs_infer")
+INSTALL_HINT = "pip install 'demucs-infer>=4.4,<5'"
+ROOT_URL = "https://dl.fbaipublicfiles.com/demucs/"
+DOWNLOAD_HOST = "dl.fbaipublicfiles.com"
+OFFLINE_ENV = "RESTOREKIT_OFFLINE"
+UNITTEST_MODEL = "demucs_unittest"
+PROBE_TIMEOUT_S = 5.0
+DOWNLOAD_TIMEOUT_S = 60.0
+ALTERNATIVES = ("or use `separate.hpss` (no weights needed) or `separate.auto` (Demucs when its weights "
+                "are here, else hpss) in the pipeline")
+
+
+class WeightsUnavailable(StageError):
+    """The checkpoints of a Demucs model are not on this machine and cannot be downloaded."""
+
+
+class BackendMissing(StageError):
+    """Neither `demucs` nor `demucs_infer` can be imported."""
+
+
+# -- backend -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Backend:
+    """The imported Demucs package: its modules, model classes and packaged model list."""
+
+    name: str
+    apply: ModuleType
+    pretrained: ModuleType
+    states: ModuleType
+    classes: tuple[tuple[str, type], ...]  # (submodule, class)
+
+    @property
+    def remote_root(self) -> Path:
+        return Path(self.pretrained.__file__).parent / "remote"
+
+
+def backend_installed() -> str | None:
+    """Name of an installed backend package (found without importing it), or None."""
+    for name in BACKENDS:
+        if importlib.util.find_spec(name) is not None:
+            return name
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def get_backend() -> Backend:
+    """Import the first backend that works (once per process); BackendMissing says how to install one."""
+    errors = []
+    for name in BACKENDS:
+        if importlib.util.find_spec(name) is None:
+            errors.append(f"{name}: not installed")
+            continue
+        try:
+            modules = {sub: importlib.import_module(f"{name}.{sub}")
+                       for sub in ("apply", "pretrained", "states", "demucs", "hdemucs", "htdemucs")}
+        except Exception as exc:  # noqa: BLE001 - e.g. upstream demucs without a working torchaudio
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        classes = (("demucs", modules["demucs"].Demucs), ("hdemucs", modules["hdemucs"].HDemucs),
+                   ("htdemucs", modules["htdemucs"].HTDemucs))
+        real = modules["apply"].__name__.split(".")[0]  # demucs_infer registers itself as `demucs` too
+        return Backend(real, modules["apply"], modules["pretrained"], modules["states"], classes)
+    raise BackendMissing(f"separate.demucs needs the Demucs package, and none could be imported "
+                         f"({'; '.join(errors)}). Install it with: {INSTALL_HINT}; {ALTERNATIVES}.")
+
+
+# -- where the weights are -------------------------------------------------------------------
+
+@dataclass
+class WeightFile:
+    """One checkpoint of a model: its signature, file name, and where it is (or comes from)."""
+
+    sig: str
+    filename: str
+    url: str | None = None
+    path: Path | None = None
+    checksum: str | None = None  # sha256 prefix from the file name (`<sig>-<sha8>.th`)
+
+
+@dataclass
+class ModelPlan:
+    """How to build a model: one checkpoint, a bag of checkpoints, or the unittest model."""
+
+    name: str
+    kind: str  # "unittest" | "single" | "bag"
+    files: list[WeightFile] = field(default_factory=list)
+    weights: list[list[float]] | None = None
+    segment: float | None = None
+    repo: Path | None = None
+
+    @property
+    def missing(self) -> list[WeightFile]:
+        return [f for f in self.files if f.path is None]
+
+
+def hub_checkpoint_dir() -> Path:
+    """Where upstream demucs (torch.hub) caches checkpoints and where restorekit downloads them."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cache_dirs() -> list[Path]:
+    return [hub_checkpoint_dir(), Path.home() / ".cache" / "demucs-infer"]
+
+
+def _split_name(filename: str) -> tuple[str, str | None]:
+    stem = Path(filename).stem
+    sig, _, checksum = stem.partition("-")
+    return sig, checksum or None
+
+
+def _remote_files(remote_root: Path) -> dict[str, WeightFile]:
+    """The `files.txt` of the packaged model list: signature -> file and URL."""
+    files: dict[str, WeightFile] = {}
+    root = ""
+    for line in (remote_root / "files.txt").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("root:"):
+            root = line.split(":", 1)[1].strip()
+            continue
+        sig, checksum = _split_name(line)
+        files[sig] = WeightFile(sig, line, ROOT_URL + root + line, None, checksum)
+    return files
+
+
+def _read_bag(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        bag = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise StageError(f"separate.demucs: cannot read the model file {path}: {exc}") from exc
+    if not isinstance(bag, dict) or not isinstance(bag.get("models"), list) or not bag["models"]:
+        raise StageError(f"separate.demucs: {path} is not a Demucs bag of models (a YAML mapping with a "
+                         "`models:` list of signatures)")
+    return bag
+
+
+def known_models(remote_root: Path) -> list[str]:
+    return sorted(p.stem for p in remote_root.glob("*.yaml"))
+
+
+def plan_model(backend: Backend, model: str, repo: str | Path | None) -> ModelPlan:
+    """Find the checkpoints `model` needs, in `repo` or in the download caches; nothing is loaded."""
+    if model == UNITTEST_MODEL:
+        return ModelPlan(model, "unittest")
+    if repo is not None:
+        return _plan_local(model, Path(repo).expanduser())
+    remote = _remote_files(backend.remote_root)
+    bag_file = backend.remote_root / f"{model}.yaml"
+    if bag_file.is_file():
+        bag = _read_bag(bag_file)
+        sigs = [str(s) for s in bag["models"]]
+        unknown = [s for s in sigs if s not in remote]
+        if unknown:
+            raise StageError(f"separate.demucs: model '{model}' lists signatures {unknown} that the "
+                             f"{backend.name} package does not know; reinstall it")
+        plan = ModelPlan(model, "bag", [_copy(remote[s]) for s in sigs], bag.get("weights"), bag.get("segment"))
+    elif model in remote:
+        plan = ModelPlan(model, "single", [_copy(remote[model])])
+    else:
+        import difflib
+
+        names = known_models(backend.remote_root)
+        close = difflib.get_close_matches(model, names, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise StageError(f"separate.demucs: unknown Demucs model '{model}'.{hint} Pretrained models: "
+                         f"{', '.join(names)}, {UNITTEST_MODEL} (tiny, random weights, for tests), or a "
+                         "signature; for your own checkpoints set `repo` to their directory")
+    dirs = cache_dirs()
+    for f in plan.files:
+        for d in dirs:
+            if (d / f.filename).is_file():
+                f.path = d / f.filename
+                break
+    return plan
+
+
+def _copy(f: WeightFile) -> WeightFile:
+    return WeightFile(f.sig, f.filename, f.url, f.path, f.checksum)
+
+
+def _plan_local(model: str, repo: Path) -> ModelPlan:
+    """A local repo as demucs's LocalRepo reads it: `<sig>.th` / `<sig>-<sha8>.th` files, `<name>.yaml` bags."""
+    if not repo.is_dir():
+        raise WeightsUnavailable(f"separate.demucs: repo {repo} is not a directory; give `repo` the folder "
+                                 f"holding the model's .th checkpoints (and its .yaml for a bag), or leave "
+                                 f"it empty to use the download cache; {ALTERNATIVES}")
+    checkpoints: dict[str, WeightFile] = {}
+    for path in sorted(repo.glob("*.th")):
+        sig, checksum = _split_name(path.name)
+        if sig in checkpoints:
+            raise StageError(f"separate.demucs: repo {repo} holds two checkpoints for signature '{sig}' "
+                             f"({checkpoints[sig].filename}, {path.name}); delete all but one")
+        checkpoints[sig] = WeightFile(sig, path.name, None, path, checksum)
+    bag_file = repo / f"{model}.yaml"
+    if bag_file.is_file():
+        bag = _read_bag(bag_file)
+        files = [_copy(checkpoints[str(s)]) if str(s) in checkpoints else WeightFile(str(s), f"{s}.th")
+                 for s in bag["models"]]
+        plan = ModelPlan(model, "bag", files, bag.get("weights"), bag.get("segment"), repo)
+    elif model in checkpoints:
+        plan = ModelPlan(model, "single", [checkpoints[model]], repo=repo)
+    else:
+        have = sorted({*checkpoints, *(p.stem for p in repo.glob("*.yaml"))})
+        raise WeightsUnavailable(
+            f"separate.demucs: repo {repo} has no model '{model}' (looked for {model}.th, {model}-<sha>.th "
+            f"and {model}.yaml; it holds: {', '.join(have) or 'nothing'}); copy the model's checkpoints "
+            f"there, or set `model` to one of those; {ALTERNATIVES}")
+    if plan.missing:
+        raise WeightsUnavailable(
+            f"separate.demucs: repo {repo} lacks checkpoint(s) {', '.join(f.sig for f in plan.missing)} "
+            f"listed in {model}.yaml; copy them there (as <sig>.th or <sig>-<sha8>.th); {ALTERNATIVES}")
+    return plan
+
+
+def missing_message(plan: ModelPlan, reason: str) -> str:
+    """One message: what is missing, where it was looked for, and every way out."""
+    names = ", ".join(f.filename for f in plan.missing)
+    dirs = cache_dirs()
+    return (f"separate.demucs: the weights of Demucs model '{plan.name}' are not on this machine and cannot "
+            f"be downloaded ({reason}). Missing: {names}; looked in {dirs[0]} (the torch hub cache that "
+            f"demucs uses; TORCH_HOME moves it) and {dirs[1]}. To fix: run once with internet access and "
+            f"`download: true` (the files go to {dirs[0]}), or copy those files there from a machine that "
+            f"has them, or set `repo` to a directory holding them; {ALTERNATIVES}.")
+
+
+def offline_reason() -> str | None:
+    """Why downloading is impossible right now, or None when the download host answers."""
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0", "false", "no"):
+        return f"offline: {OFFLINE_ENV} is set"
+    import socket
+
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((DOWNLOAD_HOST, 443), timeout=PROBE_TIMEOUT_S).close()
+            result.append(None)
+        except OSError as exc:
+            result.append(f"offline: cannot reach {DOWNLOAD_HOST} ({exc})")
+
+    thread = threading.Thread(target=probe, daemon=True)  # name resolution has no timeout of its own
+    thread.start()
+    thread.join(PROBE_TIMEOUT_S + 1)
+    return result[0] if result else f"offline: no answer from {DOWNLOAD_HOST} within {PROBE_TIMEOUT_S:.0f} s"
+
+
+def ensure_weights(plan: ModelPlan, download: bool) -> None:
+    """Download what `plan` is missing (or raise WeightsUnavailable saying why it cannot be had)."""
+    if not plan.missing:
+        return
+    if not download:
+        raise WeightsUnavailable(missing_message(plan, "not cached, and `download` is false"))
+    reason = offline_reason()
+    if reason:
+        raise WeightsUnavailable(missing_message(plan, reason))
+    import socket
+
+    import torch.hub
+
+    target = hub_checkpoint_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a stalled transfer fails instead of hanging
+    try:
+        for f in plan.missing:
+            log.warning("separate.demucs: downloading %s to %s", f.url, target)
+            try:
+                torch.hub.download_url_to_file(f.url, str(target / f.filename), hash_prefix=f.checksum,
+                                               progress=True)
+            except Exception as exc:  # noqa: BLE001 - network errors, hash mismatch
+                raise WeightsUnavailable(missing_message(plan, f"download of {f.url} failed: {exc}")) from exc
+            f.path = target / f.filename
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+def _sha256_prefix(path: Path, n: int) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n]
+
+
+def safe_globals(backend: Backend) -> list:
+    """The only globals a Demucs checkpoint may reference: the model classes and Fraction."""
+    from fractions import Fraction
+
+    allowed: list = [Fraction]
+    for sub, cls in backend.classes:
+        for package in BACKENDS:  # upstream checkpoints say `demucs.htdemucs.HTDemucs`
+            allowed.append((cls, f"{package}.{sub}.{cls.__qualname__}"))
+    return allowed
+
+
+def load_checkpoint(backend: Backend, f: WeightFile):
+    """One checkpoint as a model, unpickled with weights_only=True."""
+    import pickle
+
+    import torch
+
+    assert f.path is not None
+    if f.checksum and _sha256_prefix(f.path, len(f.checksum)) != f.checksum:
+        raise StageError(f"separate.demucs: {f.path} is corrupt (its sha256 does not start with {f.checksum}, "
+                         "as its name says); delete it and download or copy it again")
+    try:
+        with torch.serialization.safe_globals(safe_globals(backend)):
+            package = torch.load(f.path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        raise StageError(f"separate.demucs: refusing to load {f.path}: it references Python objects other "
+                         f"than a Demucs model and tensors ({detail}); restorekit loads checkpoints with "
+                         "torch.load(weights_only=True) so that a checkpoint cannot run code") from exc
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise StageError(f"separate.demucs: cannot read checkpoint {f.path}: {exc}; delete it and download "
+                         "or copy it again") from exc
+    if not isinstance(package, dict) or not {"klass", "args", "kwargs", "state"} <= set(package):
+        raise StageError(f"separate.demucs: {f.path} is not a Demucs model package (expected keys klass, "
+                         "args, kwargs, state)")
+    if isinstance(package["state"], dict) and package["state"].get("__quantized"):
+        if importlib.util.find_spec("diffq") is None:
+            raise StageError(f"separate.demucs: {f.path} is a quantized model (diffq); install diffq "
+                             "(pip install diffq) or use the non-quantized model (mdx_extra instead of "
+                             "mdx_extra_q)")
+    try:
+        model = backend.states.load_model(package)
+    except Exception as exc:  # noqa: BLE001 - state/architecture mismatch, bad kwargs
+        raise StageError(f"separate.demucs: {f.path} does not build a model: {type(exc).__name__}: {exc}") from exc
+    model.eval()
+    return model
+
+
+def build_model(backend: Backend, plan: ModelPlan):
+    """The model (or bag of models) of a plan whose weights are all on disk, on the CPU, in eval mode."""
+    if plan.kind == "unittest":
+        model = backend.pretrained.demucs_unittest()
+        model.eval()
+        return model
+    models = [load_checkpoint(backend, f) for f in plan.files]
+    if plan.kind == "single":
+        return models[0]
+    try:
+        bag = backend.apply.BagOfModels(models, plan.weights, plan.segment)
+    except AssertionError as exc:
+        raise StageError(f"separate.demucs: the bag '{plan.name}' mixes models with different sources, "
+                         "rates or channels, or its weights do not match them") from exc
+    bag.eval()
+    return bag
+
+
+def max_segment_s(model) -> float:
+    """The longest segment the model accepts (HTDemucs cannot go past its training length)."""
+    from_bag = getattr(model, "max_allowed_segment", None)
+    if from_bag is not None:
+        return float(from_bag)
+    if type(model).__name__ == "HTDemucs":
+        return float(model.segment)
+    return float("inf")
+
+
+# -- separation -----------------------------------------------------------------------------------
+
+def separate(backend: Backend, model, samples, sample_rate: int, *, segment_s: float | None, overlap: float, shifts: int,
+             device: str, seed: int):
+    """Stems of `samples` (channels, frames; any rate, mono or stereo) as (sources, channels, frames).
+
+    The mix stays on the CPU; apply_model sends segments to `device` (split mode). Input is
+    normalised as demucs's own CLI does (zero mean, unit std of the mono reference), converted
+    to the model's rate and channels, and the stems are converted back to the input's.
+    """
+    import random
+
+    import torch
+
+    from restorekit.audio import Audio
+    from restorekit.dsp import resample
+
+    channels, frames = samples.shape
+    mix = samples.detach().to("cpu", torch.float32)
+    if sample_rate != model.samplerate:
+        mix = resample(Audio(mix, sample_rate), model.samplerate).samples
+    if model.audio_channels == 2 and channels == 1:
+        mix = mix.expand(2, -1)
+    elif model.audio_channels == 1 and channels != 1:
+        mix = mix.mean(0, keepdim=True)
+    ref = mix.mean(0)
+    mean = float(ref.mean())
+    std = float(ref.std()) if ref.numel() > 1 else 0.0
+    scale = std if std > 1e-8 else 1.0
+    norm = (mix - mean) / scale
+    sources = len(model.sources)
+    state = random.getstate()  # apply_model draws its shifts from the global `random`
+    random.seed(seed)
+    try:
+        with torch.no_grad():
+            out = backend.apply.apply_model(model, norm[None], shifts=shifts, split=True, overlap=overlap,
+                                            device=device, segment=segment_s, progress=False)[0]
+    finally:
+        random.setstate(state)
+    out.mul_(scale).add_(mean / sources)  # (sources, model channels, model frames), on the CPU
+    if out.shape[1] != channels:
+        out = out.mean(1, keepdim=True) if channels == 1 else out.expand(-1, channels, -1)
+    if sample_rate != model.samplerate:
+        flat = resample(Audio(out.reshape(sources * channels, -1).contiguous(), model.samplerate), sample_rate)
+        out = flat.samples.reshape(sources, channels, -1)
+    if out.shape[-1] != frames:
+        out = out[..., :frames] if out.shape[-1] > frames else torch.nn.functional.pad(
+            out, (0, frames - out.shape[-1]))
+    return out.contiguous()
+

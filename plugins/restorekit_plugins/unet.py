@@ -1,0 +1,136 @@
+"""`restore.unet`: a trained 1-D convolutional U-Net that restores waveforms (issue 6).
+
+The network (nets/unet1d.py) predicts a residual correction of 32 kHz mono audio; stereo
+is restored channel by channel. Inference goes through the core's chunked overlap-add
+helper; weights are a safetensors checkpoint (shipped in restorekit_plugins/weights/).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+
+from restorekit.hookspecs import hookimpl
+from restorekit.stage import Accepts, Stage, StageParams
+from restorekit.training.spec import Hparams, ModelSpec
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED = "unet"
+TINY = "tiny"
+SAMPLE_RATE = 32000
+
+
+class UNetHparams(Hparams):
+    channels: int = Field(16, ge=1, le=256, description="Channels of the first level.")
+    depth: int = Field(4, ge=1, le=6, description="Number of down/up-sampling levels.")
+    stride: int = Field(4, ge=2, le=8, description="Down-sampling factor per level.")
+    kernel: int = Field(7, ge=3, le=31, description="Convolution kernel size (odd).")
+    growth: int = Field(2, ge=1, le=4, description="Channel multiplier per level.")
+    stft_weight: float = Field(1.0, ge=0, description="Weight of the multi-resolution STFT loss.")
+    l1_weight: float = Field(1.0, ge=0, description="Weight of the waveform L1 loss.")
+    perceptual_weight: float = Field(0.0, ge=0, description="Weight of the quality estimator's loss (0: off).")
+
+
+class UNetSpec(ModelSpec):
+    name = "unet"
+    architecture = "unet1d"
+    summary = "1-D convolutional waveform U-Net (residual), L1 + multi-resolution STFT loss."
+    Hparams = UNetHparams
+    tiny: ClassVar[dict] = {"channels": 2, "depth": 2}
+    sample_rate = SAMPLE_RATE
+    default_degrade = "lowres-8k"
+
+    def build(self, hparams):
+        from restorekit_plugins.nets.unet1d import UNet1d
+
+        return UNet1d(hparams.channels, hparams.depth, hparams.stride, hparams.kernel, hparams.growth)
+
+    def loss(self, model, inputs, targets):
+        from torch.nn import functional as F
+
+        from restorekit_plugins.nets.losses import multi_resolution_stft_loss
+
+        hp = self.hparams
+        out = model(inputs)
+        l1 = F.l1_loss(out, targets)
+        stft = multi_resolution_stft_loss(out, targets)
+        total = hp.l1_weight * l1 + hp.stft_weight * stft
+        return total, {"l1": l1.item(), "stft": stft.item()}
+
+
+def load_unet(checkpoint: str, device: str):
+    """The network for a checkpoint name/path (or the random-weight `tiny` variant), once per process."""
+    from restorekit import checkpoints
+    from restorekit.cache import load_once
+
+    def factory():
+        import torch
+
+        spec = UNetSpec()
+        if checkpoint == TINY:
+            torch.manual_seed(0)
+            model = spec.build(UNetHparams(**spec.tiny))
+            for p in model.parameters():  # random, non-zero: a tiny model that does something
+                torch.nn.init.normal_(p, std=0.05)
+            rate = SAMPLE_RATE
+        else:
+            ckpt = checkpoints.load(checkpoint, [WEIGHTS_DIR])
+            if ckpt.architecture != UNetSpec.architecture:
+                from restorekit.checkpoints import CheckpointError
+
+                raise CheckpointError(f"{ckpt.path}: architecture '{ckpt.architecture}', expected 'unet1d'")
+            model = spec.build(UNetHparams(**ckpt.hparams))
+            model.load_state_dict(ckpt.tensors)
+            rate = int(ckpt.config.get("sample_rate", SAMPLE_RATE))
+        return model.eval().to(device), rate
+
+    return load_once(("unet", str(checkpoint), device), factory)
+
+
+class UNetRestore(Stage):
+    """Restores band-limited, noisy music (trained on `lowres-8k`: 8 kHz bandwidth plus noise)."""
+
+    id = "restore.unet"
+    summary = "Trained waveform U-Net: restores missing highs and noise of 32 kHz music (per channel)."
+    accepts = Accepts(sample_rates=frozenset({SAMPLE_RATE}), devices=frozenset({"cpu", "cuda"}))
+    test_params: ClassVar[dict] = {"checkpoint": TINY}
+
+    class Params(StageParams):
+        checkpoint: str = Field(SHIPPED, description="Checkpoint name or path (.safetensors with its .json); "
+                                                     "'unet' = shipped weights, 'tiny' = random test model.")
+        segment_s: float = Field(4.0, ge=0.1, le=60, description="Length of each inference segment in seconds.")
+        overlap_s: float = Field(0.25, ge=0, le=10, description="Cross-fade between segments in seconds.")
+        batch_size: int = Field(8, ge=1, le=256, description="Segments per forward pass.")
+
+    def load(self):
+        self.model, rate = load_unet(self.params.checkpoint, self.device)
+        if rate != SAMPLE_RATE:
+            self.accepts = Accepts(sample_rates=frozenset({rate}), devices=type(self).accepts.devices)
+
+    def process(self, audio):
+        from restorekit.chunking import ChunkPlan, process_in_chunks
+
+        model = self.model
+        rate = audio.sample_rate
+        plan = ChunkPlan.from_seconds(rate, self.params.segment_s, self.params.overlap_s,
+                                      context_s=model.receptive_field() / rate, multiple_of=model.multiple)
+
+        def run(batch):  # (B, C, L) -> each channel restored as mono
+            b, c, n = batch.shape
+            return model(batch.reshape(b * c, 1, n)).reshape(b, c, n)
+
+        out = process_in_chunks(run, audio.samples.cpu(), plan, batch_size=self.params.batch_size,
+                                device=self.device)
+        return audio.with_samples(out.clamp_(-1.0, 1.0))
+
+
+@hookimpl
+def register_stages(register):
+    register(UNetRestore)
+
+
+@hookimpl
+def register_models(register):
+    register(UNetSpec)

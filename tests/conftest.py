@@ -1,0 +1,48 @@
+"""Shared fixtures for the core tests: WAV writing, a registry with test-only stages, clean logging."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from core_fakes import tone
+
+
+@pytest.fixture(autouse=True)
+def _restore_restorekit_logger():
+    """The CLI points the `restorekit` logger at the stderr of its invocation; undo that after each test."""
+    log = logging.getLogger("restorekit")
+    saved = log.handlers[:], log.level, log.propagate
+    yield
+    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture
+def make_wav():
+    """make_wav(path, seconds=0.25, rate=44100, channels=1, subtype="PCM_16", data=None) -> path."""
+
+    def make(path: Path, seconds: float = 0.25, rate: int = 44100, channels: int = 1,
+             subtype: str = "PCM_16", data: np.ndarray | None = None) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if data is None:
+            data = tone(int(seconds * rate), rate, channels)
+        sf.write(str(path), data, rate, subtype=subtype)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    """Make the process-wide registry the built-in util/mix stages plus the test-only stages."""
+    from core_fakes import registry_with
+
+    from restorekit import plugins
+
+    registry = registry_with()
+    monkeypatch.setattr(plugins, "_registry", registry)
+    return registry

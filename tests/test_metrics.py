@@ -1,0 +1,465 @@
+"""Metrics: formulas against stated numbers, alignment and its notes, the registry and the
+`register_metrics` hook through a real entry point, optional ViSQOL, and `restorekit metrics`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from restorekit.audio import Audio
+from restorekit.errors import UsageError
+from restorekit.metrics import (
+    MAX_RATIO_DB,
+    Metric,
+    MetricError,
+    align,
+    check_metric_class,
+    measure,
+    mel_filterbank,
+    resolve_metrics,
+)
+from restorekit.plugins import ENTRY_POINT_GROUP, get_registry, load_registry, reset_registry
+
+RATE = 44100
+BUILTIN = ["snr", "si_sdr", "lsd", "lsd_band", "lsd_norm", "mel_l1", "mel_cosine", "spec_psnr", "visqol",
+           "bandwidth_hz", "centroid_hz", "flatness", "rms_dbfs", "lufs", "true_peak_dbtp", "clipped_fraction"]
+
+
+def audio(x, rate: int = RATE) -> Audio:
+    x = np.asarray(x, dtype=np.float32)
+    return Audio(torch.from_numpy(np.ascontiguousarray(x if x.ndim == 2 else x[None])), rate)
+
+
+def sine(freq_hz: float, seconds: float = 1.0, rate: int = RATE, amp: float = 0.5, phase: float = 0.0):
+    t = np.arange(int(seconds * rate)) / rate
+    return amp * np.sin(2 * np.pi * freq_hz * t + phase)
+
+
+def noise(seconds: float = 1.0, rate: int = RATE, seed: int = 0, channels: int | None = None):
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    return 0.1 * rng.standard_normal(n if channels is None else (channels, n))
+
+
+def brick_lowpass(x: np.ndarray, cutoff_hz: float, rate: int = RATE, low_hz: float = 0.0) -> np.ndarray:
+    """Keep only the FFT bins between low_hz and cutoff_hz (an ideal band-pass)."""
+    spec = np.fft.rfft(x)
+    f = np.fft.rfftfreq(x.shape[-1], 1 / rate)
+    spec[..., (f > cutoff_hz) | (f < low_hz)] = 0
+    return np.fft.irfft(spec, x.shape[-1])
+
+
+def metric(metric_id: str, **params) -> Metric:
+    return get_registry().metrics[metric_id](params)
+
+
+# -- registry and contract ------------------------------------------------------------------------
+
+def test_every_builtin_metric_is_registered_and_valid():
+    metrics = get_registry().metrics
+    plugin = next(p for p in get_registry().plugins if p.name == "metrics")
+    assert plugin.metrics == BUILTIN and plugin.error is None
+    for mid in BUILTIN:
+        cls = metrics[mid]
+        assert check_metric_class(cls) == [], mid
+        assert get_registry().metric_owners[mid] == "metrics"
+        for name, field in cls.Params.model_fields.items():
+            assert field.description, f"{mid}.{name} needs a description"
+
+
+def test_check_metric_class_reports_what_is_wrong():
+    class Bad(Metric):
+        id = "Bad Id"
+        summary = "two\nlines"
+
+    problems = " ".join(check_metric_class(Bad))
+    assert "id 'Bad Id'" in problems and "summary" in problems
+    assert check_metric_class(int) == [f"{int!r} is not a subclass of restorekit.metrics.Metric"]
+
+
+def test_params_are_validated_before_any_audio():
+    with pytest.raises(ValidationError, match="high_hz"):
+        metric("lsd_band", low_hz=8000, high_hz=4000)
+    with pytest.raises(ValidationError):
+        metric("lsd", definitely_not_a_parameter=1)
+    with pytest.raises(ValidationError):
+        metric("lsd", n_fft=1024, hop_length=2048)
+    with pytest.raises(UsageError, match="Did you mean 'si_sdr'"):
+        resolve_metrics(["si_sdrr"], reference=True)
+    with pytest.raises(UsageError, match="compares against a reference"):
+        resolve_metrics(["snr"], reference=False)
+    with pytest.raises(UsageError, match="lsd_band: low_hz"):
+        resolve_metrics(["lsd_band"], reference=True, params={"lsd_band": {"low_hz": "x"}})
+    with pytest.raises(UsageError, match="not selected: mel_l1"):
+        resolve_metrics(["lsd"], reference=True, params={"mel_l1": {"n_mels": 64}})
+
+
+@pytest.mark.parametrize("rate", [8000, 44100])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_every_metric_survives_very_short_input(rate, channels):
+    """16 frames: a finite value or a MetricError that says why, never a crash."""
+    x = audio(noise(16 / rate, rate, channels=channels), rate)
+    y = audio(noise(16 / rate, rate, seed=1, channels=channels), rate)
+    result = measure(y, x, list(get_registry().metrics))
+    for v in result.values:
+        assert (v.value is not None and math.isfinite(v.value)) or v.error, v
+        assert v.error is None or not v.error.startswith("internal error"), v
+    free = measure(y, None, [m for m, c in get_registry().metrics.items() if not c.needs_reference])
+    for v in free.values:
+        assert (v.value is not None and math.isfinite(v.value)) or v.error, v
+        assert v.error is None or not v.error.startswith("internal error"), v
+
+
+# -- reference metrics ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target_db", [0.0, 20.0, 45.0])
+def test_snr_of_signal_plus_noise_at_a_known_snr(target_db):
+    x = sine(440) + sine(3000, amp=0.2)
+    n = noise()
+    n *= math.sqrt(np.sum(x ** 2) / np.sum(n ** 2)) * 10 ** (-target_db / 20)
+    got = metric("snr")(audio(x + n), audio(x))
+    assert abs(got - target_db) < 0.1
+
+
+def test_snr_is_the_mean_over_channels_and_capped_for_identical_signals():
+    x = np.stack([sine(440), sine(660)])
+    n = np.stack([noise(seed=1)[0:RATE], noise(seed=2)])
+    n[0] *= math.sqrt(np.sum(x[0] ** 2) / np.sum(n[0] ** 2)) * 10 ** (-10 / 20)
+    n[1] *= math.sqrt(np.sum(x[1] ** 2) / np.sum(n[1] ** 2)) * 10 ** (-30 / 20)
+    assert abs(metric("snr")(audio(x + n), audio(x)) - 20.0) < 0.1
+    assert metric("snr")(audio(x), audio(x)) == MAX_RATIO_DB
+
+
+def test_si_sdr_matches_its_definition_and_ignores_scaling():
+    ref = sine(440) + noise(seed=3)
+    est = ref + 0.3 * noise(seed=4) + 0.05
+    r0, e0 = ref - ref.mean(), est - est.mean()
+    target = (e0 @ r0) / (r0 @ r0) * r0
+    expected = 10 * math.log10((target @ target) / ((e0 - target) @ (e0 - target)))
+    si = metric("si_sdr")
+    got = si(audio(est), audio(ref))
+    assert abs(got - expected) < 1e-3
+    assert abs(si(audio(0.25 * est), audio(ref)) - got) < 1e-3
+    snr = metric("snr")
+    assert abs(snr(audio(0.25 * est), audio(ref)) - snr(audio(est), audio(ref))) > 3.0
+
+
+def test_lsd_is_zero_for_identical_and_the_normalized_variant_ignores_scale():
+    ref = noise(seed=5) + sine(1000)
+    est = ref + 0.02 * noise(seed=6)
+    lsd, lsd_norm = metric("lsd"), metric("lsd_norm")
+    assert lsd(audio(ref), audio(ref)) == 0.0
+    assert lsd_norm(audio(ref), audio(ref)) < 1e-6
+    # half the amplitude: every bin's log10 power differs by log10(4) = 0.602
+    assert abs(lsd(audio(0.5 * ref), audio(ref)) - math.log10(4)) < 0.01
+    base = lsd(audio(est), audio(ref))
+    assert lsd(audio(0.5 * est), audio(ref)) - base > 0.3
+    assert abs(lsd_norm(audio(0.5 * est), audio(ref)) - lsd_norm(audio(est), audio(ref))) < 1e-3
+
+
+def test_lsd_band_only_sees_its_band():
+    ref = noise(seed=7)
+    est = ref + brick_lowpass(noise(seed=8), 16000, low_hz=8000)  # changes 8-16 kHz only
+    low = metric("lsd_band", low_hz=100, high_hz=4000)(audio(est), audio(ref))
+    high = metric("lsd_band", low_hz=8000, high_hz=16000)(audio(est), audio(ref))
+    assert low < 0.05 < 0.3 < high
+    with pytest.raises(MetricError, match="Nyquist"):
+        metric("lsd_band", low_hz=5000)(audio(sine(100, rate=8000), 8000), audio(sine(100, rate=8000), 8000))
+
+
+def test_mel_metrics_on_identical_and_scaled_signals():
+    ref = noise(seed=9)
+    cos, l1 = metric("mel_cosine"), metric("mel_l1")
+    assert abs(cos(audio(ref), audio(ref)) - 1.0) < 1e-9
+    assert l1(audio(ref), audio(ref)) == 0.0
+    # -6.02 dB on every mel band of a broadband signal far above the -100 dB floor
+    assert abs(l1(audio(0.5 * ref), audio(ref)) - 20 * math.log10(2)) < 0.05
+    assert cos(audio(ref + 3 * noise(seed=10)), audio(ref)) < cos(audio(ref + 0.1 * noise(seed=10)), audio(ref))
+
+
+def test_mel_filterbank_matches_librosa_htk_triangles():
+    librosa = pytest.importorskip("librosa")
+    ours = mel_filterbank(22050, 1024, 40, 0.0, 8000.0)
+    theirs = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=40, fmin=0.0, fmax=8000.0, htk=True, norm=None)
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 1e-5
+
+
+def test_spec_psnr_is_capped_for_identical_and_falls_with_noise():
+    ref = sine(440) + noise(seed=11)
+    psnr = metric("spec_psnr")
+    assert psnr(audio(ref), audio(ref)) == MAX_RATIO_DB
+    light = psnr(audio(ref + 0.01 * noise(seed=12)), audio(ref))
+    heavy = psnr(audio(ref + 0.3 * noise(seed=12)), audio(ref))
+    assert light - heavy > 20  # 30x the noise amplitude is ~29.5 dB
+
+
+def test_a_silent_reference_is_an_error_with_a_reason_not_a_crash():
+    result = measure(audio(noise()), audio(np.zeros(RATE)), ["snr", "si_sdr", "lsd"])
+    by_id = {v.metric: v for v in result.values}
+    assert by_id["snr"].value is None and "silent" in by_id["snr"].error
+    assert by_id["si_sdr"].value is None and "silent" in by_id["si_sdr"].error
+    assert by_id["lsd"].value is not None  # LSD is defined (log of eps) and large
+    assert by_id["lsd"].value > 3
+
+
+# -- ViSQOL (optional) --------------------------------------------------------------------------
+
+def test_visqol_is_skipped_cleanly_when_its_package_is_missing(monkeypatch):
+    cls = get_registry().metrics["visqol"]
+    monkeypatch.setattr(cls, "requires", ("visqol_not_installed_here",))
+    assert not cls.available()
+    assert "pip install 'restorekit[visqol]'" in cls.missing()
+    chosen, skipped = resolve_metrics(None, reference=True)
+    assert "visqol" not in [m.id for m in chosen] and "restorekit[visqol]" in skipped["visqol"]
+    result = measure(audio(sine(440)), audio(sine(440)), ["visqol", "snr"])
+    assert [v.metric for v in result.values] == ["snr"] and "visqol" in result.skipped
+    runner = CliRunner()
+    with runner.isolated_filesystem():
+        sf.write("a.wav", sine(440).astype(np.float32), RATE)
+        out = runner.invoke(_cli(), ["metrics", "a.wav", "a.wav", "-m", "visqol", "-m", "snr"])
+    assert out.exit_code == 0, out.output
+    assert "skipped visqol" in out.output and "restorekit[visqol]" in out.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("visqol") is None,
+                    reason="visqol-python is not installed (pip install 'restorekit[visqol]'); "
+                           "its clean skip is tested above")
+def test_visqol_scores_a_light_degradation_above_a_heavy_one():
+    rate = 48000
+    ref = sine(440, 2.0, rate, 0.3) + sine(2500, 2.0, rate, 0.1) + 0.2 * noise(2.0, rate, seed=13)
+    hiss = noise(2.0, rate, seed=14)
+    vq = metric("visqol")
+    assert vq.available()
+    light = vq(audio(ref + 0.02 * hiss, rate), audio(ref, rate))
+    heavy = vq(audio(ref + 1.0 * hiss, rate), audio(ref, rate))
+    assert 1.0 <= heavy < light <= 5.0
+    assert light - heavy > 0.5
+    with pytest.raises(MetricError, match="at least 1 s"):
+        vq(audio(ref[: rate // 2], rate), audio(ref[: rate // 2], rate))
+
+
+# -- reference-free metrics -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("rate", "cutoff"), [(44100, 8000.0), (48000, 12000.0), (32000, 4000.0)])
+def test_bandwidth_of_band_limited_white_noise(rate, cutoff):
+    x = brick_lowpass(noise(2.0, rate, seed=15), cutoff, rate)
+    got = metric("bandwidth_hz")(audio(x, rate))
+    assert abs(got - cutoff) / cutoff < 0.05
+    full = metric("bandwidth_hz")(audio(noise(2.0, rate, seed=16), rate))
+    assert full > 0.95 * rate / 2
+
+
+def test_centroid_and_flatness():
+    assert abs(metric("centroid_hz")(audio(sine(1000))) - 1000) < 20
+    white = metric("flatness")(audio(noise(seed=17)))
+    assert abs(white - math.exp(-np.euler_gamma)) < 0.03  # E[geo/arith] of exponential power
+    assert metric("flatness")(audio(sine(1000))) < 0.01
+    with pytest.raises(MetricError, match="silent"):
+        metric("flatness")(audio(np.zeros(4096)))
+
+
+def test_rms_of_a_full_scale_sine():
+    assert abs(metric("rms_dbfs")(audio(sine(997, amp=1.0))) - (-3.0103)) < 0.01
+    assert metric("rms_dbfs")(audio(np.zeros(100))) == -200.0
+
+
+def test_lufs_of_a_minus_20_dbfs_1khz_sine_per_bs1770():
+    import pyloudnorm
+
+    x = sine(1000, 3.0, 48000, amp=0.1)  # peak -20 dBFS
+    got = metric("lufs")(audio(x, 48000))
+    reference = pyloudnorm.Meter(48000).integrated_loudness(x)
+    assert abs(got - reference) < 1e-6
+    assert abs(got - (-23.0)) < 0.1  # K-weighting is ~ +0.69 dB at 1 kHz, cancelling the -0.691 offset
+    stereo = metric("lufs")(audio(np.stack([x, x]), 48000))
+    assert abs(stereo - got - 10 * math.log10(2)) < 0.01  # two channels sum their power
+    with pytest.raises(MetricError, match="0.4 s"):
+        metric("lufs")(audio(x[:4800], 48000))
+    with pytest.raises(MetricError, match="silent"):
+        metric("lufs")(audio(np.zeros(48000), 48000))
+
+
+def test_true_peak_finds_the_inter_sample_peak():
+    rate = 48000
+    x = sine(rate / 4, 0.5, rate, amp=1.0, phase=math.pi / 4)  # samples at +-0.707, peaks between them
+    sample_peak_db = 20 * math.log10(np.abs(x).max())
+    assert abs(sample_peak_db - (-3.01)) < 0.01
+    tp = metric("true_peak_dbtp")(audio(x, rate))
+    assert abs(tp) < 0.3
+    rng_sig = noise(1.0, RATE, seed=18, channels=2)
+    assert metric("true_peak_dbtp")(audio(rng_sig)) >= 20 * math.log10(np.abs(rng_sig).max()) - 1e-9
+
+
+def test_clipped_fraction_of_a_clipped_sine():
+    x = sine(441, 1.0, RATE, amp=1.0)
+    clipped = np.clip(x, -0.5, 0.5)
+    expected = 1 - 2 * math.asin(0.5) / (math.pi / 2) / 2  # |sin| > 0.5 two thirds of the time
+    assert abs(metric("clipped_fraction")(audio(clipped)) - expected) < 0.01
+    assert abs(expected - 2 / 3) < 1e-12
+    positive_only = np.minimum(x, 0.5)
+    assert abs(metric("clipped_fraction")(audio(positive_only)) - expected / 2) < 0.01
+    for freq in (50.0, 441.0, 5000.0):
+        assert metric("clipped_fraction")(audio(sine(freq, 1.0, RATE, amp=0.9))) < 1e-3, freq
+
+
+# -- alignment ---------------------------------------------------------------------------------------
+
+def test_alignment_matches_rate_channels_and_length_and_says_so():
+    ref = audio(sine(440, 1.0, 32000), 32000)
+    est = audio(np.stack([sine(440, 1.01, 48000), sine(440, 1.01, 48000)])[:, : 48000 + 12], 48000)
+    a = align(est, ref)
+    assert a.est.sample_rate == a.ref.sample_rate == 32000
+    assert a.est.channels == a.ref.channels == 1
+    assert a.est.frames == a.ref.frames == 32000
+    text = "; ".join(a.notes)
+    assert "resampled est 48000 -> 32000 Hz" in text
+    assert "downmixed est 2 -> 1 channel" in text
+    assert "trimmed est 32008 -> 32000 frames" in text
+    assert metric("snr")(est, ref) > 40  # the metric aligns by itself
+    assert align(ref, ref).notes == []
+
+
+@pytest.mark.parametrize("delay", [37, -23])
+def test_alignment_removes_a_constant_delay_when_asked(delay):
+    base = noise(1.1, RATE, seed=19)
+    ref = base[100:100 + RATE]
+    est = base[100 - delay:100 - delay + RATE]  # est[n] = ref[n - delay]
+    a = align(audio(est), audio(ref), max_delay_ms=5.0)
+    assert a.delay_frames == delay
+    assert ("lags" if delay > 0 else "leads") in a.notes[0] and f"{abs(delay)} frames" in a.notes[0]
+    assert metric("snr")(audio(est), audio(ref), max_delay_ms=5.0) > 100
+    assert metric("snr")(audio(est), audio(ref)) < 3
+
+
+# -- the register_metrics hook through a real entry point --------------------------------------------
+
+PLUGIN = """
+from pydantic import Field
+from restorekit.hookspecs import hookimpl
+from restorekit.metrics import Metric, MetricParams
+
+
+class Peak(Metric):
+    id = "rkmetrictest.peak"
+    summary = "Sample peak (plain number)."
+    higher_is_better = None
+
+    class Params(MetricParams):
+        scale_factor: float = Field(1.0, gt=0, le=10, description="Multiply the peak by this.")
+
+    def compute(self, est, ref):
+        return float(est.samples.abs().max()) * self.params.scale_factor
+
+
+class Broken(Metric):
+    id = "Not Valid"
+    summary = "Invalid id."
+
+
+@hookimpl
+def register_metrics(register):
+    register(Peak)
+    register(Broken)
+"""
+
+
+def test_register_metrics_hook_through_a_real_entry_point(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    info = site / "rkmetrictest-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rkmetrictest\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nrkmetrictest = rkmetrictest_plugin\n")
+    (site / "rkmetrictest_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        registry = load_registry()
+        assert "rkmetrictest.peak" in registry.metrics
+        assert registry.metric_owners["rkmetrictest.peak"] == "rkmetrictest"
+        plugin = next(p for p in registry.plugins if p.name == "rkmetrictest")
+        assert plugin.metrics == ["rkmetrictest.peak"] and plugin.distribution == "rkmetrictest"
+        assert "Not Valid" in plugin.error  # the invalid class is reported, the valid one still registers
+        assert set(BUILTIN) <= set(registry.metrics)
+        x = audio(sine(440, 0.1, amp=0.25))
+        result = measure(x, None, ["rkmetrictest.peak", "rms_dbfs"], registry=registry)
+        assert abs(result.as_dict()["rkmetrictest.peak"] - 0.25) < 1e-3
+        chosen, _ = resolve_metrics(["rkmetrictest.peak"], reference=False,
+                                    params={"rkmetrictest.peak": {"scale_factor": 2}}, registry=registry)
+        assert abs(chosen[0](x) - 0.5) < 1e-3
+    finally:
+        sys.modules.pop("rkmetrictest_plugin", None)
+        reset_registry()
+
+
+def test_loading_the_metrics_plugin_does_not_import_torch():
+    code = ("import sys; from restorekit.plugins import get_registry; r = get_registry(); "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "print(len(r.metrics))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip()) >= len(BUILTIN)
+
+
+# -- restorekit metrics ------------------------------------------------------------------------------
+
+def _cli():
+    from restorekit.cli import cli
+
+    return cli
+
+
+def test_cli_metrics_with_a_reference_prints_values_and_alignment_notes(tmp_path):
+    ref = sine(440, 1.0, 32000) + 0.05 * noise(1.0, 32000, seed=20)
+    est = ref + 0.05 * noise(1.0, 32000, seed=21)
+    sf.write(tmp_path / "ref.wav", ref.astype(np.float32), 32000, subtype="FLOAT")
+    sf.write(tmp_path / "est.wav", np.stack([est, est], axis=1)[:-10].astype(np.float32), 32000, subtype="FLOAT")
+    out = CliRunner().invoke(_cli(), ["metrics", str(tmp_path / "ref.wav"), str(tmp_path / "est.wav"),
+                                      "-m", "snr", "-m", "lsd_band", "--set", "lsd_band.low_hz=1000"])
+    assert out.exit_code == 0, out.output
+    snr_line = next(line for line in out.output.splitlines() if line.startswith("snr"))
+    assert "dB" in snr_line and "higher is better" in snr_line
+    value = float(snr_line.split()[1])
+    assert abs(value - metric("snr")(audio(np.stack([est, est])[:, :-10], 32000), audio(ref, 32000))) < 0.006
+    assert "note: downmixed est 2 -> 1 channel" in out.output
+    assert "note: trimmed ref 32000 -> 31990 frames" in out.output
+
+    js = CliRunner().invoke(_cli(), ["metrics", str(tmp_path / "est.wav"), "--json", "-m", "rms_dbfs"])
+    assert js.exit_code == 0, js.output
+    data = json.loads(js.output)
+    assert data["reference"] is None and data["metrics"][0]["id"] == "rms_dbfs"
+    assert abs(data["metrics"][0]["value"] - 10 * math.log10(np.mean(est[:-10] ** 2))) < 0.01
+
+
+def test_cli_metrics_reference_free_by_default_and_errors(tmp_path):
+    sf.write(tmp_path / "short.wav", sine(440, 0.2).astype(np.float32), RATE)
+    out = CliRunner().invoke(_cli(), ["metrics", str(tmp_path / "short.wav")])
+    lines = {line.split()[0]: line for line in out.output.splitlines() if line.strip()}
+    assert "bandwidth_hz" in lines and "snr" not in lines
+    assert "error" in lines["lufs"] and "0.4 s" in lines["lufs"]
+    assert out.exit_code == 1  # one metric could not be measured
+    bad = CliRunner().invoke(_cli(), ["metrics", str(tmp_path / "short.wav"), "-m", "bandwith_hz"])
+    assert bad.exit_code == 2 and "Did you mean 'bandwidth_hz'" in bad.output
+    none = CliRunner().invoke(_cli(), ["metrics"])
+    assert none.exit_code == 2 and "give EST, or REF and EST" in none.output
+    listing = CliRunner().invoke(_cli(), ["metrics", "--list"])
+    assert listing.exit_code == 0
+    for mid in BUILTIN:
+        assert any(line.startswith(mid + " ") for line in listing.output.splitlines()), mid
+
+
+def test_docs_define_every_builtin_metric():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text(encoding="utf-8")
+    for mid in BUILTIN:
+        assert f"`{mid}`" in text, f"docs/metrics.md does not describe {mid}"

@@ -1,0 +1,508 @@
+"""Plugin loading through real entry points: the example package, broken plugins, strict
+mode, duplicate ids, invalid registrations, and meta-tests of the hookspecs.
+
+Plugins are exposed the way an installed package is, without touching site-packages: a
+`<name>-<version>.dist-info/` folder with METADATA and entry_points.txt on the path, which
+importlib.metadata discovers. Subprocess tests put it on PYTHONPATH of `python -m
+restorekit`; in-process tests put it on sys.path and call `load_registry()`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from restorekit import hookspecs
+from restorekit.errors import PipelineError, PluginError
+from restorekit.plugins import ENTRY_POINT_GROUP, STRICT_ENV, load_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "restorekit-plugin-example"
+EXAMPLE_SRC = EXAMPLE / "src"
+EXAMPLE_PIPELINE = EXAMPLE / "pipelines" / "trim_and_fade.yaml"
+WRITING_PLUGINS = ROOT / "docs" / "writing-plugins.md"
+PREFIX = "rktest_"  # every fake plugin module is named rktest_*, and dropped from sys.modules after each test
+
+STAGE_HEADER = """\
+from pydantic import Field
+from restorekit.hookspecs import hookimpl
+from restorekit.stage import Accepts, Stage, StageParams
+"""
+
+
+def make_dist(site: Path, name: str, entry_points: dict[str, str], modules: dict[str, str] | None = None,
+              version: str = "1.0") -> Path:
+    """Write a fake installed distribution into `site`: dist-info plus its plugin modules."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = "".join(f"{ep} = {target}\n" for ep, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{lines}")
+    for module, text in (modules or {}).items():
+        (site / f"{module}.py").write_text(textwrap.dedent(text))
+    return site
+
+
+def expose_example(site: Path) -> list[Path]:
+    """The example package as `pip install -e` would expose it: its dist-info and src/ on the path."""
+    make_dist(site, "restorekit-plugin-example", {"example": "restorekit_example"}, version="0.1.0")
+    return [site, EXAMPLE_SRC]
+
+
+def run_cli(*args: str, path: list[Path], cwd: Path, env: dict[str, str] | None = None,
+            module: str | None = "restorekit") -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` (`python ARGS` for None) in a subprocess with `path` first on PYTHONPATH."""
+    full_env = {k: v for k, v in os.environ.items() if k != STRICT_ENV}
+    full_env["PYTHONPATH"] = os.pathsep.join([*map(str, path), *filter(None, [os.environ.get("PYTHONPATH")])])
+    full_env.update(env or {})
+    command = [sys.executable, *(["-m", module] if module else []), *args]
+    return subprocess.run(command, cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def plugin_line(output: str, name: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith(f"{name}  "))
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A fresh folder on sys.path for fake distributions; their modules are forgotten afterwards."""
+    path = tmp_path / "site"
+    path.mkdir()
+    monkeypatch.syspath_prepend(str(path))
+    monkeypatch.delenv(STRICT_ENV, raising=False)
+    yield path
+    for name in [m for m in sys.modules if m.startswith(PREFIX)]:
+        del sys.modules[name]
+
+
+def write_tone(path: Path, seconds: float = 2.0, rate: int = 44100) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    x = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.4 * np.sin(2 * np.pi * 660 * t)]).astype(np.float32)
+    sf.write(str(path), x.T, rate, subtype="FLOAT")
+    return x
+
+
+# -- the example package through a real entry point, in real subprocesses -----------------------
+
+@pytest.mark.slow  # starts restorekit subprocesses
+def test_register_stages_and_register_commands_of_the_example_through_the_cli(tmp_path):
+    path = expose_example(tmp_path / "site")
+    listed = run_cli("plugins", path=path, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    line = plugin_line(listed.stdout, "example")
+    assert "[restorekit-plugin-example 0.1.0]" in line and "restorekit_example" in line and "1 stage(s)" in line
+    assert "util.gain" in listed.stdout, "built-in plugins load beside the example"
+
+    stages = run_cli("stages", path=path, cwd=tmp_path)
+    assert re.search(r"^example\.fade\s+Fade the start in", stages.stdout, re.M), stages.stdout
+
+    described = run_cli("stages", "example.fade", path=path, cwd=tmp_path)
+    assert described.returncode == 0, described.stderr
+    for text in ("plugin: example", "fade_in_ms: float = 10.0  [>= 0, <= 60000]", "fade_out_ms", "shape"):
+        assert text in described.stdout
+
+    info = run_cli("example-info", path=path, cwd=tmp_path)  # added through register_commands
+    assert info.returncode == 0, info.stderr
+    assert "restorekit-plugin-example 0.1.0" in info.stdout and "example.fade" in info.stdout
+
+    no_torch = run_cli("-c", "import sys; from restorekit.plugins import get_registry; "
+                             "r = get_registry(); assert 'example.fade' in r.stages; "
+                             "assert 'torch' not in sys.modules, 'a plugin imported torch'",
+                       path=path, cwd=tmp_path, module=None)
+    assert no_torch.returncode == 0, no_torch.stderr
+
+
+@pytest.mark.slow  # starts restorekit subprocesses
+def test_example_stage_runs_in_a_pipeline_through_restorekit_run(tmp_path):
+    path = expose_example(tmp_path / "site")
+    x = write_tone(tmp_path / "clip.wav")
+    result = run_cli("-q", "run", str(EXAMPLE_PIPELINE), "clip.wav", "-o", "out", "--bit-depth", "32",
+                     path=path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    y, rate = sf.read(str(tmp_path / "out" / "clip.wav"), dtype="float32", always_2d=True)
+    y = y.T
+    assert rate == 44100 and y.shape == x.shape
+    g = 10 ** (-1 / 20)  # util.gain -1 dB after the fade
+    n_in, n_out = round(0.005 * rate), round(1.5 * rate)
+    body = slice(n_in, x.shape[1] - n_out)
+    assert np.allclose(y[:, body], g * x[:, body], atol=1e-6), "between the fades only the gain applies"
+    assert np.all(y[:, 0] == 0) and np.all(y[:, -1] == 0), "a fade starts and ends in silence"
+    # the fade-out follows the cosine curve: measured gain where the tone is not near a zero crossing
+    k = np.arange(n_out)
+    want = g * (0.5 - 0.5 * np.cos(np.pi * k / n_out))[::-1]
+    tail_x, tail_y = x[:, -n_out:], y[:, -n_out:]
+    ok = np.abs(tail_x) > 0.1
+    assert np.max(np.abs(tail_y[ok] / tail_x[ok] - np.broadcast_to(want, tail_x.shape)[ok])) < 1e-4
+    last_10ms = y[:, -441:]
+    ratio_db = 20 * np.log10(np.sqrt(np.mean(last_10ms ** 2)) / np.sqrt(np.mean(y[:, body] ** 2)))
+    assert ratio_db < -60, f"the last 10 ms are only {ratio_db:.1f} dB below the body"
+
+
+@pytest.mark.slow  # starts restorekit subprocesses
+def test_example_package_tests_pass_against_the_entry_point(tmp_path):
+    path = expose_example(tmp_path / "site")
+    result = run_cli(str(EXAMPLE / "tests"), "-q", "-p", "no:cacheprovider", path=path, cwd=tmp_path,
+                     module="pytest")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert re.search(r"\b(\d+) passed\b", result.stdout) and " failed" not in result.stdout
+
+
+# -- broken plugins, strict mode -------------------------------------------------------------------
+
+BROKEN = """\
+raise ImportError("rktest_broken needs libfoo; install it with `pip install libfoo`")
+"""
+BAD_COMMANDS = """\
+from restorekit.hookspecs import hookimpl
+
+@hookimpl
+def register_commands(cli):
+    raise RuntimeError("rktest_badcmd cannot build its command")
+"""
+BUILTIN_PIPELINE = """\
+name: builtin_only
+stages:
+  - use: util.gain
+    with: {gain_db: -6}
+"""
+NEEDS_BROKEN = """\
+name: needs_broken
+stages:
+  - use: util.gain
+  - use: broken.declick
+"""
+
+
+@pytest.fixture(scope="module")
+def broken_site(tmp_path_factory):
+    site = tmp_path_factory.mktemp("broken") / "site"
+    site.mkdir()
+    make_dist(site, "rktest-broken", {"broken": "rktest_broken"}, {"rktest_broken": BROKEN})
+    make_dist(site, "rktest-badcmd", {"badcmd": "rktest_badcmd"}, {"rktest_badcmd": BAD_COMMANDS})
+    return site
+
+
+@pytest.mark.slow  # starts restorekit subprocesses
+def test_broken_plugin_is_listed_with_its_error_and_builtins_still_work(broken_site, tmp_path):
+    path = [broken_site]
+    listed = run_cli("plugins", path=path, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "FAILED" in plugin_line(listed.stdout, "broken")
+    assert ("error: failed to import rktest_broken: ImportError: rktest_broken needs libfoo; "
+            "install it with `pip install libfoo`") in listed.stdout
+    assert "util.resample, util.channels, util.gain" in listed.stdout
+    assert "Traceback" not in listed.stdout + listed.stderr
+
+    stages = run_cli("stages", path=path, cwd=tmp_path)
+    assert stages.returncode == 0 and re.search(r"^util\.gain\s", stages.stdout, re.M)
+
+    (tmp_path / "builtin.yaml").write_text(BUILTIN_PIPELINE)
+    x = write_tone(tmp_path / "clip.wav", seconds=0.5)
+    ok = run_cli("-q", "run", "builtin.yaml", "clip.wav", "-o", "out", "--bit-depth", "32", path=path, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    y, _ = sf.read(str(tmp_path / "out" / "clip.wav"), dtype="float32", always_2d=True)
+    assert np.allclose(y.T, x * 10 ** (-6 / 20), atol=1e-6)
+
+
+@pytest.mark.slow  # starts restorekit subprocesses
+def test_pipeline_needing_a_stage_of_the_broken_plugin_fails_naming_it(broken_site, tmp_path):
+    (tmp_path / "needs.yaml").write_text(NEEDS_BROKEN)
+    write_tone(tmp_path / "clip.wav", seconds=0.5)
+    result = run_cli("run", "needs.yaml", "clip.wav", "-o", "out", path=[broken_site], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "needs.yaml:4: stage 'declick' (broken.declick): use: unknown stage 'broken.declick'" in result.stderr
+    assert "'broken' (failed to import rktest_broken: ImportError: rktest_broken needs libfoo" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "clip.wav").exists()
+
+
+@pytest.mark.slow  # starts restorekit subprocesses
+def test_register_commands_that_raises_does_not_break_the_cli(broken_site, tmp_path):
+    result = run_cli("--help", path=[broken_site], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^\s+run\s", result.stdout, re.M) and re.search(r"^\s+plugins\s", result.stdout, re.M)
+    assert "plugin 'badcmd' failed to add its commands: rktest_badcmd cannot build its command" in result.stderr
+
+
+@pytest.mark.slow  # starts restorekit subprocesses
+@pytest.mark.parametrize("args", [["plugins"], ["stages"], ["--help"]])
+def test_strict_mode_makes_import_failures_fatal(broken_site, tmp_path, args):
+    result = run_cli(*args, path=[broken_site], cwd=tmp_path, env={STRICT_ENV: "1"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error: plugin 'broken' failed to import rktest_broken: ImportError" in result.stderr
+    assert STRICT_ENV in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_strict_mode_in_process(site, monkeypatch):
+    make_dist(site, "rktest-broken2", {"broken2": "rktest_broken2"}, {"rktest_broken2": BROKEN})
+    registry = load_registry()
+    assert "rktest_broken needs libfoo" in next(p for p in registry.plugins if p.name == "broken2").error
+    assert "util.gain" in registry.stages
+    for value in ("1", "yes", "true"):
+        monkeypatch.setenv(STRICT_ENV, value)
+        with pytest.raises(PluginError, match="plugin 'broken2' failed to import rktest_broken2"):
+            load_registry()
+    for value in ("0", "", "false"):
+        monkeypatch.setenv(STRICT_ENV, value)
+        assert load_registry().stages["util.gain"]
+
+
+# -- duplicate ids, invalid registrations, misspelled hooks ----------------------------------------
+
+def stage_module(stage_id: str, cls: str = "Thing") -> str:
+    return STAGE_HEADER + textwrap.dedent(f"""
+        class {cls}(Stage):
+            id = "{stage_id}"
+            summary = "A stage used by restorekit's plugin tests."
+
+        @hookimpl
+        def register_stages(register):
+            register({cls})
+    """)
+
+
+@pytest.mark.slow  # starts restorekit subprocesses
+def test_register_stages_duplicate_id_is_an_error_naming_both_plugins(site, tmp_path):
+    make_dist(site, "rktest-dup-a", {"dup_a": "rktest_dup_a"}, {"rktest_dup_a": stage_module("dup.stage")})
+    make_dist(site, "rktest-dup-b", {"dup_b": "rktest_dup_b"}, {"rktest_dup_b": stage_module("dup.stage")})
+    registry = load_registry()
+    both = "stage 'dup.stage' is registered by both plugins 'dup_a' and 'dup_b'; uninstall one of them"
+    assert "dup.stage" not in registry.stages, "load order must not pick a winner silently"
+    with pytest.raises(PluginError, match=re.escape(both)):
+        registry.get("dup.stage")
+    from restorekit.pipeline import pipeline_from_text
+
+    with pytest.raises(PipelineError, match=re.escape(f"x.yaml:2: stage 'stage' (dup.stage): use: {both}")):
+        pipeline_from_text("stages:\n  - use: dup.stage\n", "x.yaml", registry=registry)
+    with pytest.raises(PluginError, match=re.escape(both)):
+        load_registry(strict=True)
+
+    listed = run_cli("plugins", path=[site], cwd=tmp_path)
+    assert f"conflict: {both}" in listed.stdout
+    described = run_cli("stages", "dup.stage", path=[site], cwd=tmp_path)
+    assert described.returncode == 2 and both in described.stderr
+
+
+def test_register_stages_misspelled_hook_is_reported(site):
+    make_dist(site, "rktest-typo", {"typo": "rktest_typo"}, {"rktest_typo": stage_module("typo.stage").replace(
+        "def register_stages(register)", "def register_stage(register)")})
+    registry = load_registry()
+    info = next(p for p in registry.plugins if p.name == "typo")
+    assert info.error and "unknown hook 'register_stage': did you mean 'register_stages'?" in info.error
+    assert "typo.stage" not in registry.stages
+    assert "util.gain" in registry.stages
+    with pytest.raises(PluginError, match="plugin 'typo': unknown hook 'register_stage'"):
+        load_registry(strict=True)
+
+
+def test_register_stages_with_arguments_not_in_the_spec_is_reported(site):
+    make_dist(site, "rktest-args", {"args": "rktest_args"}, {"rktest_args": stage_module("args.stage").replace(
+        "def register_stages(register):\n    register(", "def register_stages(registry):\n    registry(")})
+    info = next(p for p in load_registry().plugins if p.name == "args")
+    assert info.error.startswith("invalid hook implementation:")
+    assert "'registry'" in info.error and "can not be found in the hookspec" in info.error
+
+
+INVALID_STAGES = STAGE_HEADER + """
+from pydantic import ConfigDict
+
+class BadId(Stage):
+    id = "BadId"
+    summary = "An id without a family."
+
+class NoSummary(Stage):
+    id = "invalid.no_summary"
+
+class LooseParams(Stage):
+    id = "invalid.loose"
+    summary = "Params that accept unknown keys."
+
+    class Params(StageParams):
+        model_config = ConfigDict(extra="ignore")
+        gain_db: float = Field(0.0, description="Gain in dB.")
+
+class NotAStage:
+    id = "invalid.not_a_stage"
+    summary = "Not a Stage subclass."
+
+class Good(Stage):
+    id = "invalid.good"
+    summary = "The one valid stage of this plugin."
+
+class Twin(Stage):
+    id = "invalid.good"
+    summary = "A second class for the same id in the same plugin."
+
+@hookimpl
+def register_stages(register):
+    for cls in (BadId, NoSummary, LooseParams, NotAStage, Good, Twin):
+        register(cls)
+"""
+
+
+def test_register_stages_invalid_stage_classes_are_reported(site):
+    make_dist(site, "rktest-invalid", {"invalid": "rktest_invalid"}, {"rktest_invalid": INVALID_STAGES})
+    registry = load_registry()
+    info = next(p for p in registry.plugins if p.name == "invalid")
+    for reason in ("BadId.id 'BadId' must look like 'family.name'",
+                   "NoSummary.summary must be one non-empty line",
+                   "LooseParams.Params must reject unknown keys (extra='forbid')",
+                   "is not a subclass of restorekit.Stage",
+                   "registers two classes for stage 'invalid.good' (Good and Twin)"):
+        assert reason in info.error
+    assert info.stages == ["invalid.good"], "the valid stage of a partly broken plugin still works"
+    assert not {"invalid.no_summary", "invalid.loose", "invalid.not_a_stage"} & set(registry.stages)
+    with pytest.raises(PluginError, match="plugin 'invalid': BadId.id"):
+        load_registry(strict=True)
+
+
+def test_register_stages_that_raises_is_reported(site):
+    make_dist(site, "rktest-raises", {"raises": "rktest_raises"}, {"rktest_raises": STAGE_HEADER + textwrap.dedent("""
+        @hookimpl
+        def register_stages(register):
+            raise KeyError("no config")
+    """)})
+    info = next(p for p in load_registry().plugins if p.name == "raises")
+    assert info.error == "register_stages raised KeyError: 'no config'"
+
+
+def test_one_entry_point_name_in_two_distributions_is_reported(site):
+    make_dist(site, "rktest-one", {"same": "rktest_one"}, {"rktest_one": stage_module("one.stage")})
+    make_dist(site, "rktest-two", {"same": "rktest_two"}, {"rktest_two": stage_module("two.stage")})
+    registry = load_registry()
+    infos = [p for p in registry.plugins if p.name == "same"]
+    assert len(infos) == 2, "neither plugin may vanish silently"
+    loaded, refused = sorted(infos, key=lambda p: bool(p.error))
+    assert len(loaded.stages) == 1 and not refused.stages
+    assert f"entry point name 'same' is also used by distribution '{loaded.distribution}'" in refused.error
+
+
+METRICS = """\
+from restorekit.hookspecs import hookimpl
+from restorekit.metrics import Metric
+
+class Peak(Metric):
+    id = "rktest.peak"
+    summary = "Largest absolute sample value."
+
+class NoSummary(Metric):
+    id = "rktest.no_summary"
+
+@hookimpl
+def register_metrics(register):
+    register(Peak)
+    register(NoSummary)
+"""
+
+
+def test_register_metrics_through_an_entry_point(site):
+    make_dist(site, "rktest-metrics", {"rkmetrics": "rktest_metrics"}, {"rktest_metrics": METRICS})
+    registry = load_registry()
+    info = next(p for p in registry.plugins if p.name == "rkmetrics")
+    assert registry.metrics["rktest.peak"].__name__ == "Peak"
+    assert registry.metric_owners["rktest.peak"] == "rkmetrics" and info.metrics == ["rktest.peak"]
+    assert "rktest.no_summary" not in registry.metrics
+    assert "NoSummary.summary must be one non-empty line" in info.error
+
+
+MODELS = """\
+from restorekit.hookspecs import hookimpl
+from restorekit.training.spec import ModelSpec
+
+class Tiny(ModelSpec):
+    name = "rktest_tiny"
+    summary = "A model family used by restorekit's plugin tests."
+
+@hookimpl
+def register_models(register):
+    register(Tiny)
+"""
+
+
+def test_register_models_through_an_entry_point(site):
+    from restorekit.plugins import reset_registry
+    from restorekit.training.registry import model_specs
+
+    make_dist(site, "rktest-models", {"rkmodels": "rktest_models"}, {"rktest_models": MODELS})
+    reset_registry()
+    try:
+        specs = model_specs()
+    finally:
+        reset_registry()  # the global registry must not keep this test's plugin
+    assert specs["rktest_tiny"].__name__ == "Tiny"
+
+
+# -- hook meta-tests (after datasette) --------------------------------------------------------------
+
+def hookspec_functions() -> dict[str, inspect.Signature]:
+    marker = f"{hookspecs.PROJECT}_spec"
+    return {name: inspect.signature(fn) for name, fn in vars(hookspecs).items()
+            if inspect.isfunction(fn) and hasattr(fn, marker)}
+
+
+def test_hookspecs_exist_and_have_one_line_docstrings():
+    specs = hookspec_functions()
+    assert {"register_stages", "register_commands"} <= set(specs)
+    for name in specs:
+        doc = inspect.getdoc(getattr(hookspecs, name)) or ""
+        assert doc and "\n" not in doc and doc.endswith("."), f"hookspec {name}: give it a one-line docstring"
+
+
+def test_hookspecs_are_documented_with_their_signatures():
+    text = WRITING_PLUGINS.read_text(encoding="utf-8")
+    for name, sig in hookspec_functions().items():
+        call = f"{name}({', '.join(sig.parameters)})"
+        assert re.search(rf"^#+ .*`{re.escape(call)}`", text, re.M), \
+            f"docs/writing-plugins.md needs a heading with `{call}`"
+
+
+def hookimpl_modules(monkeypatch) -> dict[str, object]:
+    """Every built-in plugin module (from restorekit's own entry points) and the example's."""
+    from importlib import metadata
+
+    monkeypatch.syspath_prepend(str(EXAMPLE_SRC))
+    modules = {ep.value: ep.load() for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+               if ep.dist is not None and ep.dist.metadata["Name"] == "restorekit"}
+    assert "restorekit_plugins.util" in modules, "restorekit's own entry points are missing: pip install -e ."
+    import restorekit_example
+
+    modules["restorekit_example"] = restorekit_example
+    return modules
+
+
+def test_hookimpl_signatures_match_the_hookspecs(monkeypatch):
+    specs = hookspec_functions()
+    marker = f"{hookspecs.PROJECT}_impl"
+    seen = set()
+    for module_name, module in hookimpl_modules(monkeypatch).items():
+        for name, fn in vars(module).items():
+            if not (inspect.isfunction(fn) and hasattr(fn, marker)):
+                continue
+            assert name in specs, f"{module_name}.{name} is marked @hookimpl but no hookspec has that name"
+            extra = set(inspect.signature(fn).parameters) - set(specs[name].parameters)
+            assert not extra, f"{module_name}.{name}: argument(s) {extra} are not in the hookspec {specs[name]}"
+            seen.add(name)
+    import restorekit_example
+
+    example_hooks = {n for n, f in vars(restorekit_example).items() if hasattr(f, marker)}
+    assert example_hooks == {"register_stages", "register_commands"}, "the example demonstrates both hooks"
+    assert "register_stages" in seen
+
+
+def test_every_hookspec_has_a_test():
+    names = set()
+    for path in (ROOT / "tests").glob("test_*.py"):
+        names |= set(re.findall(r"^\s*def (test_\w+)", path.read_text(encoding="utf-8"), re.M))
+    for hook in hookspec_functions():
+        assert any(hook in n for n in names), f"no test function in tests/ is named after hook {hook}"

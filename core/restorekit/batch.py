@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from restorekit.hashing import sha256_file
 from restorekit.errors import AudioFileError, RestorekitError, UsageError
 from restorekit.io import READ_EXTENSIONS, read_audio, write_audio
 
@@ -79,14 +80,6 @@ def collect_jobs(inputs: list[Path], exclude: Path | None = None) -> tuple[list[
         else:
             missing.append(FileResult(str(item), status="failed", error="no such file or directory"))
     return jobs, missing
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_seed(base_seed: int, relative: Path) -> int:
@@ -160,7 +153,7 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
                     raise AudioFileError(f"{t} is also the output of {claimed[tr]}; rename one input")
             for t in targets:
                 claimed[t.resolve()] = str(job.source)
-            result.input_sha256 = sha256_of(job.source)
+            result.input_sha256 = sha256_file(job.source)
             audio = read_audio(job.source)
             result.input_sample_rate, result.input_channels = audio.sample_rate, audio.channels
             result.duration_s = round(audio.duration_s, 6)

@@ -15,7 +15,6 @@ package that asks (its own directory), then the user cache directory
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from restorekit.errors import RestorekitError
+from restorekit.hashing import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -59,14 +59,6 @@ def cache_dir() -> Path:
         return Path(os.environ["RESTOREKIT_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "restorekit" / "checkpoints"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _weights_path(path: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from pathlib import Path
@@ -10,23 +9,10 @@ from pathlib import Path
 import click
 
 from restorekit import __version__
+from restorekit.cli_support import handle_errors
 from restorekit.errors import RestorekitError
 
 log = logging.getLogger("restorekit")
-
-
-def handle_errors(func):
-    """Print expected errors as one clean message and exit with their code (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except RestorekitError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -136,18 +122,19 @@ def validate(pipeline, overrides):
 @cli.command()
 @handle_errors
 def plugins():
-    """List loaded plugins, where they come from, and their stages or load errors."""
+    """List loaded plugins, where they come from, and what they register or their load errors."""
     from restorekit.plugins import get_registry
 
     registry = get_registry()
     for info in registry.plugins:
         origin = f"{info.distribution} {info.version}" if info.distribution else "unknown distribution"
-        status = "FAILED" if info.error else f"{len(info.stages)} stage(s)"
+        status = "FAILED" if info.error else info.provides()
         click.echo(f"{info.name}  [{origin}]  {info.target}  {status}")
         if info.error:
             click.echo(f"    error: {info.error}")
-        elif info.stages:
-            click.echo("    " + ", ".join(info.stages))
+        for kind, items in (("stages", info.stages), ("metrics", info.metrics), ("models", info.models)):
+            if items:
+                click.echo(f"    {kind}: " + ", ".join(items))
     for stage_id in registry.conflicts:
         click.echo(f"conflict: {registry.conflict_message(stage_id)}")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from restorekit.cli_metrics import handle_errors
+from restorekit.cli_support import handle_errors
 
 
 @click.command("compare")

@@ -51,7 +51,7 @@ def degrade(ctx, inputs, preset, outdir, seed, overrides, fmt, bit_depth, device
     failures and OUTDIR/manifest.json behave as with `run`. Exit status: 0 all
     degraded, 1 some failed, 2 usage or preset error.
     """
-    from restorekit.cli import handle_errors
+    from restorekit.cli_support import handle_errors
 
     handle_errors(_degrade)(ctx, inputs, preset, outdir, seed, overrides, fmt, bit_depth, device, list_only)
 

@@ -5,7 +5,6 @@ Imports stay lazy: loading this module for `restorekit --help` does not import t
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
@@ -13,21 +12,7 @@ from pathlib import Path
 
 import click
 
-from restorekit.errors import RestorekitError
-
-
-def handle_errors(func):
-    """Print expected errors as one clean message and exit with their code (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except RestorekitError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-    return wrapper
+from restorekit.cli_support import handle_errors
 
 
 def _direction(hib: bool | None) -> str:

@@ -33,7 +33,7 @@ def train_command(ctx, model, data, degrade, epochs, steps_per_epoch, batch_size
     Writes RUN_DIR/best.safetensors + best.json (the checkpoint), log.csv, loss.png,
     split.json (which files went to train/val/test) and last_state.pt (for --resume).
     """
-    from restorekit.cli import handle_errors
+    from restorekit.cli_support import handle_errors
     from restorekit.training.registry import get_model_spec
     from restorekit.training.trainer import TrainConfig, train
 

@@ -104,15 +104,9 @@ class Metric:
     Params: ClassVar[type[MetricParams]] = MetricParams
 
     def __init__(self, params: MetricParams | dict[str, Any] | None = None, /, **kwargs: Any) -> None:
-        if params is None:
-            params = self.Params(**kwargs)
-        elif isinstance(params, dict):
-            params = self.Params(**{**params, **kwargs})
-        elif kwargs:
-            params = self.Params(**{**params.model_dump(), **kwargs})
-        if not isinstance(params, self.Params):
-            raise TypeError(f"{self.id}: params must be {self.Params.__name__}, got {type(params).__name__}")
-        self.params = params
+        from restorekit.stage import build_params
+
+        self.params = build_params(self.Params, params, kwargs, self.id)
 
     @classmethod
     def missing(cls) -> str | None:

@@ -60,6 +60,9 @@ def find_pipeline(path_or_name: str | Path) -> Path:
     shipped = builtin_pipelines()
     if str(path_or_name) in shipped:
         return shipped[str(path_or_name)]
+    presets = builtin_degradations()
+    if str(path_or_name) in presets:  # `restorekit validate lowres-8k` and friends
+        return presets[str(path_or_name)]
     names = ", ".join(shipped) or "none found"
     close = difflib.get_close_matches(str(path_or_name), list(shipped), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""

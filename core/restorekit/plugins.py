@@ -23,6 +23,7 @@ from restorekit.stage import check_stage_class
 if TYPE_CHECKING:  # pragma: no cover
     from restorekit.metrics import Metric
     from restorekit.stage import Stage
+    from restorekit.training.spec import ModelSpec
 
 ENTRY_POINT_GROUP = "restorekit"
 STRICT_ENV = "RESTOREKIT_STRICT_PLUGINS"
@@ -39,6 +40,13 @@ class PluginInfo:
     error: str | None = None
     stages: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+
+    def provides(self) -> str:
+        """'3 stage(s), 2 metric(s)': what the plugin registered."""
+        parts = [f"{len(items)} {kind}(s)" for kind, items in
+                 (("stage", self.stages), ("metric", self.metrics), ("model", self.models)) if items]
+        return ", ".join(parts) or "nothing registered"
 
     def add_error(self, message: str) -> None:
         """Record a problem; several problems of one plugin are joined with '; '."""
@@ -56,6 +64,8 @@ class Registry:
     manager: pluggy.PluginManager | None = None
     metrics: dict[str, type[Metric]] = field(default_factory=dict)
     metric_owners: dict[str, str] = field(default_factory=dict)
+    models: dict[str, type[ModelSpec]] = field(default_factory=dict)
+    model_owners: dict[str, str] = field(default_factory=dict)
 
     def get(self, stage_id: str) -> type[Stage]:
         """The stage class for `stage_id`, or a PluginError that says why it is not there."""
@@ -163,38 +173,44 @@ def load_registry(strict: bool | None = None) -> Registry:
             info = by_name[impl.plugin_name] = PluginInfo(impl.plugin_name, repr(impl.plugin))
             registry.plugins.append(info)
         _collect_stages(registry, info, impl, strict)
-    for impl in pm.hook.register_metrics.get_hookimpls():
-        info = by_name.get(impl.plugin_name)
-        if info is None:
-            info = by_name[impl.plugin_name] = PluginInfo(impl.plugin_name, repr(impl.plugin))
-            registry.plugins.append(info)
-        _collect_metrics(registry, info, impl, strict)
+    from restorekit.metrics import check_metric_class
+    from restorekit.training.spec import check_model_spec
+
+    for hook, kind, check in (("register_metrics", "metric", check_metric_class),
+                              ("register_models", "model", check_model_spec)):
+        for impl in getattr(pm.hook, hook).get_hookimpls():
+            info = by_name.get(impl.plugin_name)
+            if info is None:
+                info = by_name[impl.plugin_name] = PluginInfo(impl.plugin_name, repr(impl.plugin))
+                registry.plugins.append(info)
+            _collect_named(registry, info, impl, strict, kind, check)
     return registry
 
 
-def _collect_metrics(registry: Registry, info: PluginInfo, impl: pluggy.HookImpl, strict: bool) -> None:
-    """Collect one plugin's metrics; an id another plugin registered first stays with that plugin."""
-    from restorekit.metrics import check_metric_class
-
+def _collect_named(registry: Registry, info: PluginInfo, impl: pluggy.HookImpl, strict: bool,
+                   kind: str, check) -> None:
+    """Collect one plugin's metrics or models; an id another plugin registered first stays with it."""
+    table, owners = getattr(registry, f"{kind}s"), getattr(registry, f"{kind}_owners")
+    key = "id" if kind == "metric" else "name"
     errors: list[str] = []
 
-    def register(cls: type[Metric]) -> None:
-        problems = check_metric_class(cls)
-        owner = registry.metric_owners.get(getattr(cls, "id", None))
-        if not problems and owner is not None and registry.metrics[cls.id] is not cls:
-            problems = [f"metric '{cls.id}' is already registered by plugin '{owner}'"]
+    def register(cls) -> None:
+        problems = check(cls)
+        owner = owners.get(getattr(cls, key, None))
+        if not problems and owner is not None and table[getattr(cls, key)] is not cls:
+            problems = [f"{kind} '{getattr(cls, key)}' is already registered by plugin '{owner}'"]
         if problems:
             errors.extend(problems)
             return
         if owner is None:
-            registry.metrics[cls.id] = cls
-            registry.metric_owners[cls.id] = info.name
-            info.metrics.append(cls.id)
+            table[getattr(cls, key)] = cls
+            owners[getattr(cls, key)] = info.name
+            getattr(info, f"{kind}s").append(getattr(cls, key))
 
     try:
         impl.function(register=register)
     except Exception as exc:  # noqa: BLE001
-        errors.append(f"register_metrics raised {_short_error(exc)}")
+        errors.append(f"register_{kind}s raised {_short_error(exc)}")
     if errors:
         info.add_error("; ".join(errors))
         if strict:

@@ -61,6 +61,20 @@ class Accepts:
         return f"sample rates: {rates}; channels: {chans}; devices: {', '.join(sorted(self.devices))}"
 
 
+def build_params(model: type[BaseModel], params: BaseModel | dict[str, Any] | None,
+                 overrides: dict[str, Any], owner: str) -> BaseModel:
+    """Validated params from a model instance, a dict, or keyword arguments (which win)."""
+    if params is None:
+        params = model(**overrides)
+    elif isinstance(params, dict):
+        params = model(**{**params, **overrides})
+    elif overrides:
+        params = model(**{**params.model_dump(), **overrides})
+    if not isinstance(params, model):
+        raise TypeError(f"{owner}: params must be {model.__name__}, got {type(params).__name__}")
+    return params
+
+
 class Stage:
     """One processing step. Subclass, set the class attributes, implement `process`.
 
@@ -87,15 +101,7 @@ class Stage:
     test_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: StageParams | dict[str, Any] | None = None, /, **kwargs: Any) -> None:
-        if params is None:
-            params = self.Params(**kwargs)
-        elif isinstance(params, dict):
-            params = self.Params(**{**params, **kwargs})
-        elif kwargs:
-            params = self.Params(**{**params.model_dump(), **kwargs})
-        if not isinstance(params, self.Params):
-            raise TypeError(f"{self.id}: params must be {self.Params.__name__}, got {type(params).__name__}")
-        self.params = params
+        self.params = build_params(self.Params, params, kwargs, self.id)
         self.device = "cpu"
         self.seed = 0
         self._loaded = False

@@ -316,17 +316,18 @@ def stft(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
     return torch.stft(x, n_fft, hop, n_fft, window, center=True, pad_mode="constant", return_complex=True)
 
 
-def write_istft(out: torch.Tensor, spec: torch.Tensor, blk: Block, frames: Frames, add: bool = False) -> None:
-    """Inverse STFT of a block's segment spectrogram, written to (or with add=True, added to) out[:, a:b].
+def write_istft(out: torch.Tensor, spec: torch.Tensor, blk: Block, frames: Frames, add: bool = False,
+                offset: int = 0) -> None:
+    """Inverse STFT of a block's segment spectrogram, written to (add=True: added to) samples [a, b) of out.
 
-    The result is torch.istft's. Only the frames whose windows touch [a, b) are inverted, and
-    when hop divides n_fft the overlap-add is n_fft/hop shifted additions of hop-sized pieces
-    (3x faster than torch.istft).
+    out[:, 0] is sample `offset` of the signal. The result is torch.istft's. Only the frames
+    whose windows touch [a, b) are inverted, and when hop divides n_fft the overlap-add is
+    n_fft/hop shifted additions of hop-sized pieces (3x faster than torch.istft).
     """
     import torch
 
     n_fft, hop = frames.n_fft, frames.hop
-    target = out[:, blk.a:blk.b]
+    target = out[:, blk.a - offset:blk.b - offset]
     if n_fft % hop:
         window = torch.hann_window(n_fft, dtype=out.dtype, device=out.device)
         y = torch.istft(spec, n_fft, hop, n_fft, window, center=True, length=blk.s1 - blk.s0)

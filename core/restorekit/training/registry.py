@@ -1,4 +1,4 @@
-"""Trainable model families registered by plugins through `register_models`."""
+"""Trainable model families, registered by plugins through `register_models`."""
 
 from __future__ import annotations
 
@@ -8,31 +8,11 @@ from restorekit.errors import UsageError
 from restorekit.training.spec import ModelSpec
 
 
-def model_specs() -> dict[str, type[ModelSpec]]:
-    """Every registered model family by name; a plugin whose hook fails is skipped (and logged)."""
-    import logging
-
+def get_model_spec(name: str) -> ModelSpec:
+    """An instance of the registered model family `name`."""
     from restorekit.plugins import get_registry
 
-    specs: dict[str, type[ModelSpec]] = {}
-    pm = get_registry().manager
-    if pm is None:
-        return specs
-    for impl in pm.hook.register_models.get_hookimpls():
-        def register(cls: type[ModelSpec]) -> None:
-            if not (isinstance(cls, type) and issubclass(cls, ModelSpec) and cls.name):
-                raise TypeError(f"{cls!r} is not a named restorekit ModelSpec")
-            specs[cls.name] = cls
-        try:
-            impl.function(register=register)
-        except Exception as exc:  # noqa: BLE001 - one broken plugin must not hide the others
-            logging.getLogger("restorekit").warning("plugin '%s' failed to register models: %s",
-                                                    impl.plugin_name, exc)
-    return specs
-
-
-def get_model_spec(name: str) -> ModelSpec:
-    specs = model_specs()
+    specs = get_registry().models
     if name not in specs:
         close = difflib.get_close_matches(name, list(specs), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""

@@ -56,3 +56,17 @@ class ModelSpec:
              targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The scalar loss to minimise and its named components (for the log)."""
         raise NotImplementedError
+
+
+def check_model_spec(cls: Any) -> list[str]:
+    """Reasons a class is not a valid model family (empty when it is)."""
+    if not (isinstance(cls, type) and issubclass(cls, ModelSpec)):
+        return [f"{cls!r} is not a subclass of restorekit.training.spec.ModelSpec"]
+    problems = []
+    if not cls.name or not cls.name.replace("_", "").isalnum():
+        problems.append(f"{cls.__name__}.name {cls.name!r} must be a short lowercase name")
+    if not cls.architecture:
+        problems.append(f"{cls.__name__}.architecture must be set (it is stored in checkpoints)")
+    if not (isinstance(cls.Hparams, type) and issubclass(cls.Hparams, Hparams)):
+        problems.append(f"{cls.__name__}.Hparams must subclass restorekit.training.spec.Hparams")
+    return problems

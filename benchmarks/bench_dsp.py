@@ -137,7 +137,8 @@ def worker(target: str, input_path: str, repeats: int, chain_path: Path) -> dict
 def measure(target: str, input_path: Path, repeats: int, chain_path: Path) -> dict:
     cmd = [sys.executable, __file__, "--worker", target, str(input_path), "--repeats", str(repeats),
            "--pipeline", str(chain_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if proc.returncode != 0:
         return {"target": target, "input": input_path.stem, "error": proc.stderr.strip().splitlines()[-1:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -213,8 +214,18 @@ def cli_batch(workdir: Path, quick: bool, files: int, chain_path: Path) -> dict:
 
 # -- report -------------------------------------------------------------------------------------
 
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| stage | input | rtf (x real time) | wall s | start-up s | peak beyond start-up MB | x input |",
+    lines = ["| stage | input | rtf (x real time) | wall s | start-up s | peak added MB | x input |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         if "error" in r:
@@ -226,14 +237,12 @@ def table(rows: list[dict]) -> str:
 
 
 def cli_table(b: dict) -> str:
-    return "\n".join([
-        "| files | audio s | wall s | rtf | rtf after start-up | start-up s | peak MB | peak beyond start-up MB "
-        "| x one input | 1-file peak MB | growth 1 -> N MB |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {b['files']} x {b['seconds_each']:g} s | {b['audio_s']:.0f} | {b['wall_s']:.1f} | {b['rtf']:.0f} "
-        f"| {b['rtf_after_startup']:.0f} | {b['startup_s']:.2f} | {b['peak_mb']:.0f} | {b['peak_extra_mb']:.0f} "
-        f"| {b['peak_extra_x_input']:.2f} | {b['one_file_peak_mb']:.0f} | {b['growth_mb']:+.0f} |",
-    ])
+    header = ("| files | audio s | wall s | rtf | rtf after start-up | start-up s | peak MB "
+              "| peak beyond start-up MB | x one input | 1-file peak MB | growth 1 -> N MB |")
+    row = (f"| {b['files']} x {b['seconds_each']:g} s | {b['audio_s']:.0f} | {b['wall_s']:.1f} | {b['rtf']:.0f} "
+           f"| {b['rtf_after_startup']:.0f} | {b['startup_s']:.2f} | {b['peak_mb']:.0f} | {b['peak_extra_mb']:.0f} "
+           f"| {b['peak_extra_x_input']:.2f} | {b['one_file_peak_mb']:.0f} | {b['growth_mb']:+.0f} |")
+    return "\n".join([header, "| ---: " * 11 + "|", row])
 
 
 def main() -> None:
@@ -256,7 +265,9 @@ def main() -> None:
     targets = [n.id for n in load_pipeline(args.pipeline, device="cpu").nodes] + ["chain"]
     if args.only:
         targets = [t for t in targets if t in args.only.split(",")]
-    results: dict = {"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "cpus": os.cpu_count()}
+    results: dict = {"command": " ".join(["python", Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                     "machine": machine(), "load_before": os.getloadavg()}
+    print(f"{results['command']}\n{results['machine']}; load average {results['load_before'][0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="bench_dsp_") as tmp:
         workdir = Path(tmp)
         inputs = make_inputs(workdir, args.quick)
@@ -275,6 +286,8 @@ def main() -> None:
             print(cli_table(batch) + "\n")
             print(f"RSS during the batch (after start-up): max over the first third {batch['rss_first_third_max_mb']:.0f}"
                   f" MB, over the last third {batch['rss_last_third_max_mb']:.0f} MB")
+    results["load_after"] = os.getloadavg()
+    print(f"load average at the end: {results['load_after'][0]:.1f} (1 min)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

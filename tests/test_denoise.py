@@ -95,6 +95,20 @@ def test_stationary_with_a_noise_clip_matches_noisereduce(tmp_path):
     sf.write(tmp_path / "noise.wav", noise.T, sr, subtype="FLOAT")
     ref = noisereduce.reduce_noise(y=x, sr=sr, stationary=True, y_noise=noise, prop_decrease=0.8,
                                    freq_mask_smooth_hz=200, chunk_size=None, padding=0, clip_noise_stationary=False)
+    out = gate(x, sr, noise_clip=str(tmp_path / "noise.wav"), normalize_mask_edges=False, per_channel_profile=False)
+    assert error_db(out, ref) < MATCH_DB
+
+
+def test_per_channel_profiles_match_noisereduce_run_on_each_channel(tmp_path):
+    import noisereduce
+
+    sr = 22050
+    x, noise = music_and_noise(sr, 2.0, seed=14)
+    noise[1] *= 3  # a noisier right channel
+    sf.write(tmp_path / "noise.wav", noise.T, sr, subtype="FLOAT")
+    ref = np.stack([noisereduce.reduce_noise(y=x[c], sr=sr, stationary=True, y_noise=noise[c], prop_decrease=0.8,
+                                             freq_mask_smooth_hz=200, chunk_size=None, padding=0,
+                                             clip_noise_stationary=False) for c in range(2)])
     out = gate(x, sr, noise_clip=str(tmp_path / "noise.wav"), normalize_mask_edges=False)
     assert error_db(out, ref) < MATCH_DB
 
@@ -107,7 +121,7 @@ def test_stationary_profile_from_every_frame_matches_noisereduce_without_a_clip(
     ref = noisereduce.reduce_noise(y=x, sr=sr, stationary=True, prop_decrease=0.5, n_std_thresh_stationary=1.0,
                                    time_mask_smooth_ms=30, chunk_size=None, padding=0)
     out = gate(x, sr, noise_quietest_fraction=1.0, prop_decrease=0.5, n_std_thresh=1.0, freq_mask_smooth_hz=500,
-               time_mask_smooth_ms=30, normalize_mask_edges=False)
+               time_mask_smooth_ms=30, normalize_mask_edges=False, per_channel_profile=False)
     assert error_db(out, ref) < MATCH_DB
 
 
@@ -135,11 +149,12 @@ def test_the_noisereduce_implementation_is_the_library_itself():
     assert np.abs(out - ref).max() < 1e-6
 
 
-def test_both_implementations_share_the_quietest_frames_profile():
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_both_implementations_share_the_quietest_frames_profile(per_channel):
     sr = 16000
     x, _ = music_and_noise(sr, 1.5, seed=4)
-    ref = gate(x, sr, implementation="noisereduce")
-    out = gate(x, sr, normalize_mask_edges=False)
+    ref = gate(x, sr, implementation="noisereduce", per_channel_profile=per_channel)
+    out = gate(x, sr, normalize_mask_edges=False, per_channel_profile=per_channel)
     assert error_db(out, ref) < MATCH_DB
 
 
@@ -239,13 +254,29 @@ def test_normalized_mask_edges_keep_the_bass(tmp_path, normalize, max_loss_db):
         assert loss < max_loss_db
 
 
-def test_stereo_channels_are_gated_with_one_shared_profile():
-    """Identical channels give the mono result on each (the profile is taken from the channel mean)."""
+def test_identical_channels_give_the_mono_result():
     sr = 16000
     x, _ = music_and_noise(sr, 1.0, channels=1, seed=11)
     mono = gate(x, sr)
     stereo = gate(np.concatenate([x, x]), sr)
     assert np.abs(stereo - mono).max() < 1e-6
+
+
+@pytest.mark.parametrize("per_channel, max_change_db", [(True, -10.0), (False, -6.0)])
+def test_per_channel_profiles_remove_uncorrelated_stereo_noise(per_channel, max_change_db):
+    """Independent noise in each channel: the channel-mean profile sits 3 dB low, so noisereduce's way
+    removes less (measured -8.3 dB in the gaps) than a profile per channel (-12.3 dB, as mono)."""
+    sr = 44100
+    rng = np.random.default_rng(15)
+    t = np.arange(3 * sr) / sr
+    tone = 0.3 * np.sin(2 * np.pi * 1000 * t) * ((t % 1.0) < 0.6)
+    x = np.stack([tone + 0.01 * rng.standard_normal(t.size) for _ in range(2)]).astype(np.float32)
+    y = gate(x, sr, per_channel_profile=per_channel)
+    gaps = (t % 1.0 > 0.7) & (t % 1.0 < 0.95)
+    change = db(y[:, gaps]) - db(x[:, gaps])
+    assert change < max_change_db
+    if not per_channel:
+        assert change > -10.0
 
 
 def test_digital_silence_passes_unchanged():

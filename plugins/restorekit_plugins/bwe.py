@@ -123,7 +123,7 @@ class HarmonicBWE(Stage):
                 CUDA_BLOCK_SAMPLES if y.device.type == "cuda" else CPU_BLOCK_SAMPLES)
             synth = HarmonicSynth(p.sample_rate_hz, cutoff, top, p.gain_db, p.min_rolloff_db_per_oct,
                                   p.max_rolloff_db_per_oct, y.device)
-            synth.add_to(y, int(round(block)))
+            synth.add_to(y, round(block))
         return out.with_samples(y)
 
 
@@ -166,7 +166,7 @@ def detect_cutoff(x: torch.Tensor, sample_rate: int, drop_db: float) -> float | 
 
     spec, bin_hz = long_term_spectrum(x, sample_rate)
     n = spec.numel()
-    width = max(1, int(round(DETECT_SMOOTH_HZ / bin_hz)) | 1)
+    width = max(1, round(DETECT_SMOOTH_HZ / bin_hz) | 1)
     s = F.avg_pool1d(F.pad(spec[None, None], (width // 2, width // 2), mode="replicate"), width, 1).view(n)
     top = int(n * TOP_FRACTION) - 1  # ignore the edge of the input's own band
     k = torch.arange(n, device=s.device)
@@ -188,7 +188,7 @@ def detect_cutoff(x: torch.Tensor, sample_rate: int, drop_db: float) -> float | 
     gaps = torch.nonzero(run[1:] - run[:-1] > 1).view(-1)
     k_lo = int(run[int(gaps[-1]) + 1]) if gaps.numel() else int(run[0])
     level = float(below[k_lo])
-    k_end = min(top, int(math.ceil(k_hi * (1 + DETECT_TRANSITION))))
+    k_end = min(top, math.ceil(k_hi * (1 + DETECT_TRANSITION)))
     inside = torch.nonzero(s[:k_end + 1] >= level - DETECT_EDGE_DB).view(-1)
     k_cut = int(inside[-1]) if inside.numel() else k_lo
     return float(k_cut * bin_hz)
@@ -214,8 +214,8 @@ class HarmonicSynth:
         self.hop = self.n_fft // 4
         bin_hz = self.sample_rate / self.n_fft
         self.bins = self.n_fft // 2 + 1
-        self.kc = max(2, int(math.ceil(self.cutoff_hz / bin_hz)))
-        self.kt = min(self.bins - 1, int(math.floor(self.top_hz / bin_hz)))
+        self.kc = max(2, math.ceil(self.cutoff_hz / bin_hz))
+        self.kt = min(self.bins - 1, math.floor(self.top_hz / bin_hz))
         self.ks = max(1, self.kc // 2)
         dev, f64 = self.device, torch.float64
         freqs = torch.arange(self.bins, dtype=f64, device=dev) * bin_hz
@@ -224,7 +224,8 @@ class HarmonicSynth:
         xs = torch.log2(centers / self.cutoff_hz)
         self.fit_x = xs - xs.mean()
         self.fit_xmean = float(xs.mean())
-        self.fit_xvar = float((self.fit_x ** 2).sum())
+        # with a single band (a very low cutoff) there is no slope to fit: the limits decide it
+        self.fit_xvar = max(float((self.fit_x ** 2).sum()), 1e-12)
         # whitening of the excitation: its power in 1/6-octave bands above the cutoff
         up = freqs[self.kc:self.kt + 1]
         n_bands = max(1, math.ceil(math.log2(self.top_hz / self.cutoff_hz) * WHITEN_BANDS_PER_OCTAVE))
@@ -248,19 +249,19 @@ class HarmonicSynth:
         """
         import torch
 
-        from restorekit_plugins.denoise import Frames, plan_blocks, stft, write_istft
+        from restorekit_plugins.denoise import Block, Frames, plan_blocks, stft, write_istft
 
         frames = Frames(y.shape[1], self.n_fft, self.hop)
         # the top-octave signal is exact where its frames are; the excitation's frames need that signal
         blocks = plan_blocks(frames, block_samples, extra=2 * frames.reach)
-        source = self.source.to(y.dtype)
-        window = torch.hann_window(self.n_fft, dtype=y.dtype, device=y.device)
+        source = self.source.to(y.dtype)[:, None]
         pending: list = []
         for i, blk in enumerate(blocks):
-            seg = y[:, blk.s0:blk.s1]
-            spec = stft(seg, self.n_fft, self.hop)  # (C, F, T)
-            top_octave = torch.istft(spec * source[:, None], self.n_fft, self.hop, self.n_fft, window,
-                                     center=True, length=seg.shape[1])
+            length = blk.s1 - blk.s0
+            spec = stft(y[:, blk.s0:blk.s1], self.n_fft, self.hop)  # (C, F, T)
+            seg_frames = Frames(length, self.n_fft, self.hop)  # the segment as a signal of its own
+            top_octave = torch.empty(y.shape[0], length, dtype=y.dtype, device=y.device)
+            write_istft(top_octave, spec * source, Block(0, length, 0, seg_frames.count, 0, length), seg_frames)
             excitation = stft(top_octave.abs_(), self.n_fft, self.hop)
             delta = torch.zeros(y.shape[0], blk.b - blk.a, dtype=y.dtype, device=y.device)
             write_istft(delta, self._shape(spec, excitation), blk, frames, offset=blk.a)
@@ -279,7 +280,7 @@ class HarmonicSynth:
         dtype = spec.real.dtype
         x = spec.transpose(1, 2)  # (C, T, F), F contiguous
         e = excitation.transpose(1, 2)
-        band_pow = (x[..., self.ks:self.kc].abs().square()) @ self.fit_avg.to(dtype)  # (C, T, bands)
+        band_pow = _power(x[..., self.ks:self.kc]) @ self.fit_avg.to(dtype)  # (C, T, bands)
         level = 10 * torch.log10(band_pow + 1e-20)
         mean = level.mean(dim=-1, keepdim=True)
         slope = ((level - mean) @ self.fit_x.to(dtype)[:, None]) / self.fit_xvar  # dB per octave, (C, T, 1)
@@ -287,11 +288,16 @@ class HarmonicSynth:
         at_cutoff = mean - slope * self.fit_xmean  # the fitted level at the cutoff (x = 0)
         env_db = at_cutoff + slope * self.up_octaves.to(dtype) + self.gain_db  # (C, T, bins above)
         eu = e[..., self.kc:self.kt + 1]
-        e_pow = (eu.abs().square() @ self.whiten_avg.to(dtype)) @ self.whiten_back.to(dtype)
+        e_pow = (_power(eu) @ self.whiten_avg.to(dtype)) @ self.whiten_back.to(dtype)
         gain = torch.pow(10.0, env_db / 20) * self.ramp.to(dtype) / torch.sqrt(e_pow + 1e-30)
         out = torch.zeros_like(x)
         out[..., self.kc:self.kt + 1] = eu * gain
         return out.transpose(1, 2)
+
+
+def _power(z: torch.Tensor) -> torch.Tensor:
+    """|z|^2 of a complex tensor without the square root of abs()."""
+    return z.real.square() + z.imag.square()
 
 
 def _band_matrix(freqs, lo: float, hi: float, n_bands: int):

@@ -106,19 +106,27 @@ class SegmentSource:
 
 
 class Degrader:
-    """Applies a degradation pipeline (a preset name or file) to segments, seeded per segment."""
+    """Applies a degradation pipeline to segments, seeded per segment.
+
+    `preset` is a preset name or pipeline file, or several separated by commas: each
+    segment then gets one of them, drawn from its seed.
+    """
 
     def __init__(self, preset: str, sample_rate: int):
         from restorekit.pipeline import find_degradation, load_pipeline
 
         self.preset = preset
         self.sample_rate = sample_rate
-        self.pipeline = load_pipeline(find_degradation(preset), device="cpu")
-        self.pipeline.prepare("cpu")
+        self.pipelines = []
+        for name in (p.strip() for p in preset.split(",")):
+            pipeline = load_pipeline(find_degradation(name), device="cpu")
+            pipeline.prepare("cpu")
+            self.pipelines.append(pipeline)
 
     def __call__(self, segment: np.ndarray, seed: int) -> np.ndarray:
         audio = Audio(torch.from_numpy(np.ascontiguousarray(segment[None])), self.sample_rate)
-        out = self.pipeline.run(audio, seed=seed).audio
+        pipeline = self.pipelines[seed % len(self.pipelines)]
+        out = pipeline.run(audio, seed=seed).audio
         out = convert_channels(resample(out, self.sample_rate), 1)
         y = out.numpy()[0]
         n = len(segment)

@@ -41,6 +41,9 @@ class ModelSpec:
     default_degrade: ClassVar[str] = "lowres-8k"
     default_lr: ClassVar[float] = 3e-4
     default_weight_decay: ClassVar[float] = 1e-2
+    #: 0: fresh (degraded, clean) pairs every step. N > 0: targets are expensive, so N
+    #: training pairs are made once (and cached in RUN_DIR) and batches drawn from them.
+    pool_size: ClassVar[int] = 0
 
     def __init__(self, hparams: Hparams | None = None) -> None:
         self.hparams = hparams if hparams is not None else self.Hparams()

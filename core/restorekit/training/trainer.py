@@ -94,6 +94,8 @@ def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progres
                                          np.random.default_rng(config.seed + 1))
     val_inputs, val_targets = spec.make_batch(val_degraded, val_clean)
 
+    pool = _training_pool(spec, sources["train"], degrader, out, config.seed, config.batch_size)
+
     model = spec.build(hparams).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
     total_steps = config.epochs * config.steps_per_epoch
@@ -121,8 +123,11 @@ def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progres
         bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not progress, leave=False)
         for _ in bar:
-            degraded, clean = make_pairs(sources["train"], degrader, config.batch_size, rng)
-            inputs, targets = spec.make_batch(degraded, clean)
+            if pool is None:
+                inputs, targets = spec.make_batch(*make_pairs(sources["train"], degrader, config.batch_size, rng))
+            else:
+                pick = torch.from_numpy(rng.integers(0, len(pool[0]), config.batch_size))
+                inputs, targets = pool[0][pick], pool[1][pick]
             lr_now = _lr_at(step, total_steps, config.warmup_steps, lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
@@ -131,7 +136,7 @@ def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progres
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         val = evaluate(spec, model, val_inputs, val_targets, device, config.batch_size)
@@ -159,6 +164,31 @@ def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progres
             log.info("early stop: no improvement for %d epochs", bad_epochs)
             break
     return checkpoints._weights_path(best_path)
+
+
+def _training_pool(spec: ModelSpec, source: SegmentSource, degrader: Degrader, out: Path, seed: int,
+                   chunk: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """For specs with `pool_size`: the fixed training pairs, made once and cached in RUN_DIR/pool.safetensors."""
+    if not spec.pool_size:
+        return None
+    from safetensors.torch import load_file, save_file
+
+    path = out / "pool.safetensors"
+    if path.is_file():
+        cached = load_file(str(path))
+        if len(cached["inputs"]) == spec.pool_size:
+            return cached["inputs"], cached["targets"]
+    rng = np.random.default_rng(seed + 2)
+    inputs, targets = [], []
+    for start in range(0, spec.pool_size, chunk):
+        count = min(chunk, spec.pool_size - start)
+        x, y = spec.make_batch(*make_pairs(source, degrader, count, rng))
+        inputs.append(x)
+        targets.append(y)
+        log.info("training pool: %d/%d pairs", start + count, spec.pool_size)
+    pool = torch.cat(inputs), torch.cat(targets)
+    save_file({"inputs": pool[0].contiguous(), "targets": pool[1].contiguous()}, str(path))
+    return pool
 
 
 def evaluate(spec: ModelSpec, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,

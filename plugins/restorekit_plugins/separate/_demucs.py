@@ -381,8 +381,12 @@ def load_checkpoint(backend: Backend, f: WeightFile):
 
 def build_model(backend: Backend, plan: ModelPlan):
     """The model (or bag of models) of a plan whose weights are all on disk, on the CPU, in eval mode."""
-    if plan.kind == "unittest":
-        model = backend.pretrained.demucs_unittest()
+    if plan.kind == "unittest":  # random weights, the same in every process
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = backend.pretrained.demucs_unittest()
         model.eval()
         return model
     models = [load_checkpoint(backend, f) for f in plan.files]
@@ -437,6 +441,9 @@ def separate(backend: Backend, model, samples, sample_rate: int, *, segment_s: f
     std = float(ref.std()) if ref.numel() > 1 else 0.0
     scale = std if std > 1e-8 else 1.0
     norm = (mix - mean) / scale
+    pad = tail_padding(model, norm.shape[-1], segment_s, overlap)
+    if pad:
+        norm = torch.nn.functional.pad(norm, (0, pad))
     sources = len(model.sources)
     state = random.getstate()  # apply_model draws its shifts from the global `random`
     random.seed(seed)
@@ -446,6 +453,8 @@ def separate(backend: Backend, model, samples, sample_rate: int, *, segment_s: f
                                             device=device, segment=segment_s, progress=False)[0]
     finally:
         random.setstate(state)
+    if pad:
+        out = out[..., :-pad]
     out.mul_(scale).add_(mean / sources)  # (sources, model channels, model frames), on the CPU
     if out.shape[1] != channels:
         out = out.mean(1, keepdim=True) if channels == 1 else out.expand(-1, channels, -1)
@@ -457,3 +466,29 @@ def separate(backend: Backend, model, samples, sample_rate: int, *, segment_s: f
             out, (0, frames - out.shape[-1]))
     return out.contiguous()
 
+
+MIN_TAIL_FRAMES = 4096
+
+
+def tail_padding(model, frames: int, segment_s: float | None, overlap: float) -> int:
+    """Zeros to add at the end so apply_model's last segment is not a sliver.
+
+    apply_model cuts segments at multiples of its stride and runs the last one as it is;
+    HDemucs/Demucs models (unlike HTDemucs, which pads to its training length) fail on a
+    few samples (demucs_unittest on 4 or fewer). A last segment shorter than
+    MIN_TAIL_FRAMES is lengthened with zeros, which are cut from the output again.
+    """
+    models = list(getattr(model, "models", [model]))
+    strides = []
+    for m in models:
+        seconds = segment_s if segment_s is not None else float(m.segment)
+        length = int(model.samplerate * seconds)
+        strides.append(max(1, int((1 - overlap) * length)))
+    want = min(MIN_TAIL_FRAMES, *strides)
+    pad = 0
+    for _ in range(16):  # a few rounds settle it for a bag's different strides; one for a single model
+        short = min((frames + pad) - ((frames + pad - 1) // s) * s for s in strides)
+        if short >= want:
+            break
+        pad += want - short
+    return pad

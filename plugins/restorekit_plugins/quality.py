@@ -1,0 +1,167 @@
+"""Learned quality estimation (CQS): a CNN on log-mel spectrograms predicting a 1-5 score.
+
+Trained to predict ViSQOL audio-mode MOS-LQO of degraded versions of clean clips, so
+the score means something outside our own heuristics; where ViSQOL is not installed the
+training target falls back to an SNR-based score (and says so). Exposed as the
+reference-free metric `cqs` (real generated music has no clean reference) and as a
+loss (`quality_loss`) for training other models.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+
+from restorekit.hookspecs import hookimpl
+from restorekit.metrics import Metric, MetricError, MetricParams
+from restorekit.training.spec import Hparams, ModelSpec
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED = "cqs"
+TINY = "tiny"
+SAMPLE_RATE = 32000
+log = logging.getLogger("restorekit")
+
+
+class CQSHparams(Hparams):
+    channels: int = Field(16, ge=1, le=128, description="Channels of the first convolution block.")
+    n_mels: int = Field(64, ge=16, le=256, description="Mel bands of the input spectrogram.")
+    dropout: float = Field(0.1, ge=0, le=0.9, description="Dropout before the regression head.")
+    target: str = Field("visqol", pattern="^(visqol|snr)$",
+                        description="Training target: ViSQOL MOS-LQO, or an SNR-based score.")
+
+
+def snr_score(snr_db):
+    """An SNR-based stand-in for MOS: 1 at -5 dB or less, 5 at 45 dB or more, linear between."""
+    import numpy as np
+
+    return np.clip(1.0 + 4.0 * (np.asarray(snr_db) + 5.0) / 50.0, 1.0, 5.0)
+
+
+class CQSSpec(ModelSpec):
+    name = "cqs"
+    architecture = "cqs_cnn"
+    summary = "Quality estimator: log-mel CNN regressing ViSQOL MOS-LQO (1-5)."
+    Hparams = CQSHparams
+    tiny: ClassVar[dict] = {"channels": 2, "n_mels": 16}
+    sample_rate = SAMPLE_RATE
+    default_degrade = "lowres-8k,generative-mix,gaps,generative-mix"
+    default_lr = 1e-3
+    pool_size = 1500  # targets are expensive: a fixed pool of scored clips, reused every epoch
+
+    def build(self, hparams):
+        from restorekit_plugins.nets.cqs_cnn import QualityCNN
+
+        return QualityCNN(SAMPLE_RATE, hparams.channels, hparams.n_mels, hparams.dropout)
+
+    def make_batch(self, degraded, clean):
+        import numpy as np
+        import torch
+
+        from restorekit.audio import Audio
+        from restorekit.plugins import get_registry
+
+        target = self.hparams.target
+        visqol = get_registry().metrics.get("visqol")
+        if target == "visqol" and (visqol is None or not visqol.available()):
+            log.warning("ViSQOL is not installed (pip install 'restorekit[visqol]'): "
+                        "training the quality estimator on SNR-based targets instead")
+            target = "snr"
+        scores = []
+        for d, c in zip(degraded, clean):
+            if target == "visqol":
+                try:
+                    scores.append(visqol().compute(Audio(d.contiguous(), SAMPLE_RATE),
+                                                   Audio(c.contiguous(), SAMPLE_RATE)))
+                    continue
+                except MetricError as exc:
+                    log.debug("visqol failed on a clip (%s); using the SNR score", exc)
+            err = float(((d - c) ** 2).mean()) + 1e-12
+            scores.append(float(snr_score(10 * np.log10(float((c ** 2).mean()) / err + 1e-12))))
+        return degraded, torch.tensor(scores, dtype=torch.float32)
+
+    def loss(self, model, inputs, targets):
+        from torch.nn import functional as F
+
+        pred = model(inputs)
+        loss = F.smooth_l1_loss(pred, targets, beta=0.25)
+        return loss, {"mae": float((pred - targets).abs().mean().detach())}
+
+
+def load_cqs(checkpoint: str = SHIPPED, device: str = "cpu"):
+    """The quality network for a checkpoint name/path (or `tiny`), loaded once per process."""
+    from restorekit import checkpoints
+    from restorekit.cache import load_once
+
+    def factory():
+        import torch
+
+        spec = CQSSpec()
+        if checkpoint == TINY:
+            torch.manual_seed(0)
+            return spec.build(CQSHparams(**spec.tiny)).eval().to(device)
+        ckpt = checkpoints.load(checkpoint, [WEIGHTS_DIR])
+        if ckpt.architecture != CQSSpec.architecture:
+            raise checkpoints.CheckpointError(f"{ckpt.path}: architecture '{ckpt.architecture}', "
+                                              f"expected '{CQSSpec.architecture}'")
+        model = spec.build(CQSHparams(**ckpt.hparams))
+        model.load_state_dict(ckpt.tensors)
+        return model.eval().to(device)
+
+    return load_once(("cqs", str(checkpoint), device), factory)
+
+
+def quality_loss(audio, checkpoint: str = SHIPPED):
+    """Perceptual loss for training other models: (5 - CQS score) / 4, differentiable; audio (B, 1, T) at 32 kHz."""
+    from restorekit_plugins.nets.cqs_cnn import quality_loss as loss
+
+    model = load_cqs(checkpoint, str(audio.device))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return loss(model, audio)
+
+
+class CQS(Metric):
+    """Mean predicted score over 4 s windows of the mono downmix at 32 kHz."""
+
+    id = "cqs"
+    summary = "Learned quality estimate (CQS), 1-5, reference-free; trained to predict ViSQOL MOS-LQO."
+    unit = "MOS"
+    higher_is_better = True
+    needs_reference = False
+
+    class Params(MetricParams):
+        checkpoint: str = Field(SHIPPED, description="Checkpoint name or path; 'cqs' = shipped weights.")
+        window_s: float = Field(4.0, ge=1.0, le=30.0, description="Length of each scored window in seconds.")
+
+    def compute(self, est, ref=None):
+        import torch
+
+        from restorekit.dsp import convert_channels, resample
+
+        audio = resample(convert_channels(est, 1), SAMPLE_RATE)
+        x = audio.samples[0]
+        win = int(self.params.window_s * SAMPLE_RATE)
+        if x.shape[0] < SAMPLE_RATE // 2:
+            raise MetricError(f"cqs needs at least 0.5 s of audio, got {est.duration_s:.3f} s")
+        if x.shape[0] < win:
+            windows = x[None]
+        else:
+            n = x.shape[0] // win
+            windows = x[: n * win].reshape(n, win)
+        model = load_cqs(self.params.checkpoint, "cpu")
+        with torch.inference_mode():
+            return float(model(windows[:, None]).mean())
+
+
+@hookimpl
+def register_models(register):
+    register(CQSSpec)
+
+
+@hookimpl
+def register_metrics(register):
+    register(CQS)

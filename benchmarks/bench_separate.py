@@ -26,7 +26,6 @@ import types
 from fractions import Fraction
 
 import torch
-
 from restorekit.dsp import convert_channels, resample
 from restorekit.testing import synth_audio
 from restorekit_plugins.separate import Demucs, Hpss, _demucs
@@ -96,13 +95,13 @@ def main() -> None:
         ref = at_model.mean(0)
         norm = (at_model - ref.mean()) / ref.std()
 
-        def direct():
+        def direct(norm=norm):
             random.seed(0)
             with torch.no_grad():
                 backend.apply.apply_model(model, norm[None], shifts=args.shifts, split=True, overlap=0.25,
                                           device=args.device, progress=False)
 
-        def through_stage():
+        def through_stage(audio=audio):
             stage.process(audio)
 
         through_stage()  # warm-up (allocator, thread pool)
@@ -121,7 +120,7 @@ def main() -> None:
     for rate, channels in ((44100, 2), (32000, 1)):
         audio = synth_audio(channels, rate, duration_s=args.seconds, seed=1)
         hpss = Hpss()
-        times = [timed(lambda: hpss.process(audio)) for _ in range(args.rounds)]
+        times = [timed(lambda hpss=hpss, audio=audio: hpss.process(audio)) for _ in range(args.rounds)]
         label = f"hpss {rate / 1000:g} kHz {'stereo' if channels == 2 else 'mono'} ({hpss.last_method})"
         print(f"{label:<24} {min(t[0] for t in times) / args.seconds:>7.3f} "
               f"[{min(t[1] for t in times) / args.seconds:.3f}]")

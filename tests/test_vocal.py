@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from restorekit.audio import Audio
 from restorekit.runner import Pipeline
 from restorekit_plugins import vocal
@@ -82,7 +81,7 @@ def test_below_the_threshold_or_the_floor_nothing_is_cut():
 
 def test_release_sets_how_long_the_cut_lasts():
     x = sung(0.2)
-    a, b = BURSTS_S[0]
+    b = BURSTS_S[0][1]
     after = slice(int((b + 0.015) * RATE), int((b + 0.05) * RATE))  # 15-50 ms after the burst
     fast = deess(x, release_ms=10)
     slow = deess(x, release_ms=400)

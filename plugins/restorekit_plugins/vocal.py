@@ -8,7 +8,6 @@ pipelines/zero_shot.yaml): `denoise.spectral_gate` with non-stationary voice set
 from __future__ import annotations
 
 from pydantic import Field, model_validator
-
 from restorekit.hookspecs import hookimpl
 from restorekit.stage import Accepts, Stage, StageParams
 
@@ -61,7 +60,6 @@ class Deess(Stage):
 
     def process(self, audio):
         import numpy as np
-
         from restorekit.audio import Audio
 
         x = audio.numpy()

@@ -12,10 +12,9 @@ imported inside `load`/`process`.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
-
 from restorekit.hookspecs import hookimpl
 from restorekit.stage import Accepts, Stage, StageParams
 
@@ -96,7 +95,7 @@ class Demucs(Stage):
     summary = "Demucs 4 stem separation (drums, bass, other, vocals; htdemucs_6s adds guitar, piano)."
     accepts = Accepts(channels=STEREO_OR_MONO, devices=ANY_DEVICE)
     Params = DemucsParams
-    test_params = {"model": "demucs_unittest", "segment_s": 0.5, "shifts": 0}
+    test_params: ClassVar[dict] = {"model": "demucs_unittest", "segment_s": 0.5, "shifts": 0}
 
     @classmethod
     def unavailable(cls):
@@ -111,6 +110,7 @@ class Demucs(Stage):
 
     def load(self):
         from restorekit.cache import load_once
+
         from restorekit_plugins.separate import _demucs
 
         p = self.params
@@ -130,6 +130,7 @@ class Demucs(Stage):
 
     def _check_model(self):
         from restorekit.errors import StageError
+
         from restorekit_plugins.separate._demucs import max_segment_s
 
         p = self.params
@@ -148,6 +149,7 @@ class Demucs(Stage):
 
     def process(self, audio):
         from restorekit.audio import Audio
+
         from restorekit_plugins.separate import _demucs
 
         p = self.params
@@ -214,8 +216,8 @@ class Hpss(Stage):
 
     def process(self, audio):
         import torch
-
         from restorekit.audio import Audio
+
         from restorekit_plugins.separate import _hpss
 
         p = self.params
@@ -263,13 +265,17 @@ class Auto(Stage):
     summary = "separate.demucs when its weights are available, else separate.hpss; logs which one ran."
     accepts = Accepts(channels=STEREO_OR_MONO, devices=ANY_DEVICE)
     Params = AutoParams
-    test_params = {"model": "demucs_unittest", "segment_s": 0.5, "shifts": 0}
+    test_params: ClassVar[dict] = {"model": "demucs_unittest", "segment_s": 0.5, "shifts": 0}
 
     def output_names(self):
         return _output_names(self.params.stem_names(), self.params.two_stems)
 
     def load(self):
-        from restorekit_plugins.separate._demucs import ALTERNATIVES, BackendMissing, WeightsUnavailable
+        from restorekit_plugins.separate._demucs import (
+            ALTERNATIVES,
+            BackendMissing,
+            WeightsUnavailable,
+        )
 
         params = self.params.model_dump()
         inner: Stage = Demucs(params)

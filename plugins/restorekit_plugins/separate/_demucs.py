@@ -312,7 +312,7 @@ def ensure_weights(plan: ModelPlan, download: bool) -> None:
             try:
                 torch.hub.download_url_to_file(f.url, str(target / f.filename), hash_prefix=f.checksum,
                                                progress=True)
-            except Exception as exc:  # noqa: BLE001 - network errors, hash mismatch
+            except Exception as exc:  # network errors, hash mismatch
                 raise WeightsUnavailable(missing_message(plan, f"download of {f.url} failed: {exc}")) from exc
             f.path = target / f.filename
     finally:
@@ -366,14 +366,14 @@ def load_checkpoint(backend: Backend, f: WeightFile):
     if not isinstance(package, dict) or not {"klass", "args", "kwargs", "state"} <= set(package):
         raise StageError(f"separate.demucs: {f.path} is not a Demucs model package (expected keys klass, "
                          "args, kwargs, state)")
-    if isinstance(package["state"], dict) and package["state"].get("__quantized"):
-        if importlib.util.find_spec("diffq") is None:
-            raise StageError(f"separate.demucs: {f.path} is a quantized model (diffq); install diffq "
-                             "(pip install diffq) or use the non-quantized model (mdx_extra instead of "
-                             "mdx_extra_q)")
+    quantized = isinstance(package["state"], dict) and package["state"].get("__quantized")
+    if quantized and importlib.util.find_spec("diffq") is None:
+        raise StageError(f"separate.demucs: {f.path} is a quantized model (diffq); install diffq "
+                         "(pip install diffq) or use the non-quantized model (mdx_extra instead of "
+                         "mdx_extra_q)")
     try:
         model = backend.states.load_model(package)
-    except Exception as exc:  # noqa: BLE001 - state/architecture mismatch, bad kwargs
+    except Exception as exc:  # state/architecture mismatch, bad kwargs
         raise StageError(f"separate.demucs: {f.path} does not build a model: {type(exc).__name__}: {exc}") from exc
     model.eval()
     return model
@@ -424,7 +424,6 @@ def separate(backend: Backend, model, samples, sample_rate: int, *, segment_s: f
     import random
 
     import torch
-
     from restorekit.audio import Audio
     from restorekit.dsp import resample
 

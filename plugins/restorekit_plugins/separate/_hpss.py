@@ -51,7 +51,7 @@ def fft_size(sample_rate: int) -> int:
 
 
 def _odd(n: float) -> int:
-    n = max(1, int(round(n)))
+    n = max(1, round(n))
     return n if n % 2 else n + 1
 
 
@@ -87,7 +87,7 @@ def _repeat_mask(mag: np.ndarray, hop_s: float, power: float) -> np.ndarray:
     import torch
 
     frames = mag.shape[1]
-    gap = max(1, int(round(REPEAT_MIN_GAP_S / hop_s)))
+    gap = max(1, round(REPEAT_MIN_GAP_S / hop_s))
     candidates = frames - (2 * gap - 1)
     k = min(REPEAT_NEIGHBOURS, candidates - 1)
     if k < 2:  # too short to find repetitions: no evidence either way
@@ -161,12 +161,12 @@ def separate(x: np.ndarray, sample_rate: int, settings: HpssSettings) -> tuple[n
     method = choose_method(x, settings.vocal_method)
     n_fft = fft_size(sample_rate)
     hop = n_fft // 4
-    block = max(hop, int(round(BLOCK_S * sample_rate / hop)) * hop)
-    fade = min(int(round(FADE_S * sample_rate)), block // 4)
+    block = max(hop, round(BLOCK_S * sample_rate / hop) * hop)
+    fade = min(round(FADE_S * sample_rate), block // 4)
     h_frames = _odd(settings.harmonic_kernel_ms / 1000 * sample_rate / hop)
     # context so that a block's core (plus fade) sees the same STFT frames and median windows as
     # the whole signal would; REPET-SIM also wants room for its neighbours
-    context = int(math.ceil((fade + (h_frames // 2 + 2) * hop + n_fft) / hop)) * hop
+    context = math.ceil((fade + (h_frames // 2 + 2) * hop + n_fft) / hop) * hop
     stems = np.zeros((4, channels, frames), dtype=np.float32)
     bounds = block_bounds(frames, block)
     for i, (start, stop) in enumerate(bounds):

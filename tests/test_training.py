@@ -1,0 +1,110 @@
+"""`restorekit train`: a tiny run on synthesized music writes a usable, resumable checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from restorekit import checkpoints
+from restorekit.audio import Audio
+from restorekit.cli import cli
+from restorekit.runner import Pipeline
+from restorekit.training.data import split_files
+
+RATE = 32000
+
+
+def chord(seconds: float, root_hz: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = sum(np.sin(2 * np.pi * root_hz * r * k * t) / k for r in (1, 1.25, 1.5) for k in range(1, 12))
+    return (0.2 * x / np.abs(x).max() + 0.001 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def music_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("music")
+    for i, root in enumerate((110, 147, 196, 262)):
+        sf.write(d / f"track{i}.wav", chord(3.0, root, i), RATE)
+    return d
+
+
+def train_args(music_dir, out, epochs, model="unet", hparams='{"channels": 2, "depth": 2}'):
+    return ["-q", "train", model, "--data", str(music_dir), "--epochs", str(epochs), "--steps-per-epoch", "2",
+            "--batch-size", "2", "--segment-s", "0.5", "--val-segments", "2", "--hparams", hparams,
+            "--device", "cpu", "-o", str(out)]
+
+
+def test_train_writes_checkpoint_logs_plot_and_resumes(music_dir, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, train_args(music_dir, out, 2))
+    assert result.exit_code == 0, result.output
+    for name in ("best.safetensors", "best.json", "log.csv", "loss.png", "split.json", "last_state.pt"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(np.isfinite(float(r["val_loss"])) for r in rows)
+    ckpt = checkpoints.load(out / "best.safetensors")
+    assert ckpt.architecture == "unet1d" and ckpt.config["training"]["degrade"] == "lowres-8k"
+    assert ckpt.hparams["channels"] == 2
+    split = json.loads((out / "split.json").read_text())
+    assert not set(split["train"]) & set(split["val"]), "a file is in both train and validation"
+
+    result = CliRunner().invoke(cli, train_args(music_dir, out, 3) + ["--resume"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert int(rows[-1]["step"]) == 6  # continued from step 4, not restarted
+
+
+def test_trained_checkpoint_runs_in_the_stage(music_dir, tmp_path):
+    out = tmp_path / "run"
+    assert CliRunner().invoke(cli, train_args(music_dir, out, 1)).exit_code == 0
+    from restorekit.plugins import get_registry
+
+    stage = get_registry().stages["restore.unet"](checkpoint=str(out / "best.safetensors"), segment_s=0.5)
+    audio = Audio(torch.from_numpy(np.stack([chord(1.3, 220, 9), chord(1.3, 330, 8)])), RATE)
+    y = Pipeline([stage], device="cpu")(audio)
+    assert y.samples.shape == audio.samples.shape and torch.isfinite(y.samples).all()
+
+
+def test_same_seed_same_weights(music_dir, tmp_path):
+    for name in ("a", "b"):
+        assert CliRunner().invoke(cli, train_args(music_dir, tmp_path / name, 1)).exit_code == 0
+    a = checkpoints.load(tmp_path / "a" / "best.safetensors").tensors
+    b = checkpoints.load(tmp_path / "b" / "best.safetensors").tensors
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_quality_estimator_trains_on_a_scored_pool(music_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("restorekit_plugins.quality.CQSSpec.pool_size", 6)
+    out = tmp_path / "cqs"
+    args = train_args(music_dir, out, 1, model="cqs", hparams='{"channels": 2, "n_mels": 16, "target": "snr"}')
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+
+    pool = load_file(str(out / "pool.safetensors"))
+    assert pool["inputs"].shape[0] == 6 and pool["targets"].min() >= 1 and pool["targets"].max() <= 5
+    assert checkpoints.load(out / "best.safetensors").architecture == "cqs_cnn"
+
+
+def test_unknown_model_and_missing_data_are_usage_errors(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "unett", "--data", str(tmp_path), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "Did you mean 'unet'" in result.output
+    result = CliRunner().invoke(cli, ["train", "unet", "--data", str(tmp_path / "none"), "-o", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "no such file or directory" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_split_is_by_file_and_stable(tmp_path):
+    files = [tmp_path / f"song{i}.ogg" for i in range(200)]
+    a, b = split_files(files), split_files(list(reversed(files)))
+    assert {k: sorted(v) for k, v in a.items()} == {k: sorted(v) for k, v in b.items()}
+    assert 0.04 < len(a["test"]) / 200 < 0.2 and 0.04 < len(a["val"]) / 200 < 0.2

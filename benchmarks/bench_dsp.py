@@ -19,9 +19,10 @@ so "peak" counts what the stage adds: its output and temporaries), also given as
 of the input's float32 size.
 
 CLI figures: `python -m restorekit -q run pipelines/dsp_chain.yaml DIR --device cpu` as a
-child process on 1 and on N files; wall time from the parent, peak RSS from wait4's
-ru_maxrss. Start-up is the same command on a 0.5 s clip; peak beyond start-up = batch peak
-minus that run's peak; growth = N-file peak minus 1-file peak (should be ~0).
+child process on 1 and on N files; wall time from the parent, peak RSS = the child's VmHWM
+polled every 20 ms from /proc (wait4's ru_maxrss is not used: it includes the parent's RSS
+copied at fork). Start-up is the same command on a 0.5 s clip; peak beyond start-up = batch
+peak minus that run's peak; growth = N-file peak minus 1-file peak (should be ~0).
 """
 
 from __future__ import annotations
@@ -153,25 +154,27 @@ def run_cli(chain_path: Path, inputs: list[Path], outdir: Path) -> dict:
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     samples: list[tuple[float, int]] = []
+    high_water = [0]
 
-    def poll() -> None:
-        while proc.returncode is None:
+    def poll() -> None:  # VmHWM of the child's own address space (wait4's ru_maxrss would include
+        while proc.returncode is None:  # the parent's RSS copied at fork time, before exec)
             try:
                 samples.append((time.perf_counter() - start, rss_bytes(pid=str(proc.pid))))
+                high_water[0] = max(high_water[0], rss_bytes("VmHWM", pid=str(proc.pid)))
             except (OSError, ValueError):
                 break
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _ = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     thread.join(1)
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         raise SystemExit(f"CLI failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
-    return {"wall_s": wall, "peak_mb": usage.ru_maxrss * 1024 / MB, "rss_samples": samples}
+    return {"wall_s": wall, "peak_mb": high_water[0] / MB, "rss_samples": samples}
 
 
 def cli_batch(workdir: Path, quick: bool, files: int, chain_path: Path) -> dict:
@@ -250,6 +253,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter inputs and a 3-file CLI batch")
     parser.add_argument("--only", default="", help="comma-separated targets (stage ids of the chain, or chain)")
     parser.add_argument("--no-cli", action="store_true", help="skip the CLI batch")
+    parser.add_argument("--cli-only", action="store_true", help="only the CLI batch")
     parser.add_argument("--files", type=int, default=None, help="files in the CLI batch (default 10, quick 3)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (best is kept)")
     parser.add_argument("--json", type=Path, default=None, help="also write all results here")
@@ -270,16 +274,17 @@ def main() -> None:
     print(f"{results['command']}\n{results['machine']}; load average {results['load_before'][0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="bench_dsp_") as tmp:
         workdir = Path(tmp)
-        inputs = make_inputs(workdir, args.quick)
-        rows = []
-        for name, path in inputs.items():
-            for target in targets:
-                repeats = args.repeats or (3 if "10s" in name else 2)
-                row = measure(target, path, repeats, args.pipeline)
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
-        results["in_process"] = rows
-        print("\n" + table(rows) + "\n")
+        if not args.cli_only:
+            inputs = make_inputs(workdir, args.quick)
+            rows = []
+            for name, path in inputs.items():
+                for target in targets:
+                    repeats = args.repeats or (3 if "10s" in name else 2)
+                    row = measure(target, path, repeats, args.pipeline)
+                    rows.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
+            results["in_process"] = rows
+            print("\n" + table(rows) + "\n")
         if not args.no_cli:
             batch = cli_batch(workdir, args.quick, args.files or (3 if args.quick else 10), args.pipeline)
             results["cli_batch"] = {k: v for k, v in batch.items()}

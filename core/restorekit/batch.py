@@ -114,6 +114,7 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
 
     from restorekit.device import resolve_device
     from restorekit.pipeline import load_pipeline
+    from restorekit.runner import release_freed_memory
 
     pipeline = load_pipeline(pipeline_ref, overrides, device=device)
     resolve_device(device or pipeline.device_spec)  # device and availability errors come before OUTDIR is made
@@ -178,6 +179,8 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
                 Path(written).unlink(missing_ok=True)
             result.outputs.clear()
             log.info("%s: %s", job.source, result.error)
+        run_result = outs = out = audio = None  # this file's audio must not live on into the next file
+        release_freed_memory()
     manifest = write_manifest(outdir, pipeline, resolved_device, bits, fmt, seed, results)
     return BatchReport(results, resolved_device, manifest)
 

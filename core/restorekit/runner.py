@@ -34,6 +34,27 @@ def _all_finite(samples: torch.Tensor) -> bool:
         return bool(np.isfinite(np.sum(samples.detach().numpy(), dtype=np.float64)))
 
 
+def release_freed_memory() -> None:
+    """Return freed heap memory to the OS (glibc's malloc_trim; a no-op elsewhere).
+
+    glibc keeps freed blocks below its (self-raising) mmap threshold in the heap, so a
+    stage's temporaries would otherwise stay in the RSS while the next stage allocates.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
 @dataclass
 class Node:
     """A stage in a graph: its id, the stage, and its input references (None: previous stage)."""
@@ -183,6 +204,7 @@ class Pipeline:
             if node.stage.device.startswith("cuda"):
                 torch.cuda.synchronize()
             result.timings[node.id] = time.perf_counter() - start
+            release_freed_memory()  # a stage's freed temporaries must not add to the next stage's peak
             names = node.stage.output_names()
             if names is None:
                 values[graph.Ref(node.id)] = out

@@ -121,7 +121,12 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
     pipeline.check_available()
     check_output_dir(outdir)
     resolved_device = pipeline.prepare(device)
-    bits = bit_depth or pipeline.output_bit_depth() or 24
+    dithered = pipeline.output_bit_depth()
+    bits = bit_depth or dithered or 24
+    if bit_depth and dithered and bit_depth < dithered:
+        log.warning("the pipeline dithers to %d bits; --bit-depth %d rounds that without new dither. "
+                    "To dither to %d bits, set the dither stage's bit_depth (e.g. --set dither.bit_depth=%d)",
+                    dithered, bit_depth, bit_depth, bit_depth)
     names = pipeline.output_names()
     outdir_resolved = outdir.resolve()
 
@@ -155,11 +160,11 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
             for t in targets:
                 claimed[t.resolve()] = str(job.source)
             result.input_sha256 = sha256_file(job.source)
-            audio = read_audio(job.source)
-            result.input_sample_rate, result.input_channels = audio.sample_rate, audio.channels
-            result.duration_s = round(audio.duration_s, 6)
-            run_result = pipeline.run(audio, seed=file_seed(base_seed, job.relative), on_stage=lambda s: bar.set_postfix_str(s, refresh=False))
-            del audio
+            box = [read_audio(job.source)]  # handed over: the runner frees the input after its last use
+            result.input_sample_rate, result.input_channels = box[0].sample_rate, box[0].channels
+            result.duration_s = round(box[0].duration_s, 6)
+            run_result = pipeline.run(box, seed=file_seed(base_seed, job.relative),
+                                      on_stage=lambda s: bar.set_postfix_str(s, refresh=False))
             result.timings_s = {k: round(v, 6) for k, v in run_result.timings.items()}
             result.notes = run_result.notes
             outs = [run_result.outputs[None]] if names is None else [run_result.outputs[n] for n in names]

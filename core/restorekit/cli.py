@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -181,6 +182,9 @@ cli.add_command(__import__("restorekit.cli_compare", fromlist=["compare"]).compa
 
 
 def main() -> None:
+    # torch's OpenMP threads busy-wait by default, which makes torch stages 4-100x slower
+    # whenever another process shares the cores; set before torch is first imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli(prog_name="restorekit")
 
 

@@ -176,15 +176,23 @@ class Pipeline:
         result = self.run(audio)
         return result.outputs[None] if None in result.outputs else result.outputs  # type: ignore[return-value]
 
-    def run(self, audio: Audio, *, seed: int | None = None,
+    def run(self, audio: Audio | list[Audio], *, seed: int | None = None,
             on_stage: Callable[[str], None] | None = None) -> RunResult:
-        """Run the graph on `audio`; outputs come back on the CPU."""
+        """Run the graph on `audio`; outputs come back on the CPU.
+
+        Pass `[audio]` (a one-item list, which is emptied) to hand the input over: the
+        runner then frees it as soon as its last consumer has it, instead of the caller
+        keeping the whole decoded input alive for the whole run.
+        """
+        if isinstance(audio, list):
+            audio = audio.pop()
         if self.device is None:
             self.prepare()
         if not _all_finite(audio.samples):
             raise StageError("the input contains NaN or Inf samples")
         seed = self.seed if seed is None else seed
         values: dict[graph.Ref, Audio] = {graph.Ref(graph.PIPELINE_INPUT): audio}
+        del audio
         remaining = dict(self.graph.consumers)
         result = RunResult({})
         for i in self.graph.order:
@@ -193,7 +201,7 @@ class Pipeline:
             inputs = [values[r] for r in refs]
             for r in refs:  # free intermediate audio as soon as its last consumer has it
                 remaining[r] -= 1
-                if remaining[r] == 0 and r.node != graph.PIPELINE_INPUT:
+                if remaining[r] == 0:
                     values.pop(r)
             if on_stage:
                 on_stage(node.id)

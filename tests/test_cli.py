@@ -398,3 +398,21 @@ def test_help_and_plugins_do_not_import_torch():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith("NO-TORCH-OK")
     assert "Usage: restorekit" in proc.stdout and "util.gain" in proc.stdout
+
+
+def test_writer_warns_when_pcm_output_clips(tmp_path):
+    """Peaks above full scale are named in the notes and on stderr, not clipped silently."""
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from restorekit.cli import cli
+
+    x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)
+    sf.write(tmp_path / "in.wav", x.astype(np.float32), 8000, subtype="FLOAT")
+    pipe = tmp_path / "loud.yaml"
+    pipe.write_text("stages:\n  - use: util.gain\n    with: {gain_db: 12}\n")
+    result = CliRunner().invoke(cli, ["run", str(pipe), str(tmp_path / "in.wav"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0
+    assert "clipped to full scale" in result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert any("clipped" in n for n in manifest["files"][0]["notes"])

@@ -422,25 +422,33 @@ from restorekit.training.spec import ModelSpec
 
 class Tiny(ModelSpec):
     name = "rktest_tiny"
+    architecture = "rktest_net"
     summary = "A model family used by restorekit's plugin tests."
+
+class Nameless(ModelSpec):
+    summary = "No name and no architecture: reported, not registered."
 
 @hookimpl
 def register_models(register):
     register(Tiny)
+    register(Nameless)
 """
 
 
 def test_register_models_through_an_entry_point(site):
-    from restorekit.plugins import reset_registry
-    from restorekit.training.registry import model_specs
+    from restorekit.plugins import get_registry, reset_registry
+    from restorekit.training.registry import get_model_spec
 
     make_dist(site, "rktest-models", {"rkmodels": "rktest_models"}, {"rktest_models": MODELS})
     reset_registry()
     try:
-        specs = model_specs()
+        registry = get_registry()
+        spec = get_model_spec("rktest_tiny")
     finally:
         reset_registry()  # the global registry must not keep this test's plugin
-    assert specs["rktest_tiny"].__name__ == "Tiny"
+    assert type(spec).__name__ == "Tiny" and registry.model_owners["rktest_tiny"] == "rkmodels"
+    info = next(p for p in registry.plugins if p.name == "rkmodels")
+    assert info.models == ["rktest_tiny"] and "Nameless.name" in info.error
 
 
 # -- hook meta-tests (after datasette) --------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import tempfile
@@ -169,6 +170,12 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
             result.notes = run_result.notes
             outs = [run_result.outputs[None]] if names is None else [run_result.outputs[n] for n in names]
             for target, out in zip(targets, outs):
+                peak = float(out.samples.abs().max())
+                if bits != 32 and peak > 1.0:
+                    message = (f"{target.name}: peaks at {20 * math.log10(peak):+.2f} dBFS are clipped to full "
+                               f"scale in {bits}-bit PCM; end the pipeline with dynamics.limit or use --bit-depth 32")
+                    result.notes.append(message)
+                    log.warning("%s", message)
                 write_audio(target, out, bit_depth=bits, format=fmt)
                 result.outputs.append(str(target))
             result.status = "ok"

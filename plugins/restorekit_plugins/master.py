@@ -91,8 +91,9 @@ class Normalize(Stage):
         if p.mode == "lufs":
             peak = sample_peak(audio.numpy()) * gain
             if peak > 1.0:
-                self._warn(f"at {target:g} LUFS the peaks reach {_db(peak):+.2f} dBFS and will clip when written "
-                           "as PCM; add a dynamics.limit stage after it")
+                # a note, not a warning: a limiter usually follows (the writer warns if peaks remain)
+                self.note(f"at {target:g} LUFS the peaks reach {_db(peak):+.2f} dBFS: a dynamics.limit stage "
+                          "after this one must catch them, or they clip when written as PCM")
         self.note(f"measured {level:.2f} {unit}, gain {gain_db:+.2f} dB")
         return audio.with_samples(audio.samples * gain)
 

@@ -1,0 +1,61 @@
+"""Inference speed of the learned stages: start-up, model load and real-time factor.
+
+    python benchmarks/bench_neural.py [--seconds 180] [--rate 44100] [--channels 2] [--device cpu]
+
+Synthesizes the input (the demo music, tiled; nothing is committed), then times, in one
+process: imports, model load (`prepare`), and the stage run through a one-stage
+pipeline on the whole input (the runner's resampling to the model's rate included).
+rtf = seconds of audio per second of wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+T0 = time.perf_counter()
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from restorekit.audio import Audio  # noqa: E402
+from restorekit.demo import make_clean_clip  # noqa: E402
+from restorekit.plugins import get_registry  # noqa: E402
+from restorekit.runner import Pipeline  # noqa: E402
+
+IMPORT_S = time.perf_counter() - T0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", default="restore.unet")
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--rate", type=int, default=44100)
+    parser.add_argument("--channels", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", nargs="*", default=[], help="param=value for the stage")
+    args = parser.parse_args()
+    params = {k: json.loads(v) if v[:1] in "0123456789[{-tfn" else v
+              for k, v in (item.split("=", 1) for item in args.set)}
+    clip = make_clean_clip(10.0, seed=1, rate=args.rate)
+    reps = int(np.ceil(args.seconds / 10.0))
+    x = np.tile(clip, reps)[: int(args.seconds * args.rate)]
+    x = np.stack([np.roll(x, 997 * c) for c in range(args.channels)]).astype(np.float32)
+    audio = Audio(torch.from_numpy(x), args.rate)
+    t = time.perf_counter()
+    pipeline = Pipeline([get_registry().stages[args.stage](params)], device=args.device)
+    pipeline.prepare(args.device)
+    load_s = time.perf_counter() - t
+    pipeline.run(Audio(audio.samples[:, : args.rate], args.rate))  # warm-up on 1 s
+    t = time.perf_counter()
+    pipeline.run(audio)
+    run_s = time.perf_counter() - t
+    print(json.dumps({"stage": args.stage, "params": params, "device": pipeline.device,
+                      "input": f"{args.seconds:g} s, {args.rate} Hz, {args.channels} ch",
+                      "threads": torch.get_num_threads(), "import_s": round(IMPORT_S, 2),
+                      "load_s": round(load_s, 2), "run_s": round(run_s, 2),
+                      "rtf": round(args.seconds / run_s, 1)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -207,10 +207,15 @@ def _collect_named(registry: Registry, info: PluginInfo, impl: pluggy.HookImpl, 
             owners[getattr(cls, key)] = info.name
             getattr(info, f"{kind}s").append(getattr(cls, key))
 
+    _call_hook(info, impl, register, errors, strict)
+
+
+def _call_hook(info: PluginInfo, impl: pluggy.HookImpl, register, errors: list[str], strict: bool) -> None:
+    """Call one plugin's register hook; record what it raised and what `register` refused."""
     try:
         impl.function(register=register)
-    except Exception as exc:  # noqa: BLE001
-        errors.append(f"register_{kind}s raised {_short_error(exc)}")
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
+        errors.append(f"{impl.function.__name__} raised {_short_error(exc)}")
     if errors:
         info.add_error("; ".join(errors))
         if strict:
@@ -244,14 +249,7 @@ def _collect_stages(registry: Registry, info: PluginInfo, impl: pluggy.HookImpl,
         registry.owners[cls.id] = info.name
         info.stages.append(cls.id)
 
-    try:
-        impl.function(register=register)
-    except Exception as exc:  # noqa: BLE001
-        errors.append(f"register_stages raised {_short_error(exc)}")
-    if errors:
-        info.add_error("; ".join(errors))
-        if strict:
-            raise PluginError(f"plugin '{info.name}': {info.error}")
+    _call_hook(info, impl, register, errors, strict)
     for stage_id, owners in registry.conflicts.items():
         if strict and info.name in owners:
             raise PluginError(registry.conflict_message(stage_id))

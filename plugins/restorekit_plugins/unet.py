@@ -57,7 +57,14 @@ class UNetSpec(ModelSpec):
         l1 = F.l1_loss(out, targets)
         stft = multi_resolution_stft_loss(out, targets)
         total = hp.l1_weight * l1 + hp.stft_weight * stft
-        return total, {"l1": l1.item(), "stft": stft.item()}
+        parts = {"l1": l1.item(), "stft": stft.item()}
+        if hp.perceptual_weight > 0:  # the quality estimator's judgement of the output (CQS)
+            from restorekit_plugins.quality import quality_loss
+
+            perceptual = quality_loss(out)
+            total = total + hp.perceptual_weight * perceptual
+            parts["perceptual"] = perceptual.item()
+        return total, parts
 
 
 def load_unet(checkpoint: str, device: str):

@@ -32,6 +32,9 @@ def test_wheel_contents(wheel):
     assert "restorekit/pipelines/dsp_chain.yaml" in names
     assert any(n.startswith("restorekit/pipelines/degrade/") for n in names)
     assert "restorekit_plugins/util.py" in names
+    for weights in ("unet", "cqs"):  # shipped model weights travel with their configs
+        assert f"restorekit_plugins/weights/{weights}.safetensors" in names
+        assert f"restorekit_plugins/weights/{weights}.json" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[restorekit]" in text and "util = restorekit_plugins.util" in text

@@ -144,7 +144,8 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
     input_paths = {j.source.resolve() for j in jobs}
     claimed: dict[Path, str] = {}
 
-    bar = tqdm(jobs, desc="files", unit="file", disable=not progress or len(jobs) < 2, leave=False)
+    # disable=None: tqdm shows the bar on a terminal only; the postfix names the running stage
+    bar = tqdm(jobs, desc="files", unit="file", disable=None if progress else True, leave=False)
     for job in bar:
         result = FileResult(str(job.source))
         results.append(result)

@@ -28,7 +28,7 @@ import click
 @click.pass_context
 def train_command(ctx, model, data, degrade, epochs, steps_per_epoch, batch_size, segment_s, val_segments,
                   lr, patience, hparams, device, seed, resume, out_dir):
-    """Train MODEL (see `restorekit train --list-models` in the docs) and keep the best checkpoint.
+    """Train MODEL (unet, cqs, or a plugin's; `restorekit plugins` lists them) on clean audio.
 
     Writes RUN_DIR/best.safetensors + best.json (the checkpoint), log.csv, loss.png,
     split.json (which files went to train/val/test) and last_state.pt (for --resume).

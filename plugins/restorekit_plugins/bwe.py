@@ -249,7 +249,7 @@ class HarmonicSynth:
         """
         import torch
 
-        from restorekit_plugins.denoise import Block, Frames, plan_blocks, stft, write_istft
+        from restorekit_plugins._stft_blocks import Block, Frames, plan_blocks, stft, write_istft
 
         frames = Frames(y.shape[1], self.n_fft, self.hop)
         # the top-octave signal is exact where its frames are; the excitation's frames need that signal

@@ -93,7 +93,6 @@ class CQSSpec(ModelSpec):
 
 def load_cqs(checkpoint: str = SHIPPED, device: str = "cpu"):
     """The quality network for a checkpoint name/path (or `tiny`), loaded once per process."""
-    from restorekit import checkpoints
     from restorekit.cache import load_once
 
     def factory():
@@ -103,12 +102,7 @@ def load_cqs(checkpoint: str = SHIPPED, device: str = "cpu"):
         if checkpoint == TINY:
             torch.manual_seed(0)
             return spec.build(CQSHparams(**spec.tiny)).eval().to(device)
-        ckpt = checkpoints.load(checkpoint, [WEIGHTS_DIR])
-        if ckpt.architecture != CQSSpec.architecture:
-            raise checkpoints.CheckpointError(f"{ckpt.path}: architecture '{ckpt.architecture}', "
-                                              f"expected '{CQSSpec.architecture}'")
-        model = spec.build(CQSHparams(**ckpt.hparams))
-        model.load_state_dict(ckpt.tensors)
+        model, _ = spec.load_trained(checkpoint, [WEIGHTS_DIR])
         return model.eval().to(device)
 
     return load_once(("cqs", str(checkpoint), device), factory)

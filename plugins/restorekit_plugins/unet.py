@@ -69,7 +69,6 @@ class UNetSpec(ModelSpec):
 
 def load_unet(checkpoint: str, device: str):
     """The network for a checkpoint name/path (or the random-weight `tiny` variant), once per process."""
-    from restorekit import checkpoints
     from restorekit.cache import load_once
 
     def factory():
@@ -83,13 +82,7 @@ def load_unet(checkpoint: str, device: str):
                 torch.nn.init.normal_(p, std=0.05)
             rate = SAMPLE_RATE
         else:
-            ckpt = checkpoints.load(checkpoint, [WEIGHTS_DIR])
-            if ckpt.architecture != UNetSpec.architecture:
-                from restorekit.checkpoints import CheckpointError
-
-                raise CheckpointError(f"{ckpt.path}: architecture '{ckpt.architecture}', expected 'unet1d'")
-            model = spec.build(UNetHparams(**ckpt.hparams))
-            model.load_state_dict(ckpt.tensors)
+            model, ckpt = spec.load_trained(checkpoint, [WEIGHTS_DIR])
             rate = int(ckpt.config.get("sample_rate", SAMPLE_RATE))
         return model.eval().to(device), rate
 

@@ -8,6 +8,8 @@ does not import torch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -50,6 +52,18 @@ class ModelSpec:
 
     def build(self, hparams: Hparams) -> torch.nn.Module:
         raise NotImplementedError
+
+    def load_trained(self, checkpoint: str | Path, shipped_dirs: Sequence[Path] = ()) -> tuple[Any, Any]:
+        """(network with the checkpoint's weights, the Checkpoint), after checking its architecture."""
+        from restorekit import checkpoints
+
+        ckpt = checkpoints.load(checkpoint, shipped_dirs)
+        if ckpt.architecture != self.architecture:
+            raise checkpoints.CheckpointError(
+                f"{ckpt.path}: architecture '{ckpt.architecture}', expected '{self.architecture}'")
+        model = self.build(self.Hparams(**ckpt.hparams))
+        model.load_state_dict(ckpt.tensors)
+        return model, ckpt
 
     def make_batch(self, degraded: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) from (batch, 1, frames) degraded and clean segments."""

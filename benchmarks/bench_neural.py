@@ -1,10 +1,13 @@
 """Inference speed of the learned stages: start-up, model load and real-time factor.
 
-    python benchmarks/bench_neural.py [--seconds 180] [--rate 44100] [--channels 2] [--device cpu]
+    python benchmarks/bench_neural.py [--stage restore.unet] [--seconds 180] [--rate 44100] [--channels 2]
+                                      [--device cpu] [--band-limit-hz 8000] [--set param=value ...]
 
 Synthesizes the input (the demo music, tiled; nothing is committed), then times, in one
 process: imports, model load (`prepare`), and the stage run through a one-stage
 pipeline on the whole input (the runner's resampling to the model's rate included).
+`--band-limit-hz` low-passes the input first (an FFT brick wall), so stages that fill
+in missing bands (the CRNN's Griffin-Lim) do that work too.
 rtf = seconds of audio per second of wall time.
 """
 
@@ -19,6 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from restorekit.audio import Audio  # noqa: E402
+from restorekit.chunking import native_cpu_bfloat16  # noqa: E402
 from restorekit.demo import make_clean_clip  # noqa: E402
 from restorekit.plugins import get_registry  # noqa: E402
 from restorekit.runner import Pipeline  # noqa: E402
@@ -33,6 +37,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=44100)
     parser.add_argument("--channels", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--band-limit-hz", type=float, default=None)
     parser.add_argument("--set", nargs="*", default=[], help="param=value for the stage")
     args = parser.parse_args()
     params = {k: json.loads(v) if v[:1] in "0123456789[{-tfn" else v
@@ -41,6 +46,10 @@ def main() -> None:
     reps = int(np.ceil(args.seconds / 10.0))
     x = np.tile(clip, reps)[: int(args.seconds * args.rate)]
     x = np.stack([np.roll(x, 997 * c) for c in range(args.channels)]).astype(np.float32)
+    if args.band_limit_hz:
+        spec = np.fft.rfft(x, axis=-1)
+        spec[:, np.fft.rfftfreq(x.shape[-1], 1 / args.rate) > args.band_limit_hz] = 0
+        x = np.fft.irfft(spec, x.shape[-1], axis=-1).astype(np.float32)
     audio = Audio(torch.from_numpy(x), args.rate)
     t = time.perf_counter()
     pipeline = Pipeline([get_registry().stages[args.stage](params)], device=args.device)
@@ -52,7 +61,8 @@ def main() -> None:
     run_s = time.perf_counter() - t
     print(json.dumps({"stage": args.stage, "params": params, "device": pipeline.device,
                       "input": f"{args.seconds:g} s, {args.rate} Hz, {args.channels} ch",
-                      "threads": torch.get_num_threads(), "import_s": round(IMPORT_S, 2),
+                      "band_limit_hz": args.band_limit_hz,
+                      "threads": torch.get_num_threads(), "cpu_bfloat16_native": native_cpu_bfloat16(), "import_s": round(IMPORT_S, 2),
                       "load_s": round(load_s, 2), "run_s": round(run_s, 2),
                       "rtf": round(args.seconds / run_s, 1)}, indent=2))
 

@@ -29,7 +29,7 @@ def whole(net, x):
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_chunked_equals_whole_when_context_covers_the_receptive_field(net, plan, batch_size):
     x = torch.randn(2, 10_007)
-    y = process_in_chunks(net, x, plan, batch_size=batch_size)
+    y = process_in_chunks(net, x, plan, batch_size=batch_size, precision="float32")
     assert y.shape == x.shape and y.dtype == torch.float32
     assert (y - whole(net, x)).abs().max() < 1e-5
 
@@ -37,8 +37,8 @@ def test_chunked_equals_whole_when_context_covers_the_receptive_field(net, plan,
 def test_without_context_seams_are_crossfaded_not_hard(net):
     x = torch.randn(2, 8000)
     ref = whole(net, x)
-    hard = process_in_chunks(net, x, ChunkPlan(1000, 0, 0))
-    faded = process_in_chunks(net, x, ChunkPlan(1000, 250, 0))
+    hard = process_in_chunks(net, x, ChunkPlan(1000, 0, 0), precision="float32")
+    faded = process_in_chunks(net, x, ChunkPlan(1000, 250, 0), precision="float32")
     # the cross-fade spreads the edge error; context removes it (test above)
     assert (faded - ref).abs().max() < (hard - ref).abs().max()
 
@@ -67,3 +67,26 @@ def test_plan_from_seconds_and_validation():
     assert plan.segment >= 32000 and plan.overlap >= 8000
     with pytest.raises(ValueError):
         ChunkPlan(100, 100, 0)
+
+
+def test_precision_auto_is_float16_on_cuda_and_float32_on_cpu():
+    import restorekit.chunking as chunking
+
+    assert chunking.autocast_dtype("auto", torch.device("cuda")) is torch.float16
+    assert chunking.autocast_dtype("auto", torch.device("cpu")) is None
+    assert chunking.autocast_dtype("float32", torch.device("cuda")) is None
+    assert chunking.autocast_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        chunking.autocast_dtype("half", torch.device("cpu"))
+
+
+def test_bfloat16_autocast_stays_close_to_float32():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv1d(2, 8, 9, padding=4), torch.nn.Tanh(), torch.nn.Conv1d(8, 2, 9, padding=4))
+    x = torch.randn(2, 5000)
+    plan = ChunkPlan(1000, 100, 8)
+    exact = process_in_chunks(net, x, plan, precision="float32")
+    fast = process_in_chunks(net, x, plan, precision="bfloat16")
+    assert fast.dtype == torch.float32
+    error_db = 10 * torch.log10(((fast - exact) ** 2).sum() / (exact ** 2).sum())
+    assert -60 < error_db < -30  # bfloat16 really ran (not bit-exact) and stayed close

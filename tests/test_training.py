@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from restorekit import checkpoints
 from restorekit.audio import Audio
 from restorekit.cli import cli
+from restorekit.plugins import get_registry
 from restorekit.runner import Pipeline
 from restorekit.training.data import split_files
 
@@ -108,3 +109,51 @@ def test_split_is_by_file_and_stable(tmp_path):
     a, b = split_files(files), split_files(list(reversed(files)))
     assert {k: sorted(v) for k, v in a.items()} == {k: sorted(v) for k, v in b.items()}
     assert 0.04 < len(a["test"]) / 200 < 0.2 and 0.04 < len(a["val"]) / 200 < 0.2
+
+
+def test_init_fine_tunes_from_a_checkpoint_with_new_loss_weights(music_dir, tmp_path):
+    first = tmp_path / "first"
+    assert CliRunner().invoke(cli, train_args(music_dir, first, 1)).exit_code == 0
+    start = checkpoints.load(first / "best.safetensors").tensors
+    tuned = tmp_path / "tuned"
+    args = train_args(music_dir, tuned, 1, hparams='{"sisdr_weight": 1.0}')
+    result = CliRunner().invoke(cli, args + ["--init", str(first / "best.safetensors")])
+    assert result.exit_code == 0, result.output
+    ckpt = checkpoints.load(tuned / "best.safetensors")
+    assert ckpt.hparams["channels"] == 2 and ckpt.hparams["sisdr_weight"] == 1.0  # architecture from --init
+    assert ckpt.config["training"]["init"] == str(first / "best.safetensors")
+    moved = max(float((ckpt.tensors[k] - start[k]).abs().max()) for k in start)
+    assert 0 < moved < 0.1  # trained on from the initial weights, not from scratch
+
+    bad = CliRunner().invoke(cli, train_args(music_dir, tmp_path / "bad", 1, hparams='{"depth": 3}')
+                             + ["--init", str(first / "best.safetensors")])
+    assert bad.exit_code != 0 and "change the architecture" in bad.output
+
+
+def test_plateau_schedule_halves_the_rate_after_two_epochs_without_improvement():
+    from restorekit.training.trainer import _lr_at, _next_lr_scale
+
+    scale, history = 1.0, []
+    for bad in (0, 1, 2, 0, 1, 2, 3, 4):  # bad-epoch counts after successive epochs
+        scale = _next_lr_scale("plateau", bad, scale)
+        history.append(scale)
+    assert history == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.125]
+    assert _next_lr_scale("cosine", 2, 1.0) == 1.0
+    assert _lr_at(50, 1000, 100, 1e-4, "plateau") == pytest.approx(0.51e-4)  # warm-up still applies
+    assert _lr_at(900, 1000, 100, 1e-4, "plateau") == 1e-4
+    assert _lr_at(900, 1000, 100, 1e-4, "cosine") < 1e-4
+
+
+def test_crnn_trains_on_mel_features(music_dir, tmp_path):
+    out = tmp_path / "crnn"
+    args = train_args(music_dir, out, 2, model="crnn",
+                      hparams='{"channels": 2, "gru_hidden": 4, "n_mels": 32, "mode": "direct"}')
+    args[args.index("--segment-s") + 1] = "1.0"
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    ckpt = checkpoints.load(out / "best.safetensors")
+    assert ckpt.architecture == "crnn_mel" and ckpt.hparams["mode"] == "direct"
+    assert ckpt.config["training"]["degrade"] == "generative-mix"
+    stage = get_registry().stages["restore.crnn"](checkpoint=str(out / "best.safetensors"))
+    stage_out = Pipeline([stage], device="cpu")(Audio(torch.from_numpy(chord(1.0, 220, 9))[None], RATE))
+    assert stage_out.samples.shape == (1, RATE) and torch.isfinite(stage_out.samples).all()

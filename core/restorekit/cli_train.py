@@ -24,11 +24,14 @@ import click
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last state.")
+@click.option("--init", "init", default=None,
+              help="Start from this checkpoint's weights (name or path; fine-tuning). Its architecture "
+                   "hyper-parameters are used; --hparams may change the loss weights only.")
 @click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="RUN_DIR.")
 @click.pass_context
 def train_command(ctx, model, data, degrade, epochs, steps_per_epoch, batch_size, segment_s, val_segments,
-                  lr, patience, hparams, device, seed, resume, out_dir):
-    """Train MODEL (unet, cqs, or a plugin's; `restorekit plugins` lists them) on clean audio.
+                  lr, patience, hparams, device, seed, resume, init, out_dir):
+    """Train MODEL (unet, crnn, cqs, or a plugin's; `restorekit plugins` lists them) on clean audio.
 
     Writes RUN_DIR/best.safetensors + best.json (the checkpoint), log.csv, loss.png,
     split.json (which files went to train/val/test) and last_state.pt (for --resume).
@@ -47,7 +50,7 @@ def train_command(ctx, model, data, degrade, epochs, steps_per_epoch, batch_size
         config = TrainConfig(model=model, data=[str(d) for d in data], out_dir=str(out_dir), degrade=degrade,
                              epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
                              segment_s=segment_s, val_segments=val_segments, lr=lr, patience=patience,
-                             seed=seed, device=device, hparams=hp)
+                             seed=seed, device=device, hparams=hp, init=init)
         best = train(spec, config, resume=resume, progress=not (ctx.obj or {}).get("quiet"))
         click.echo(f"best checkpoint: {best}")
 

@@ -50,6 +50,7 @@ class CQSSpec(ModelSpec):
     sample_rate = SAMPLE_RATE
     default_degrade = "lowres-8k,generative-mix,gaps,generative-mix"
     default_lr = 1e-3
+    shipped_dirs = (WEIGHTS_DIR,)
     pool_size = 1500  # targets are expensive: a fixed pool of scored clips, reused every epoch
 
     def build(self, hparams):
@@ -102,7 +103,7 @@ def load_cqs(checkpoint: str = SHIPPED, device: str = "cpu"):
         if checkpoint == TINY:
             torch.manual_seed(0)
             return spec.build(CQSHparams(**spec.tiny)).eval().to(device)
-        model, _ = spec.load_trained(checkpoint, [WEIGHTS_DIR])
+        model, _ = spec.load_trained(checkpoint)
         return model.eval().to(device)
 
     return load_once(("cqs", str(checkpoint), device), factory)

@@ -8,7 +8,7 @@ helper; weights are a safetensors checkpoint (shipped in restorekit_plugins/weig
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -30,6 +30,8 @@ class UNetHparams(Hparams):
     growth: int = Field(2, ge=1, le=4, description="Channel multiplier per level.")
     stft_weight: float = Field(1.0, ge=0, description="Weight of the multi-resolution STFT loss.")
     l1_weight: float = Field(1.0, ge=0, description="Weight of the waveform L1 loss.")
+    sisdr_weight: float = Field(0.0, ge=0, description="Weight of the negative SI-SDR loss, in units of "
+                                                       "10 dB (0: off); rewards waveform fidelity.")
     perceptual_weight: float = Field(0.0, ge=0, description="Weight of the quality estimator's loss (0: off).")
 
 
@@ -41,6 +43,7 @@ class UNetSpec(ModelSpec):
     tiny: ClassVar[dict] = {"channels": 2, "depth": 2}
     sample_rate = SAMPLE_RATE
     default_degrade = "lowres-8k"
+    shipped_dirs = (WEIGHTS_DIR,)
 
     def build(self, hparams):
         from restorekit_plugins.nets.unet1d import UNet1d
@@ -58,6 +61,12 @@ class UNetSpec(ModelSpec):
         stft = multi_resolution_stft_loss(out, targets)
         total = hp.l1_weight * l1 + hp.stft_weight * stft
         parts = {"l1": l1.item(), "stft": stft.item()}
+        if hp.sisdr_weight > 0:
+            from restorekit_plugins.nets.losses import negative_si_sdr
+
+            sisdr = negative_si_sdr(out, targets) / 10.0
+            total = total + hp.sisdr_weight * sisdr
+            parts["neg_si_sdr_10db"] = sisdr.item()
         if hp.perceptual_weight > 0:  # the quality estimator's judgement of the output (CQS)
             from restorekit_plugins.quality import quality_loss
 
@@ -82,7 +91,7 @@ def load_unet(checkpoint: str, device: str):
                 torch.nn.init.normal_(p, std=0.05)
             rate = SAMPLE_RATE
         else:
-            model, ckpt = spec.load_trained(checkpoint, [WEIGHTS_DIR])
+            model, ckpt = spec.load_trained(checkpoint)
             rate = int(ckpt.config.get("sample_rate", SAMPLE_RATE))
         return model.eval().to(device), rate
 
@@ -103,6 +112,9 @@ class UNetRestore(Stage):
         segment_s: float = Field(4.0, ge=0.1, le=60, description="Length of each inference segment in seconds.")
         overlap_s: float = Field(0.25, ge=0, le=10, description="Cross-fade between segments in seconds.")
         batch_size: int = Field(8, ge=1, le=256, description="Segments per forward pass.")
+        precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+            "auto", description="Arithmetic of the network: auto = float16 autocast on CUDA, float32 on the CPU; "
+                                "bfloat16 = about 3x faster on CPUs with native bfloat16, slightly worse LSD.")
 
     def load(self):
         self.model, rate = load_unet(self.params.checkpoint, self.device)
@@ -122,7 +134,7 @@ class UNetRestore(Stage):
             return model(batch.reshape(b * c, 1, n)).reshape(b, c, n)
 
         out = process_in_chunks(run, audio.samples.cpu(), plan, batch_size=self.params.batch_size,
-                                device=self.device)
+                                device=self.device, precision=self.params.precision)
         return audio.with_samples(out.clamp_(-1.0, 1.0))
 
 

@@ -32,6 +32,7 @@ class ModelSpec:
       dict of overrides for a tiny random-weight variant used by tests.
     - `sample_rate`: the rate the model works at (training segments are mono at this rate).
     - `default_degrade`: the degradation preset used when `--degrade` is not given.
+    - `shipped_dirs`: folders holding the plugin's shipped checkpoints (for `--init NAME`).
     """
 
     name: ClassVar[str] = ""
@@ -43,9 +44,14 @@ class ModelSpec:
     default_degrade: ClassVar[str] = "lowres-8k"
     default_lr: ClassVar[float] = 3e-4
     default_weight_decay: ClassVar[float] = 1e-2
+    #: "cosine": warm-up then cosine decay over all steps. "plateau": warm-up, then the
+    #: rate is halved whenever validation has not improved for 2 epochs.
+    lr_schedule: ClassVar[str] = "cosine"
     #: 0: fresh (degraded, clean) pairs every step. N > 0: targets are expensive, so N
     #: training pairs are made once (and cached in RUN_DIR) and batches drawn from them.
     pool_size: ClassVar[int] = 0
+    #: Where the plugin ships its trained weights (searched by checkpoint name).
+    shipped_dirs: ClassVar[tuple[Path, ...]] = ()
 
     def __init__(self, hparams: Hparams | None = None) -> None:
         self.hparams = hparams if hparams is not None else self.Hparams()
@@ -53,11 +59,11 @@ class ModelSpec:
     def build(self, hparams: Hparams) -> torch.nn.Module:
         raise NotImplementedError
 
-    def load_trained(self, checkpoint: str | Path, shipped_dirs: Sequence[Path] = ()) -> tuple[Any, Any]:
+    def load_trained(self, checkpoint: str | Path, shipped_dirs: Sequence[Path] | None = None) -> tuple[Any, Any]:
         """(network with the checkpoint's weights, the Checkpoint), after checking its architecture."""
         from restorekit import checkpoints
 
-        ckpt = checkpoints.load(checkpoint, shipped_dirs)
+        ckpt = checkpoints.load(checkpoint, self.shipped_dirs if shipped_dirs is None else shipped_dirs)
         if ckpt.architecture != self.architecture:
             raise checkpoints.CheckpointError(
                 f"{ckpt.path}: architecture '{ckpt.architecture}', expected '{self.architecture}'")
@@ -80,6 +86,8 @@ def check_model_spec(cls: Any) -> list[str]:
     if not (isinstance(cls, type) and issubclass(cls, ModelSpec)):
         return [f"{cls!r} is not a subclass of restorekit.training.spec.ModelSpec"]
     problems = []
+    if cls.lr_schedule not in ("cosine", "plateau"):
+        problems.append(f"{cls.__name__}.lr_schedule must be 'cosine' or 'plateau', got {cls.lr_schedule!r}")
     if not cls.name or not cls.name.replace("_", "").isalnum():
         problems.append(f"{cls.__name__}.name {cls.name!r} must be a short lowercase name")
     if not cls.architecture:

@@ -1,5 +1,5 @@
-"""The training loop: AdamW, cosine schedule with warm-up, gradient clipping, early stopping,
-best checkpoint (safetensors), resumable state, CSV log and loss-curve plot, fixed seed."""
+"""The training loop: AdamW, cosine or plateau schedule with warm-up, gradient clipping, early
+stopping, best checkpoint (safetensors), resumable state, CSV log and loss-curve plot, fixed seed."""
 
 from __future__ import annotations
 
@@ -48,15 +48,29 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     hparams: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
     val_fraction: float = 0.1
     test_fraction: float = 0.1
 
 
-def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+PLATEAU_PATIENCE = 2
+PLATEAU_FACTOR = 0.5
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float, schedule: str = "cosine") -> float:
     if step < warmup:
         return base * (step + 1) / warmup
+    if schedule == "plateau":
+        return base
     progress = (step - warmup) / max(1, total - warmup)
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _next_lr_scale(schedule: str, bad_epochs: int, scale: float) -> float:
+    """The plateau schedule's factor on the rate after an epoch (ReduceLROnPlateau: patience 2, factor 0.5)."""
+    if schedule == "plateau" and bad_epochs and bad_epochs % PLATEAU_PATIENCE == 0:
+        return scale * PLATEAU_FACTOR
+    return scale
 
 
 def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
@@ -73,7 +87,17 @@ def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progres
     lr = config.lr or spec.default_lr
     wd = config.weight_decay if config.weight_decay is not None else spec.default_weight_decay
     degrade = config.degrade or spec.default_degrade
-    hparams = spec.Hparams(**config.hparams)
+    initial = None
+    if config.init and not resume:
+        initial, ckpt = spec.load_trained(config.init, spec.shipped_dirs)
+        hparams = spec.Hparams(**{**ckpt.hparams, **config.hparams})
+        if spec.build(hparams).state_dict().keys() != initial.state_dict().keys():
+            raise checkpoints.CheckpointError(
+                f"--init {config.init}: --hparams {config.hparams} change the architecture; "
+                "only loss weights can differ from the checkpoint's")
+        log.info("initialised from %s", ckpt.path)
+    else:
+        hparams = spec.Hparams(**config.hparams)
     spec.hparams = hparams
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
 
@@ -96,16 +120,17 @@ def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progres
 
     pool = _training_pool(spec, sources["train"], degrader, out, config.seed, config.batch_size)
 
-    model = spec.build(hparams).to(device)
+    model = (initial if initial is not None else spec.build(hparams)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
     total_steps = config.epochs * config.steps_per_epoch
-    start_epoch, step, best, bad_epochs = 0, 0, math.inf, 0
+    start_epoch, step, best, bad_epochs, lr_scale = 0, 0, math.inf, 0, 1.0
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, best, bad_epochs = (int(state["epoch"]), int(state["step"]),
                                                float(state["best"]), int(state["bad_epochs"]))
+        lr_scale = float(state.get("lr_scale", 1.0))
         torch.set_rng_state(state["torch_rng"])
         rng = np.random.default_rng(int(state["numpy_seed"]))
         log.info("resumed at epoch %d (best val %.5f)", start_epoch, best)
@@ -128,7 +153,7 @@ def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progres
             else:
                 pick = torch.from_numpy(rng.integers(0, len(pool[0]), config.batch_size))
                 inputs, targets = pool[0][pick], pool[1][pick]
-            lr_now = _lr_at(step, total_steps, config.warmup_steps, lr)
+            lr_now = lr_scale * _lr_at(step, total_steps, config.warmup_steps, lr, spec.lr_schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr_now
             loss, _ = spec.loss(model, inputs.to(device), targets.to(device))
@@ -148,15 +173,17 @@ def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progres
                 "sample_rate": spec.sample_rate, "parameters": n_params,
                 "training": {"data": config.data, "degrade": degrade, "epoch": epoch + 1, "step": step,
                              "val_loss": val, "files": {k: len(v) for k, v in splits.items()},
-                             "device": device, "host": platform.node(), "seed": config.seed},
+                             "device": device, "host": platform.node(), "seed": config.seed,
+                             "init": config.init},
             })
         else:
             bad_epochs += 1
+        lr_scale = _next_lr_scale(spec.lr_schedule, bad_epochs, lr_scale)
         with open(log_path, "a", newline="") as f:
             csv.writer(f).writerow([epoch + 1, step, f"{lr_now:.3g}", f"{np.mean(losses):.6f}", f"{val:.6f}",
                                     f"{best:.6f}", f"{time.time() - started:.1f}"])
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                    "step": step, "best": best, "bad_epochs": bad_epochs, "torch_rng": torch.get_rng_state(),
+                    "step": step, "best": best, "bad_epochs": bad_epochs, "lr_scale": lr_scale, "torch_rng": torch.get_rng_state(),
                     "numpy_seed": int(rng.integers(0, 2**31 - 1))}, state_path)
         plot_losses(log_path, out / "loss.png")
         log.info("epoch %d: train %.5f val %.5f%s", epoch + 1, np.mean(losses), val, " (best)" if improved else "")

@@ -26,3 +26,15 @@ def multi_resolution_stft_loss(estimate: torch.Tensor, target: torch.Tensor,
         log_mag = F.l1_loss(e.log(), r.log())
         total = total + convergence + log_mag
     return total / len(sizes)
+
+
+def negative_si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Minus the mean scale-invariant SDR in dB of (batch, ..., frames) signals (Le Roux et al. 2019)."""
+    est, ref = estimate.reshape(-1, estimate.shape[-1]), target.reshape(-1, target.shape[-1])
+    est = est - est.mean(dim=-1, keepdim=True)
+    ref = ref - ref.mean(dim=-1, keepdim=True)
+    scale = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
+    projection = scale * ref
+    noise = est - projection
+    ratio = projection.pow(2).sum(-1) / (noise.pow(2).sum(-1) + eps)
+    return -(10 * torch.log10(ratio + eps)).mean()

@@ -1,0 +1,70 @@
+"""From a restored mel spectrogram back to a waveform, keeping the input's phase where it can.
+
+A mel spectrogram has no phase and 128 bands for hundreds of STFT bins, so it cannot be
+inverted exactly. The restored mel is applied to the input instead:
+
+1. **Bands the input has** (its mel energy is within `missing_db` of the restored band):
+   the ratio restored/input of each band, in dB, is interpolated across the STFT bins
+   with the mel filters' weights, clamped to [`min_gain_db`, `max_gain_db`] and applied
+   as a gain to the input's complex STFT. The input's phase, its fine harmonic structure
+   inside each band, and everything above the mel range (16 kHz) are kept.
+2. **Bands the input lacks** (more than `missing_db` below the restored band, e.g. the
+   highs removed by a band limit, or a dropout): the magnitude is the restored band
+   energy spread evenly over its bins, and the phase is estimated by the fast
+   Griffin-Lim algorithm (Perraudin et al. 2013; momentum 0.99) while the bins of step 1
+   stay fixed, so the estimate is consistent with the phase the input does have.
+
+Limits: filled bands have the mel resolution (no harmonic structure finer than one mel
+band, which is wide at high frequencies) and Griffin-Lim phase (slightly diffuse, "phasey"
+transients); gains cannot undo nonlinear damage inside a band (clipping harmonics,
+quantization noise correlated with the signal) beyond scaling it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from restorekit_plugins.nets.crnn_mel import MelFrontend
+
+
+def resynthesize(front: MelFrontend, spec: torch.Tensor, target_mel: torch.Tensor, length: int, *,
+                 missing_db: float = 15.0, min_gain_db: float = -40.0, max_gain_db: float = 20.0,
+                 iterations: int = 8, momentum: float = 0.99, seed: int = 0) -> torch.Tensor:
+    """A waveform (batch, length) whose mel spectrogram follows `target_mel`.
+
+    `spec`: the input's scaled complex STFT (batch, bins, steps) from `front.stft`;
+    `target_mel`: the restored mel power (batch, mels, steps).
+    """
+    fb = front.fb  # (mels, bins)
+    tiny = 1e-12
+    power = spec.real.square() + spec.imag.square()
+    input_mel = front.mel_power(power)
+    band_gain_db = 10 * torch.log10((target_mel + tiny) / (input_mel + tiny))
+
+    coverage = fb.sum(0)  # per bin: how much mel filter weight covers it (0 above the mel range)
+    covered = coverage > 1e-6
+    share = fb / coverage.clamp_min(1e-6)  # columns sum to 1 where covered
+
+    def to_bins(per_band: torch.Tensor) -> torch.Tensor:  # (batch, mels, steps) -> (batch, bins, steps)
+        return torch.einsum("mk,bmt->bkt", share, per_band)
+
+    missing_band = (band_gain_db > missing_db).float()
+    missing = (to_bins(missing_band) > 0.5) & covered[None, :, None]
+    gain_db = torch.where(covered[None, :, None], to_bins(band_gain_db).clamp(min_gain_db, max_gain_db),
+                          torch.zeros((), device=spec.device))
+    fixed = spec * torch.pow(10.0, gain_db / 20)
+    if iterations <= 0 or not bool(missing.any()):
+        return front.istft(torch.where(missing, torch.zeros_like(fixed), fixed), length)
+
+    density = target_mel / fb.sum(1).clamp_min(1e-6)[None, :, None]  # power per bin in each band
+    fill_mag = torch.pow(10.0, to_bins(torch.log10(density + tiny)) / 2)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    phase = torch.rand(spec.shape, generator=generator).to(spec.device) * (2 * torch.pi)
+    current = torch.where(missing, torch.polar(fill_mag, phase), fixed)
+    previous = current
+    for _ in range(iterations):
+        rebuilt = front.stft(front.istft(current, length))
+        projected = torch.where(missing, fill_mag * torch.sgn(rebuilt), fixed)
+        current = projected + momentum * (projected - previous)
+        previous = projected
+    return front.istft(previous, length)

@@ -1,0 +1,74 @@
+"""One side-by-side table of several `restorekit compare` runs (one per degradation preset).
+
+    python scripts/side_by_side.py OUT/README.md DIR... [--title TEXT] [--mel-summary FILE]
+
+Each DIR is a compare output (results.csv); its degradation preset is read from its
+summary.md. For every preset and metric the table has one column per pipeline: the mean
+and, against the degraded input, the paired difference with its 95 % t-interval and a
+verdict (better/worse where the interval excludes 0, n.s. otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from pathlib import Path
+
+from restorekit.compare.stats import summarize
+from restorekit.plugins import get_registry
+
+
+def preset_of(run_dir: Path) -> str:
+    match = re.search(r"degraded with `([^`]+)`", (run_dir / "summary.md").read_text())
+    return match.group(1) if match else run_dir.name
+
+
+def table(run_dir: Path) -> list[str]:
+    rows = list(csv.DictReader(open(run_dir / "results.csv", newline="")))
+    for r in rows:
+        r["value"] = float(r["value"]) if r["value"] not in ("", None) else None
+    stats = [s for s in summarize(rows, baseline="degraded") if s.pipeline != "clean"]
+    pipelines = list(dict.fromkeys(s.pipeline for s in stats))
+    metrics = get_registry().metrics
+    lines = ["| metric | " + " | ".join(pipelines) + " |", "|---|" + "---|" * len(pipelines)]
+    for metric in dict.fromkeys(s.metric for s in stats):
+        higher = getattr(metrics.get(metric), "higher_is_better", True)
+        cells = []
+        for p in pipelines:
+            s = next((s for s in stats if s.pipeline == p and s.metric == metric), None)
+            if s is None:
+                cells.append("—")
+            elif s.diff is None:
+                cells.append(f"{s.stat.mean:.3f}")
+            else:
+                d = s.diff
+                verdict = ("better" if (d.mean > 0) == higher else "worse") if d.excludes_zero else "n.s."
+                cells.append(f"{s.stat.mean:.3f} (Δ {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] {verdict})")
+        arrow = "↑" if higher else "↓"
+        lines.append(f"| {metric} {arrow} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--title", default="Side-by-side comparison")
+    parser.add_argument("--intro", default="")
+    args = parser.parse_args()
+    lines = [f"# {args.title}", ""]
+    if args.intro:
+        lines += [args.intro, ""]
+    for run in args.runs:
+        lines += [f"## `{preset_of(run)}` ({run.name}/)", "", *table(run), ""]
+        figures = sorted((run / "figures").glob("*.png"))
+        if figures:
+            lines += [f"Spectrograms: {', '.join(f'[{f.stem}]({run.name}/figures/{f.name})' for f in figures)}", ""]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

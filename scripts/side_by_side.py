@@ -1,6 +1,6 @@
 """One side-by-side table of several `restorekit compare` runs (one per degradation preset).
 
-    python scripts/side_by_side.py OUT/README.md DIR... [--title TEXT] [--mel-summary FILE]
+    python scripts/side_by_side.py OUT/README.md DIR... [--title TEXT] [--intro TEXT] [--figures GLOB...]
 
 Each DIR is a compare output (results.csv); its degradation preset is read from its
 summary.md. For every preset and metric the table has one column per pipeline: the mean
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import re
 from pathlib import Path
 
@@ -56,15 +57,18 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--title", default="Side-by-side comparison")
     parser.add_argument("--intro", default="")
+    parser.add_argument("--figures", nargs="*", default=["*"],
+                        help="Glob patterns of the figures to link (the ones committed); default all.")
     args = parser.parse_args()
     lines = [f"# {args.title}", ""]
     if args.intro:
         lines += [args.intro, ""]
     for run in args.runs:
-        lines += [f"## `{preset_of(run)}` ({run.name}/)", "", *table(run), ""]
-        figures = sorted((run / "figures").glob("*.png"))
+        rel = os.path.relpath(run, args.out.parent)
+        lines += [f"## `{preset_of(run)}` ([{rel}/summary.md]({rel}/summary.md))", "", *table(run), ""]
+        figures = sorted({f for pattern in args.figures for f in (run / "figures").glob(f"{pattern}.png")})
         if figures:
-            lines += [f"Spectrograms: {', '.join(f'[{f.stem}]({run.name}/figures/{f.name})' for f in figures)}", ""]
+            lines += [f"Spectrograms: {', '.join(f'[{f.stem}]({rel}/figures/{f.name})' for f in figures)}", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))

@@ -17,11 +17,10 @@ from pydantic import Field
 
 from restorekit.hookspecs import hookimpl
 from restorekit.stage import Accepts, Stage, StageParams
-from restorekit.training.spec import Hparams, ModelSpec
+from restorekit.training.spec import TINY, Hparams, ModelSpec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = "crnn"
-TINY = "tiny"
 SAMPLE_RATE = 32000
 RATES = frozenset({32000, 44100, 48000, 88200, 96000})
 
@@ -58,6 +57,12 @@ class CRNNSpec(ModelSpec):
         front = _frontend(SAMPLE_RATE, self.hparams.n_mels)
         return front.features(degraded[:, 0]), front.features(clean[:, 0])
 
+    def randomize_tiny(self, model):
+        import torch
+
+        with torch.no_grad():  # the head starts at zero in residual mode: make the tiny model act
+            model.head.weight.normal_(std=0.05)
+
     def loss(self, model, inputs, targets):
         from restorekit_plugins.nets.crnn_mel import charbonnier, high_frequency_weights
 
@@ -77,23 +82,8 @@ def _frontend(rate: int, n_mels: int, device: str = "cpu"):
 
 
 def load_crnn(checkpoint: str, device: str):
-    """The network for a checkpoint name/path (or the random-weight `tiny` variant), once per process."""
-    from restorekit.cache import load_once
-
-    def factory():
-        import torch
-
-        spec = CRNNSpec()
-        if checkpoint == TINY:
-            torch.manual_seed(0)
-            model = spec.build(CRNNHparams(**spec.tiny))
-            with torch.no_grad():  # random, non-zero: a tiny model that does something
-                model.head.weight.normal_(std=0.05)
-        else:
-            model, _ = spec.load_trained(checkpoint)
-        return model.eval().to(device)
-
-    return load_once(("crnn", str(checkpoint), device), factory)
+    """The network for a checkpoint name/path or `tiny`, loaded once per process."""
+    return CRNNSpec().load_for_inference(checkpoint, device)[0]
 
 
 class CRNNRestore(Stage):

@@ -21,7 +21,7 @@ from restorekit.training.spec import Hparams, ModelSpec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = "cqs"
-TINY = "tiny"
+
 SAMPLE_RATE = 32000
 log = logging.getLogger("restorekit")
 
@@ -94,19 +94,7 @@ class CQSSpec(ModelSpec):
 
 def load_cqs(checkpoint: str = SHIPPED, device: str = "cpu"):
     """The quality network for a checkpoint name/path (or `tiny`), loaded once per process."""
-    from restorekit.cache import load_once
-
-    def factory():
-        import torch
-
-        spec = CQSSpec()
-        if checkpoint == TINY:
-            torch.manual_seed(0)
-            return spec.build(CQSHparams(**spec.tiny)).eval().to(device)
-        model, _ = spec.load_trained(checkpoint)
-        return model.eval().to(device)
-
-    return load_once(("cqs", str(checkpoint), device), factory)
+    return CQSSpec().load_for_inference(checkpoint, device)[0]
 
 
 def quality_loss(audio, checkpoint: str = SHIPPED):

@@ -14,11 +14,10 @@ from pydantic import Field
 
 from restorekit.hookspecs import hookimpl
 from restorekit.stage import Accepts, Stage, StageParams
-from restorekit.training.spec import Hparams, ModelSpec
+from restorekit.training.spec import TINY, Hparams, ModelSpec
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = "unet"
-TINY = "tiny"
 SAMPLE_RATE = 32000
 
 
@@ -50,6 +49,12 @@ class UNetSpec(ModelSpec):
 
         return UNet1d(hparams.channels, hparams.depth, hparams.stride, hparams.kernel, hparams.growth)
 
+    def randomize_tiny(self, model):
+        import torch
+
+        for p in model.parameters():  # random, non-zero: a tiny model that does something
+            torch.nn.init.normal_(p, std=0.05)
+
     def loss(self, model, inputs, targets):
         from torch.nn import functional as F
 
@@ -77,25 +82,9 @@ class UNetSpec(ModelSpec):
 
 
 def load_unet(checkpoint: str, device: str):
-    """The network for a checkpoint name/path (or the random-weight `tiny` variant), once per process."""
-    from restorekit.cache import load_once
-
-    def factory():
-        import torch
-
-        spec = UNetSpec()
-        if checkpoint == TINY:
-            torch.manual_seed(0)
-            model = spec.build(UNetHparams(**spec.tiny))
-            for p in model.parameters():  # random, non-zero: a tiny model that does something
-                torch.nn.init.normal_(p, std=0.05)
-            rate = SAMPLE_RATE
-        else:
-            model, ckpt = spec.load_trained(checkpoint)
-            rate = int(ckpt.config.get("sample_rate", SAMPLE_RATE))
-        return model.eval().to(device), rate
-
-    return load_once(("unet", str(checkpoint), device), factory)
+    """(network, its sample rate) for a checkpoint name/path or `tiny`, loaded once per process."""
+    model, config = UNetSpec().load_for_inference(checkpoint, device)
+    return model, int(config.get("sample_rate", SAMPLE_RATE))
 
 
 class UNetRestore(Stage):

@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
+TINY = "tiny"  #: the checkpoint name of every family's tiny random-weight variant
+
+
 class Hparams(BaseModel):
     """Architecture hyper-parameters; unknown keys rejected."""
 
@@ -70,6 +73,32 @@ class ModelSpec:
         model = self.build(self.Hparams(**ckpt.hparams))
         model.load_state_dict(ckpt.tensors)
         return model, ckpt
+
+    def load_for_inference(self, checkpoint: str | Path, device: str = "cpu") -> tuple[Any, dict]:
+        """(network in eval mode on `device`, its checkpoint config), loaded once per process.
+
+        `checkpoint` is a name or path (see `restorekit.checkpoints.resolve`), or `tiny`:
+        the family's tiny variant with seeded random weights (`randomize_tiny`), for tests.
+        """
+        from restorekit.cache import load_once
+
+        def factory():
+            import torch
+
+            if str(checkpoint) == TINY:
+                torch.manual_seed(0)
+                model = self.build(self.Hparams(**self.tiny))
+                self.randomize_tiny(model)
+                config: dict = {"hparams": self.Hparams(**self.tiny).model_dump()}
+            else:
+                model, ckpt = self.load_trained(checkpoint)
+                config = ckpt.config
+            return model.eval().to(device), config
+
+        return load_once((self.name, str(checkpoint), device), factory)
+
+    def randomize_tiny(self, model: torch.nn.Module) -> None:
+        """Make a freshly built tiny model do something visible (default: leave its initialisation)."""
 
     def make_batch(self, degraded: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) from (batch, 1, frames) degraded and clean segments."""

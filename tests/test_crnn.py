@@ -139,3 +139,23 @@ def test_stage_keeps_content_above_the_mel_range_at_44k():
 def test_stage_refuses_bad_parameters_before_touching_audio():
     with pytest.raises(Exception, match="griffin_lim_iters"):
         get_registry().stages["restore.crnn"](checkpoint="tiny", griffin_lim_iters=-1)
+
+
+def test_resynthesis_fills_only_bands_within_the_fill_range_of_the_frame():
+    front = MelFrontend(32000)
+    x = tones(32000, [500], seconds=2.0, amp=0.5) + 1e-6 * torch.randn(1, 64000)
+    spec = front.stft(x)
+    mel = front.mel_power(spec.abs().square())
+    high = centres_hz(front) > 6000
+    steps = mel.shape[-1]
+    peak = mel.amax(dim=1, keepdim=True)
+    target = mel.clone()
+    target[:, high, : steps // 2] = peak[..., : steps // 2] * 1e-3  # 30 dB below the frame's peak: filled
+    target[:, high, steps // 2:] = peak[..., steps // 2:] * 1e-6  # 60 dB below: left as it is
+    y = resynthesize(front, spec, target, x.shape[-1], fill_range_db=50.0)
+    out = front.mel_power(front.stft(y).abs().square())[0][high]
+    first, second = out[:, 5: steps // 2 - 5], out[:, steps // 2 + 5: -5]
+    ratio_first = 10 * torch.log10(first.mean() / target[0][high][:, 5: steps // 2 - 5].mean())
+    assert abs(ratio_first) < 3.0, ratio_first
+    second_target = target[0][high][:, steps // 2 + 5: -5].mean()
+    assert second.mean() < 0.01 * second_target  # not filled: stays > 20 dB below the -60 dB target

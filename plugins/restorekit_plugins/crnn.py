@@ -104,9 +104,11 @@ class CRNNRestore(Stage):
                                                              "computed then discarded (the GRU's context).")
         batch_size: int = Field(4, ge=1, le=256, description="Segments per forward pass.")
         griffin_lim_iters: int = Field(8, ge=0, le=500, description="Fast Griffin-Lim iterations for the "
-                                                                     "bands the input lacks (0: leave them out).")
+                                                                     "bands the input lacks (0: random phase).")
         missing_db: float = Field(15.0, ge=0, le=80, description="A band counts as missing in the input when "
                                                                  "it is this far below the restored band.")
+        fill_range_db: float = Field(50.0, ge=0, le=120, description="Only bands within this many dB of the "
+                                                                     "frame's loudest restored band are filled.")
         max_gain_db: float = Field(20.0, ge=0, le=60, description="Largest boost of a band the input has.")
         min_gain_db: float = Field(-40.0, ge=-120, le=0, description="Largest cut of a band the input has.")
         precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -137,7 +139,8 @@ class CRNNRestore(Stage):
             restored = model.restore(features[:, None])
             with torch.autocast(device_type, enabled=False):
                 target = front.denormalize(restored[:, 0].float())
-                out = resynthesize(front, spec, target, n, missing_db=p.missing_db, min_gain_db=p.min_gain_db,
+                out = resynthesize(front, spec, target, n, missing_db=p.missing_db,
+                                   fill_range_db=p.fill_range_db, min_gain_db=p.min_gain_db,
                                    max_gain_db=p.max_gain_db, iterations=p.griffin_lim_iters)
             return out.reshape(b, c, n)
 

@@ -9,7 +9,8 @@ inverted exactly. The restored mel is applied to the input instead:
    as a gain to the input's complex STFT. The input's phase, its fine harmonic structure
    inside each band, and everything above the mel range (16 kHz) are kept.
 2. **Bands the input lacks** (more than `missing_db` below the restored band, e.g. the
-   highs removed by a band limit, or a dropout): the magnitude is the restored band
+   highs removed by a band limit, or a dropout, and within `fill_range_db` of the
+   frame's loudest restored band, so near-silent frames are not filled with noise): the magnitude is the restored band
    energy spread evenly over its bins, and the phase is estimated by the fast
    Griffin-Lim algorithm (Perraudin et al. 2013; momentum 0.99) while the bins of step 1
    stay fixed, so the estimate is consistent with the phase the input does have.
@@ -26,14 +27,18 @@ import torch
 
 from restorekit_plugins.nets.crnn_mel import MelFrontend
 
+FILL_FLOOR_DB = -90.0  # re a full-scale sine; quieter restored bands are never filled
+
 
 def resynthesize(front: MelFrontend, spec: torch.Tensor, target_mel: torch.Tensor, length: int, *,
-                 missing_db: float = 15.0, min_gain_db: float = -40.0, max_gain_db: float = 20.0,
+                 missing_db: float = 15.0, fill_range_db: float = 50.0, min_gain_db: float = -40.0, max_gain_db: float = 20.0,
                  iterations: int = 8, momentum: float = 0.99, seed: int = 0) -> torch.Tensor:
     """A waveform (batch, length) whose mel spectrogram follows `target_mel`.
 
     `spec`: the input's scaled complex STFT (batch, bins, steps) from `front.stft`;
-    `target_mel`: the restored mel power (batch, mels, steps).
+    `target_mel`: the restored mel power (batch, mels, steps). Bands more than
+    `fill_range_db` below the frame's loudest restored band (or below FILL_FLOOR_DB) are
+    never filled: near-silence stays silent.
     """
     fb = front.fb  # (mels, bins)
     tiny = 1e-12
@@ -48,14 +53,16 @@ def resynthesize(front: MelFrontend, spec: torch.Tensor, target_mel: torch.Tenso
     def to_bins(per_band: torch.Tensor) -> torch.Tensor:  # (batch, mels, steps) -> (batch, bins, steps)
         return torch.einsum("mk,bmt->bkt", share, per_band)
 
-    missing_band = (band_gain_db > missing_db).float()
+    target_db = 10 * torch.log10(target_mel + tiny)
+    audible = target_db > torch.maximum(target_db.amax(dim=1, keepdim=True) - fill_range_db,
+                                        torch.full((), FILL_FLOOR_DB, device=spec.device))
+    missing_band = ((band_gain_db > missing_db) & audible).float()
     missing = (to_bins(missing_band) > 0.5) & covered[None, :, None]
     gain_db = torch.where(covered[None, :, None], to_bins(band_gain_db).clamp(min_gain_db, max_gain_db),
                           torch.zeros((), device=spec.device))
     fixed = spec * torch.pow(10.0, gain_db / 20)
-    if iterations <= 0 or not bool(missing.any()):
-        return front.istft(torch.where(missing, torch.zeros_like(fixed), fixed), length)
-
+    if not bool(missing.any()):
+        return front.istft(fixed, length)
     density = target_mel / fb.sum(1).clamp_min(1e-6)[None, :, None]  # power per bin in each band
     fill_mag = torch.pow(10.0, to_bins(torch.log10(density + tiny)) / 2)
     generator = torch.Generator(device="cpu").manual_seed(seed)

@@ -9,10 +9,22 @@
 # 3. Spearman correlation of the quality estimator (cqs) with ViSQOL on the held-out
 #    excerpts degraded by several presets.
 set -euo pipefail
-RUN=${1:-runs/unet-v1}
+RUN=${1:-runs/unet-v2}
 OUT=${OUT:-docs/results}
 python scripts/make_heldout_set.py "$RUN/split.json" data/heldout --excerpts 3 --seconds 8
-restorekit -q compare pipelines/unet.yaml --clean data/heldout --degrade lowres-8k \
-  -m lsd -m si_sdr -m snr -m mel_l1 -m visqol -m bandwidth_hz -o "$OUT/unet-lowres-8k"
+# the shipped U-Net (v2) in float32 and bfloat16, and the first-stage checkpoint (v1) where it exists
+V1=${V1:-runs/unet-v1/best.safetensors}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+sed -e 's/^name: unet$/name: unet-v2/' pipelines/unet.yaml > "$tmp/unet-v2.yaml"
+sed -e 's/^name: unet$/name: unet-v2-bf16/' -e 's/batch_size: 8}/batch_size: 8, precision: bfloat16}/' \
+  pipelines/unet.yaml > "$tmp/unet-v2-bf16.yaml"
+pipelines=("$tmp/unet-v2.yaml" "$tmp/unet-v2-bf16.yaml")
+if [[ -f "$V1" ]]; then
+  sed -e 's/^name: unet$/name: unet-v1/' -e "s#checkpoint: unet,#checkpoint: $V1,#" pipelines/unet.yaml > "$tmp/unet-v1.yaml"
+  pipelines=("$tmp/unet-v1.yaml" "${pipelines[@]}")
+fi
+restorekit -q compare "${pipelines[@]}" --clean data/heldout --degrade lowres-8k \
+  -m lsd -m si_sdr -m snr -m mel_l1 -m visqol -o "$OUT/unet-lowres-8k"
 python scripts/evaluate_cqs.py data/heldout --presets lowres-8k generative-mix gaps \
   --json "$OUT/cqs-spearman.json"

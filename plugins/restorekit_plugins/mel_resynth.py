@@ -32,7 +32,7 @@ FILL_FLOOR_DB = -90.0  # re a full-scale sine; quieter restored bands are never 
 
 def resynthesize(front: MelFrontend, spec: torch.Tensor, target_mel: torch.Tensor, length: int, *,
                  missing_db: float = 15.0, fill_range_db: float = 50.0, min_gain_db: float = -40.0, max_gain_db: float = 20.0,
-                 iterations: int = 8, momentum: float = 0.99, seed: int = 0) -> torch.Tensor:
+                 iterations: int = 2, momentum: float = 0.99, seed: int = 0) -> torch.Tensor:
     """A waveform (batch, length) whose mel spectrogram follows `target_mel`.
 
     `spec`: the input's scaled complex STFT (batch, bins, steps) from `front.stft`;
@@ -46,32 +46,32 @@ def resynthesize(front: MelFrontend, spec: torch.Tensor, target_mel: torch.Tenso
     input_mel = front.mel_power(power)
     band_gain_db = 10 * torch.log10((target_mel + tiny) / (input_mel + tiny))
 
-    coverage = fb.sum(0)  # per bin: how much mel filter weight covers it (0 above the mel range)
-    covered = coverage > 1e-6
-    share = fb / coverage.clamp_min(1e-6)  # columns sum to 1 where covered
+    # columns sum to 1 where a mel filter covers the bin, 0 above the mel range (gain 0 dB there)
+    share = fb / fb.sum(0).clamp_min(1e-6)
 
-    def to_bins(per_band: torch.Tensor) -> torch.Tensor:  # (batch, mels, steps) -> (batch, bins, steps)
-        return torch.einsum("mk,bmt->bkt", share, per_band)
+    def to_bins(per_band: torch.Tensor, weights: torch.Tensor = share) -> torch.Tensor:
+        return torch.einsum("mk,bmt->bkt", weights, per_band)  # (batch, mels, steps) -> (batch, bins, steps)
 
     target_db = 10 * torch.log10(target_mel + tiny)
     audible = target_db > torch.maximum(target_db.amax(dim=1, keepdim=True) - fill_range_db,
                                         torch.full((), FILL_FLOOR_DB, device=spec.device))
-    missing_band = ((band_gain_db > missing_db) & audible).float()
-    missing = (to_bins(missing_band) > 0.5) & covered[None, :, None]
-    gain_db = torch.where(covered[None, :, None], to_bins(band_gain_db).clamp(min_gain_db, max_gain_db),
-                          torch.zeros((), device=spec.device))
-    fixed = spec * torch.pow(10.0, gain_db / 20)
-    if not bool(missing.any()):
+    missing = to_bins(((band_gain_db > missing_db) & audible).float()) > 0.5
+    fixed = spec * torch.pow(10.0, to_bins(band_gain_db).clamp(min_gain_db, max_gain_db) / 20)
+    rows = missing.any(dim=2).any(dim=0).nonzero()
+    if rows.numel() == 0:
         return front.istft(fixed, length)
+    lo, hi = int(rows[0]), int(rows[-1]) + 1  # Griffin-Lim works on the bins between the missing ones
+    missing, kept = missing[:, lo:hi], fixed[:, lo:hi]
     density = target_mel / fb.sum(1).clamp_min(1e-6)[None, :, None]  # power per bin in each band
-    fill_mag = torch.pow(10.0, to_bins(torch.log10(density + tiny)) / 2)
+    fill_mag = torch.pow(10.0, to_bins(torch.log10(density + tiny), share[:, lo:hi]) / 2)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    phase = torch.rand(spec.shape, generator=generator).to(spec.device) * (2 * torch.pi)
-    current = torch.where(missing, torch.polar(fill_mag, phase), fixed)
-    previous = current
+    phase = torch.rand(kept.shape, generator=generator).to(spec.device) * (2 * torch.pi)
+    current = fixed.clone()
+    previous = current[:, lo:hi] = torch.where(missing, torch.polar(fill_mag, phase), kept)
     for _ in range(iterations):
-        rebuilt = front.stft(front.istft(current, length))
-        projected = torch.where(missing, fill_mag * torch.sgn(rebuilt), fixed)
-        current = projected + momentum * (projected - previous)
+        rebuilt = front.stft(front.istft(current, length))[:, lo:hi]
+        projected = torch.where(missing, fill_mag * torch.sgn(rebuilt), kept)
+        current[:, lo:hi] = projected + momentum * (projected - previous)
         previous = projected
-    return front.istft(previous, length)
+    current[:, lo:hi] = previous
+    return front.istft(current, length)

@@ -36,3 +36,20 @@ def test_every_shipped_weight_file_has_a_line_in_models_md():
     models = (ROOT / "docs" / "models.md").read_text()
     for w in weights:
         assert w.name in models, f"{w.name} has no line in docs/models.md"
+
+
+def test_no_audio_file_is_tracked_by_git():
+    """Third-party audio must never be committed (comparison reports write it under docs/results/)."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
+    audio = [p for p in tracked.splitlines() if p.lower().endswith((".wav", ".flac", ".mp3", ".ogg", ".opus"))]
+    assert not audio, f"audio files are tracked: {audio[:5]}"
+    probe = subprocess.run(["git", "check-ignore", "-q", "docs/results/any/preset/audio/x/y.wav"], cwd=root)
+    assert probe.returncode == 0, "report audio at any depth under docs/results/ must be git-ignored"

@@ -9,21 +9,24 @@
 # 3. Spearman correlation of the quality estimator (cqs) with ViSQOL on the held-out
 #    excerpts degraded by several presets.
 set -euo pipefail
-RUN=${1:-runs/unet-v2}
+RUN=${1:-runs/unet-c8}
 OUT=${OUT:-docs/results}
 python scripts/make_heldout_set.py "$RUN/split.json" data/heldout --excerpts 3 --seconds 8
-# the shipped U-Net (v2) in float32 and bfloat16, and the first-stage checkpoint (v1) where it exists
-V1=${V1:-runs/unet-v1/best.safetensors}
+# the shipped U-Net (v3) in float32 and bfloat16, and earlier checkpoints where they exist
+PREVIOUS=${PREVIOUS:-"unet-v1=runs/unet-v1/best.safetensors unet-v2=runs/unet-v2/best.safetensors"}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-sed -e 's/^name: unet$/name: unet-v2/' pipelines/unet.yaml > "$tmp/unet-v2.yaml"
-sed -e 's/^name: unet$/name: unet-v2-bf16/' -e 's/batch_size: 8}/batch_size: 8, precision: bfloat16}/' \
-  pipelines/unet.yaml > "$tmp/unet-v2-bf16.yaml"
-pipelines=("$tmp/unet-v2.yaml" "$tmp/unet-v2-bf16.yaml")
-if [[ -f "$V1" ]]; then
-  sed -e 's/^name: unet$/name: unet-v1/' -e "s#checkpoint: unet,#checkpoint: $V1,#" pipelines/unet.yaml > "$tmp/unet-v1.yaml"
-  pipelines=("$tmp/unet-v1.yaml" "${pipelines[@]}")
-fi
+pipelines=()
+for entry in $PREVIOUS; do
+  name=${entry%%=*} ckpt=${entry#*=}
+  [[ -f "$ckpt" ]] || continue
+  sed -e "s/^name: unet$/name: $name/" -e "s#checkpoint: unet,#checkpoint: $ckpt,#" pipelines/unet.yaml > "$tmp/$name.yaml"
+  pipelines+=("$tmp/$name.yaml")
+done
+sed -e 's/^name: unet$/name: unet-v3/' pipelines/unet.yaml > "$tmp/unet-v3.yaml"
+sed -e 's/^name: unet$/name: unet-v3-bf16/' -e 's/batch_size: 8}/batch_size: 8, precision: bfloat16}/' \
+  pipelines/unet.yaml > "$tmp/unet-v3-bf16.yaml"
+pipelines+=("$tmp/unet-v3.yaml" "$tmp/unet-v3-bf16.yaml")
 restorekit -q compare "${pipelines[@]}" --clean data/heldout --degrade lowres-8k \
   -m lsd -m si_sdr -m snr -m mel_l1 -m visqol -o "$OUT/unet-lowres-8k"
 python scripts/evaluate_cqs.py data/heldout --presets lowres-8k generative-mix gaps \

@@ -22,14 +22,14 @@ SAMPLE_RATE = 32000
 
 
 class UNetHparams(Hparams):
-    channels: int = Field(16, ge=1, le=256, description="Channels of the first level.")
+    channels: int = Field(8, ge=1, le=256, description="Channels of the first level.")
     depth: int = Field(4, ge=1, le=6, description="Number of down/up-sampling levels.")
     stride: int = Field(4, ge=2, le=8, description="Down-sampling factor per level.")
     kernel: int = Field(7, ge=3, le=31, description="Convolution kernel size (odd).")
     growth: int = Field(2, ge=1, le=4, description="Channel multiplier per level.")
     stft_weight: float = Field(1.0, ge=0, description="Weight of the multi-resolution STFT loss.")
     l1_weight: float = Field(1.0, ge=0, description="Weight of the waveform L1 loss.")
-    sisdr_weight: float = Field(0.0, ge=0, description="Weight of the negative SI-SDR loss, in units of "
+    sisdr_weight: float = Field(2.0, ge=0, description="Weight of the negative SI-SDR loss, in units of "
                                                        "10 dB (0: off); rewards waveform fidelity.")
     perceptual_weight: float = Field(0.0, ge=0, description="Weight of the quality estimator's loss (0: off).")
 
@@ -37,7 +37,7 @@ class UNetHparams(Hparams):
 class UNetSpec(ModelSpec):
     name = "unet"
     architecture = "unet1d"
-    summary = "1-D convolutional waveform U-Net (residual), L1 + multi-resolution STFT loss."
+    summary = "1-D convolutional waveform U-Net (residual), L1 + multi-resolution STFT + SI-SDR loss."
     Hparams = UNetHparams
     tiny: ClassVar[dict] = {"channels": 2, "depth": 2}
     sample_rate = SAMPLE_RATE

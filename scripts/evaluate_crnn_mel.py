@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from restorekit.batch import file_seed
+from restorekit.compare.report import diff_verdict
 from restorekit.compare.stats import mean_ci
 from restorekit.dsp import convert_channels, resample
 from restorekit.io import read_audio
@@ -91,8 +92,7 @@ def main() -> None:
                     cells.append(f"{mean:.4f}")
                     continue
                 d = mean_ci(vals - base[m])
-                better = (d.mean > 0) == higher
-                verdict = ("better" if better else "worse") if d.excludes_zero else "n.s."
+                verdict = diff_verdict(d, higher)
                 summary[preset][version][m].update({"delta": d.mean, "ci95": [d.low, d.high]})
                 cells.append(f"{mean:.4f} (Δ {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}] {verdict})")
             lines.append(f"| {version} | " + " | ".join(cells) + " |")

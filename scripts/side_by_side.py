@@ -5,17 +5,17 @@
 Each DIR is a compare output (results.csv); its degradation preset is read from its
 summary.md. For every preset and metric the table has one column per pipeline: the mean
 and, against the degraded input, the paired difference with its 95 % t-interval and a
-verdict (better/worse where the interval excludes 0, n.s. otherwise).
+verdict (better/worse where the interval excludes 0, as in `restorekit compare`).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
 from pathlib import Path
 
+from restorekit.compare.report import diff_verdict, read_csv
 from restorekit.compare.stats import summarize
 from restorekit.plugins import get_registry
 
@@ -26,9 +26,7 @@ def preset_of(run_dir: Path) -> str:
 
 
 def table(run_dir: Path) -> list[str]:
-    rows = list(csv.DictReader(open(run_dir / "results.csv", newline="")))
-    for r in rows:
-        r["value"] = float(r["value"]) if r["value"] not in ("", None) else None
+    rows = read_csv(run_dir / "results.csv")
     stats = [s for s in summarize(rows, baseline="degraded") if s.pipeline != "clean"]
     pipelines = list(dict.fromkeys(s.pipeline for s in stats))
     metrics = get_registry().metrics
@@ -44,8 +42,8 @@ def table(run_dir: Path) -> list[str]:
                 cells.append(f"{s.stat.mean:.3f}")
             else:
                 d = s.diff
-                verdict = ("better" if (d.mean > 0) == higher else "worse") if d.excludes_zero else "n.s."
-                cells.append(f"{s.stat.mean:.3f} (Δ {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] {verdict})")
+                cells.append(f"{s.stat.mean:.3f} (Δ {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] "
+                             f"{diff_verdict(d, higher)})")
         arrow = "↑" if higher else "↓"
         lines.append(f"| {metric} {arrow} | " + " | ".join(cells) + " |")
     return lines

@@ -15,11 +15,15 @@ from restorekit.runner import Pipeline
 RATE = 32000
 
 
+def synthesized_pair(clip_seed, degrade, seed):
+    """(clean, degraded): 6 s of the synthesized demo music at 32 kHz, degraded by `degrade` (a Pipeline)."""
+    clean = resample(Audio(torch.from_numpy(make_clean_clip(6.0, seed=clip_seed)[None].copy()), 44100), RATE)
+    return clean, degrade.run(clean, seed=seed).audio
+
+
 @pytest.fixture(scope="module")
 def clean_and_degraded():
-    clean = resample(Audio(torch.from_numpy(make_clean_clip(6.0, seed=7)[None].copy()), 44100), RATE)
-    degraded = load_pipeline(find_degradation("lowres-8k"), device="cpu").run(clean, seed=3).audio
-    return clean, degraded
+    return synthesized_pair(7, load_pipeline(find_degradation("lowres-8k"), device="cpu"), seed=3)
 
 
 def metric(name, est, ref=None):
@@ -54,10 +58,8 @@ def test_shipped_quality_estimator_ranks_degradations(clean_and_degraded):
 
 @pytest.fixture(scope="module")
 def clean_and_generative_mix():
-    clean = resample(Audio(torch.from_numpy(make_clean_clip(6.0, seed=11)[None].copy()), 44100), RATE)
-    stage = get_registry().stages["degrade.generative_mix"](clean_fraction=0.0)
-    degraded = Pipeline([stage], device="cpu").run(clean, seed=5).audio
-    return clean, degraded
+    every_clip_degraded = get_registry().stages["degrade.generative_mix"](clean_fraction=0.0)
+    return synthesized_pair(11, Pipeline([every_clip_degraded], device="cpu"), seed=5)
 
 
 @pytest.mark.parametrize("checkpoint", ["crnn", "crnn-direct"])

@@ -192,7 +192,7 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
                 Path(written).unlink(missing_ok=True)
             result.outputs.clear()
             log.info("%s: %s", job.source, result.error)
-        run_result = outs = out = audio = None  # this file's audio must not live on into the next file
+        run_result = outs = out = box = None  # this file's audio must not live on into the next file
         release_freed_memory()
     manifest = write_manifest(outdir, pipeline, resolved_device, bits, fmt, seed, results)
     return BatchReport(results, resolved_device, manifest)

@@ -10,7 +10,6 @@ stage works at the input's rate (32 kHz and up; the front end keeps 10 ms frames
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -18,8 +17,8 @@ from pydantic import Field
 from restorekit.hookspecs import hookimpl
 from restorekit.stage import Accepts, Stage, StageParams
 from restorekit.training.spec import TINY, Hparams, ModelSpec
+from restorekit_plugins import WEIGHTS_DIR
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = "crnn"
 SAMPLE_RATE = 32000
 RATES = frozenset({32000, 44100, 48000, 88200, 96000})
@@ -138,11 +137,12 @@ class CRNNRestore(Stage):
             device_type = batch.device.type
             with torch.autocast(device_type, enabled=False):
                 spec = front.stft(batch.reshape(b * c, n))
-                features = front.normalize(front.mel_power(spec.real.square() + spec.imag.square()))
+                input_mel = front.spec_mel(spec)
+                features = front.normalize(input_mel)
             restored = model.restore(features[:, None].contiguous(memory_format=torch.channels_last))
             with torch.autocast(device_type, enabled=False):
                 target = front.denormalize(restored[:, 0].float())
-                out = resynthesize(front, spec, target, n, missing_db=p.missing_db,
+                out = resynthesize(front, spec, target, n, input_mel=input_mel, missing_db=p.missing_db,
                                    fill_range_db=p.fill_range_db, min_gain_db=p.min_gain_db,
                                    max_gain_db=p.max_gain_db, iterations=p.griffin_lim_iters)
             return out.reshape(b, c, n)

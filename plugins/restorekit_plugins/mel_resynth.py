@@ -32,38 +32,33 @@ FILL_FLOOR_DB = -90.0  # re a full-scale sine; quieter restored bands are never 
 
 def resynthesize(front: MelFrontend, spec: torch.Tensor, target_mel: torch.Tensor, length: int, *,
                  missing_db: float = 15.0, fill_range_db: float = 50.0, min_gain_db: float = -40.0, max_gain_db: float = 20.0,
-                 iterations: int = 2, momentum: float = 0.99, seed: int = 0) -> torch.Tensor:
+                 iterations: int = 2, momentum: float = 0.99, seed: int = 0,
+                 input_mel: torch.Tensor | None = None) -> torch.Tensor:
     """A waveform (batch, length) whose mel spectrogram follows `target_mel`.
 
     `spec`: the input's scaled complex STFT (batch, bins, steps) from `front.stft`;
-    `target_mel`: the restored mel power (batch, mels, steps). Bands more than
+    `target_mel`: the restored mel power (batch, mels, steps); `input_mel`: the input's
+    (`front.spec_mel(spec)`, computed here when not given). Bands more than
     `fill_range_db` below the frame's loudest restored band (or below FILL_FLOOR_DB) are
     never filled: near-silence stays silent.
     """
-    fb = front.fb  # (mels, bins)
     tiny = 1e-12
-    power = spec.real.square() + spec.imag.square()
-    input_mel = front.mel_power(power)
+    if input_mel is None:
+        input_mel = front.spec_mel(spec)
     band_gain_db = 10 * torch.log10((target_mel + tiny) / (input_mel + tiny))
-
-    # columns sum to 1 where a mel filter covers the bin, 0 above the mel range (gain 0 dB there)
-    share = fb / fb.sum(0).clamp_min(1e-6)
-
-    def to_bins(per_band: torch.Tensor, weights: torch.Tensor = share) -> torch.Tensor:
-        return torch.einsum("mk,bmt->bkt", weights, per_band)  # (batch, mels, steps) -> (batch, bins, steps)
 
     target_db = 10 * torch.log10(target_mel + tiny)
     audible = target_db > torch.maximum(target_db.amax(dim=1, keepdim=True) - fill_range_db,
                                         torch.full((), FILL_FLOOR_DB, device=spec.device))
-    missing = to_bins(((band_gain_db > missing_db) & audible).float()) > 0.5
-    fixed = spec * torch.pow(10.0, to_bins(band_gain_db).clamp(min_gain_db, max_gain_db) / 20)
+    missing = front.to_bins(((band_gain_db > missing_db) & audible).float()) > 0.5
+    fixed = spec * torch.pow(10.0, front.to_bins(band_gain_db).clamp(min_gain_db, max_gain_db) / 20)
     rows = missing.any(dim=2).any(dim=0).nonzero()
     if rows.numel() == 0:
         return front.istft(fixed, length)
     lo, hi = int(rows[0]), int(rows[-1]) + 1  # Griffin-Lim works on the bins between the missing ones
     missing, kept = missing[:, lo:hi], fixed[:, lo:hi]
-    density = target_mel / fb.sum(1).clamp_min(1e-6)[None, :, None]  # power per bin in each band
-    fill_mag = torch.pow(10.0, to_bins(torch.log10(density + tiny), share[:, lo:hi]) / 2)
+    density = target_mel / front.band_bins.clamp_min(1e-6)[None, :, None]  # power per bin in each band
+    fill_mag = torch.pow(10.0, front.to_bins(torch.log10(density + tiny), lo, hi) / 2)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     phase = torch.rand(kept.shape, generator=generator).to(spec.device) * (2 * torch.pi)
     current = fixed.clone()

@@ -10,7 +10,6 @@ loss (`quality_loss`) for training other models.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field
@@ -18,8 +17,8 @@ from pydantic import Field
 from restorekit.hookspecs import hookimpl
 from restorekit.metrics import Metric, MetricError, MetricParams
 from restorekit.training.spec import Hparams, ModelSpec
+from restorekit_plugins import WEIGHTS_DIR
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = "cqs"
 
 SAMPLE_RATE = 32000

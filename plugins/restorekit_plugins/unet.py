@@ -7,7 +7,6 @@ helper; weights are a safetensors checkpoint (shipped in restorekit_plugins/weig
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -15,8 +14,8 @@ from pydantic import Field
 from restorekit.hookspecs import hookimpl
 from restorekit.stage import Accepts, Stage, StageParams
 from restorekit.training.spec import TINY, Hparams, ModelSpec
+from restorekit_plugins import WEIGHTS_DIR
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = "unet"
 SAMPLE_RATE = 32000
 

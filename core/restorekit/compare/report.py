@@ -190,7 +190,11 @@ def _ci(s: Stat | None, signed: bool = False) -> str:
 
 def verdict(row: SummaryRow, higher_is_better: bool | None) -> str:
     """better / worse / changed when the CI of the difference excludes zero; else 'no clear change'."""
-    d = row.diff
+    return diff_verdict(row.diff, higher_is_better)
+
+
+def diff_verdict(d: Stat | None, higher_is_better: bool | None) -> str:
+    """The verdict on a paired difference (see `verdict`); '' for the baseline itself (None)."""
     if d is None:
         return ""
     if d.n < 2:

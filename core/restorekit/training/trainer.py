@@ -66,6 +66,10 @@ def _lr_at(step: int, total: int, warmup: int, base: float, schedule: str = "cos
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def _weight_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
 def _next_lr_scale(schedule: str, bad_epochs: int, scale: float) -> float:
     """The plateau schedule's factor on the rate after an epoch (ReduceLROnPlateau: patience 2, factor 0.5)."""
     if schedule == "plateau" and bad_epochs and bad_epochs % PLATEAU_PATIENCE == 0:
@@ -91,7 +95,7 @@ def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progres
     if config.init and not resume:
         initial, ckpt = spec.load_trained(config.init, spec.shipped_dirs)
         hparams = spec.Hparams(**{**ckpt.hparams, **config.hparams})
-        if spec.build(hparams).state_dict().keys() != initial.state_dict().keys():
+        if _weight_shapes(spec.build(hparams)) != _weight_shapes(initial):
             raise checkpoints.CheckpointError(
                 f"--init {config.init}: --hparams {config.hparams} change the architecture; "
                 "only loss weights can differ from the checkpoint's")

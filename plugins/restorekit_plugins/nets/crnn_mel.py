@@ -44,8 +44,11 @@ class MelFrontend(nn.Module):
         window = torch.hann_window(self.n_fft, dtype=torch.float64)
         self.register_buffer("window", window.float(), persistent=False)
         self.scale = float(2.0 / window.sum())  # a full-scale sine peaks at 1
-        fb = mel_filterbank(sample_rate, self.n_fft, n_mels, 0.0, FMAX_HZ).astype(np.float32)
-        self.register_buffer("fb", torch.from_numpy(fb), persistent=False)  # (mels, bins)
+        fb = torch.from_numpy(mel_filterbank(sample_rate, self.n_fft, n_mels, 0.0, FMAX_HZ).astype(np.float32))
+        self.register_buffer("fb", fb, persistent=False)  # (mels, bins)
+        # per bin, each band's share of the filter weight covering it (columns sum to 1; 0 above the mel range)
+        self.register_buffer("bin_share", fb / fb.sum(0).clamp_min(1e-6), persistent=False)
+        self.register_buffer("band_bins", fb.sum(1), persistent=False)  # effective bins per band
 
     @property
     def frame_multiple(self) -> int:
@@ -65,6 +68,14 @@ class MelFrontend(nn.Module):
         """(batch, bins, steps) power -> (batch, mels, steps)."""
         return torch.einsum("mk,bkt->bmt", self.fb, power)
 
+    def spec_mel(self, spec: torch.Tensor) -> torch.Tensor:
+        """Mel power of a complex STFT from `stft`."""
+        return self.mel_power(spec.real.square() + spec.imag.square())
+
+    def to_bins(self, per_band: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """(batch, mels, steps) values -> (batch, bins lo:hi, steps), interpolated with the filters' weights."""
+        return torch.einsum("mk,bmt->bkt", self.bin_share[:, lo:hi], per_band)
+
     @staticmethod
     def normalize(mel_power: torch.Tensor) -> torch.Tensor:
         db = 10 * torch.log10(mel_power.clamp_min(10 ** (FLOOR_DB / 10)))
@@ -78,7 +89,7 @@ class MelFrontend(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, frames) waveform -> (batch, 1, mels, steps) features in [0, 1]."""
-        return self.normalize(self.mel_power(self.stft(x).abs().square()))[:, None]
+        return self.normalize(self.spec_mel(self.stft(x)))[:, None]
 
 
 class _ConvBlock(nn.Module):

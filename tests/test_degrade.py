@@ -38,7 +38,7 @@ from restorekit_plugins.degrade.stages import (
     SpectralGaps,
 )
 
-PRESETS = ("lowres-8k", "generative-mix", "gaps")
+PRESETS = ("lowres-8k", "generative-mix", "gaps", "text-to-music", "text-to-music-keep")
 
 
 def run(stage, x: np.ndarray, rate: int, seed: int = 0) -> np.ndarray:
@@ -411,7 +411,7 @@ def test_degrade_list_names_the_presets():
 
 
 @pytest.mark.parametrize("preset,rate,channels", [("lowres-8k", 32000, 1), ("generative-mix", 44100, 2),
-                                                  ("gaps", 44100, 2)])
+                                                  ("gaps", 44100, 2), ("text-to-music", 32000, 2)])
 def test_degrade_end_to_end(song, tmp_path, preset, rate, channels):
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["degrade", str(song), "--preset", preset, "--seed", "3", "-o", str(out)])

@@ -76,9 +76,9 @@ def builtin_degradations() -> dict[str, Path]:
     """Shipped degradation presets: the pipelines in pipelines/degrade/, by name."""
     found: dict[str, Path] = {}
     for d in builtin_pipeline_dirs():
-        for f in sorted((d / DEGRADE_DIR).glob("*.yaml")):
+        for f in (d / DEGRADE_DIR).glob("*.yaml"):
             found.setdefault(f.stem, f)
-    return found
+    return dict(sorted(found.items()))
 
 
 def find_degradation(preset: str | Path) -> Path:

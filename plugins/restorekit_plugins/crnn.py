@@ -149,7 +149,7 @@ class CRNNRestore(Stage):
 
         out = process_in_chunks(run, audio.samples.cpu(), plan, batch_size=p.batch_size, device=self.device,
                                 precision=p.precision)
-        return audio.with_samples(out.clamp_(-1.0, 1.0))
+        return audio.with_samples(out)  # no clamp: the level is the writer's and the mastering's business
 
 
 @hookimpl

@@ -26,6 +26,10 @@ class UNetHparams(Hparams):
     stride: int = Field(4, ge=2, le=8, description="Down-sampling factor per level.")
     kernel: int = Field(7, ge=3, le=31, description="Convolution kernel size (odd).")
     growth: int = Field(2, ge=1, le=4, description="Channel multiplier per level.")
+    upsample: Literal["nearest", "transposed"] = Field(
+        "nearest", description="Decoder upsampling: nearest (repeat, then convolve; no fixed tones) or "
+                               "transposed (transposed convolutions, as v1-v3, which add tones at multiples of "
+                               "125 Hz).")
     stft_weight: float = Field(1.0, ge=0, description="Weight of the multi-resolution STFT loss.")
     l1_weight: float = Field(1.0, ge=0, description="Weight of the waveform L1 loss.")
     sisdr_weight: float = Field(2.0, ge=0, description="Weight of the negative SI-SDR loss, in units of "
@@ -42,11 +46,13 @@ class UNetSpec(ModelSpec):
     sample_rate = SAMPLE_RATE
     default_degrade = "lowres-8k"
     shipped_dirs = (WEIGHTS_DIR,)
+    legacy_hparams: ClassVar[dict] = {"upsample": "transposed"}  # checkpoints from before the option
 
     def build(self, hparams):
         from restorekit_plugins.nets.unet1d import UNet1d
 
-        return UNet1d(hparams.channels, hparams.depth, hparams.stride, hparams.kernel, hparams.growth)
+        return UNet1d(hparams.channels, hparams.depth, hparams.stride, hparams.kernel, hparams.growth,
+                      hparams.upsample)
 
     def randomize_tiny(self, model):
         import torch
@@ -123,7 +129,7 @@ class UNetRestore(Stage):
 
         out = process_in_chunks(run, audio.samples.cpu(), plan, batch_size=self.params.batch_size,
                                 device=self.device, precision=self.params.precision)
-        return audio.with_samples(out.clamp_(-1.0, 1.0))
+        return audio.with_samples(out)  # no clamp: the level is the writer's and the mastering's business
 
 
 @hookimpl

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,11 +106,21 @@ class SegmentSource:
         return seg.astype(np.float32)
 
 
+TARGET_STAGE = "target"  #: in a training preset: the stage whose output is the training target
+NO_DAMAGE = "none"  #: in a --degrade list: the segment is its own input and target
+
+
 class Degrader:
-    """Applies a degradation pipeline to segments, seeded per segment.
+    """Makes (degraded, target) training pairs from clean segments with degradation presets, seeded per segment.
 
     `preset` is a preset name or pipeline file, or several separated by commas: each
-    segment then gets one of them, drawn from its seed.
+    segment then gets one of them, drawn from its seed (name one twice to weight it).
+    `none` in the list makes identity pairs (the clean segment is input and target).
+    A preset that is a plain chain with a stage whose id is `target` splits there: the
+    stages up to and including `target` make the target from the clean segment (content
+    the model must keep, e.g. the noise-like top octave of text-to-music output), the
+    stages after it damage that target into the input. Without such a stage the target
+    is the clean segment.
     """
 
     def __init__(self, preset: str, sample_rate: int):
@@ -117,15 +128,28 @@ class Degrader:
 
         self.preset = preset
         self.sample_rate = sample_rate
-        self.pipelines = []
+        self.recipes: list[tuple[Any, Any]] = []  # (target pipeline or None, damage pipeline or None)
         for name in (p.strip() for p in preset.split(",")):
+            if name == NO_DAMAGE:
+                self.recipes.append((None, None))
+                continue
             pipeline = load_pipeline(find_degradation(name), device="cpu")
-            pipeline.prepare("cpu")
-            self.pipelines.append(pipeline)
+            self.recipes.append(_split_at_target(pipeline, name))
+
+    def pair(self, segment: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(degraded, target) for one mono segment, both as long as the segment."""
+        content, damage = self.recipes[seed % len(self.recipes)]
+        target = self._apply(content, segment, seed + 1)
+        return self._apply(damage, target, seed), target
 
     def __call__(self, segment: np.ndarray, seed: int) -> np.ndarray:
+        """The degraded segment (the input half of `pair`)."""
+        return self.pair(segment, seed)[0]
+
+    def _apply(self, pipeline, segment: np.ndarray, seed: int) -> np.ndarray:
+        if pipeline is None:
+            return segment
         audio = Audio(torch.from_numpy(np.ascontiguousarray(segment[None])), self.sample_rate)
-        pipeline = self.pipelines[seed % len(self.pipelines)]
         out = pipeline.run(audio, seed=seed).audio
         out = convert_channels(resample(out, self.sample_rate), 1)
         y = out.numpy()[0]
@@ -133,12 +157,37 @@ class Degrader:
         return np.pad(y[:n], (0, max(0, n - len(y)))).astype(np.float32)
 
 
+def _split_at_target(pipeline, name: str):
+    """(target pipeline or None, damage pipeline or None) of a training preset (see `Degrader`)."""
+    from restorekit.runner import Pipeline
+
+    ids = [node.id for node in pipeline.nodes]
+    if TARGET_STAGE not in ids:
+        pipeline.prepare("cpu")
+        return None, pipeline
+    if any(node.input is not None for node in pipeline.nodes):
+        raise RestorekitError(f"--degrade {name}: a preset with a '{TARGET_STAGE}' stage must be a plain chain "
+                              "(no `input:` references)")
+    k = ids.index(TARGET_STAGE) + 1
+    parts = []
+    for nodes in (pipeline.nodes[:k], pipeline.nodes[k:]):
+        if not nodes:
+            parts.append(None)
+            continue
+        part = Pipeline(nodes, name=f"{pipeline.name}:{nodes[0].id}", device="cpu")
+        part.prepare("cpu")
+        parts.append(part)
+    return parts[0], parts[1]
+
+
 def make_pairs(source: SegmentSource, degrader: Degrader, count: int,
                rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` (degraded, clean) pairs shaped (count, 1, segment)."""
-    clean = np.stack([source.sample(rng) for _ in range(count)])
-    degraded = np.stack([degrader(c, int(rng.integers(0, 2**31 - 1))) for c in clean])
-    return torch.from_numpy(degraded)[:, None], torch.from_numpy(clean)[:, None]
+    """`count` (degraded, target) pairs shaped (count, 1, segment)."""
+    clean = [source.sample(rng) for _ in range(count)]
+    pairs = [degrader.pair(c, int(rng.integers(0, 2**31 - 1))) for c in clean]
+    degraded = np.stack([d for d, _ in pairs])
+    target = np.stack([t for _, t in pairs])
+    return torch.from_numpy(degraded)[:, None], torch.from_numpy(target)[:, None]
 
 
 def write_split(path: Path, splits: dict[str, list[Path]]) -> None:

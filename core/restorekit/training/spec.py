@@ -55,6 +55,9 @@ class ModelSpec:
     pool_size: ClassVar[int] = 0
     #: Where the plugin ships its trained weights (searched by checkpoint name).
     shipped_dirs: ClassVar[tuple[Path, ...]] = ()
+    #: Values for hyper-parameters that checkpoints written before they existed lack (the
+    #: architecture those checkpoints were trained with), when it differs from the default.
+    legacy_hparams: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, hparams: Hparams | None = None) -> None:
         self.hparams = hparams if hparams is not None else self.Hparams()
@@ -70,7 +73,7 @@ class ModelSpec:
         if ckpt.architecture != self.architecture:
             raise checkpoints.CheckpointError(
                 f"{ckpt.path}: architecture '{ckpt.architecture}', expected '{self.architecture}'")
-        model = self.build(self.Hparams(**ckpt.hparams))
+        model = self.build(self.Hparams(**{**self.legacy_hparams, **ckpt.hparams}))
         model.load_state_dict(ckpt.tensors)
         return model, ckpt
 

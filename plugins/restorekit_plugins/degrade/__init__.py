@@ -1,7 +1,8 @@
 """Degradation stages (family `degrade.`): simulate the damage restorekit's stages repair.
 
 Band limitation, requantization, noise, reverb, clipping, MP3, spectrogram gaps,
-codec-like requantization and the random `generative_mix` recipe. The presets in
+codec-like requantization, the random `generative_mix` recipe, and the text-to-music
+damage (noise substitution, tilt, level and DC faults). The presets in
 pipelines/degrade/ chain them (`restorekit degrade --list`). Only pydantic and
 restorekit.stage are imported here; numpy, scipy, soxr and pedalboard load in `process`.
 """
@@ -14,15 +15,20 @@ from restorekit_plugins.degrade.stages import (
     BandLimit,
     Clip,
     Codec,
+    DcFault,
     GenerativeMix,
+    Level,
     Mp3,
     Noise,
     Quantize,
+    NoiseSubstitute,
     Reverb,
     SpectralGaps,
+    Tilt,
 )
 
-__all__ = ["BandLimit", "Clip", "Codec", "GenerativeMix", "Mp3", "Noise", "Quantize", "Reverb", "SpectralGaps"]
+__all__ = ["BandLimit", "Clip", "Codec", "DcFault", "GenerativeMix", "Level", "Mp3", "Noise", "NoiseSubstitute",
+           "Quantize", "Reverb", "SpectralGaps", "Tilt"]
 
 
 @hookimpl

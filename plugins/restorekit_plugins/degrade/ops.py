@@ -323,15 +323,13 @@ def band_edges(n_bins: int, bands: int) -> np.ndarray:
     return edges
 
 
-def codec(x: np.ndarray, rate: int, cutoff_hz: float, bits: int, bands: int, frame_ms: float,
-          scale_step_db: float) -> np.ndarray:
-    """Band-limit and coarsely requantize STFT magnitudes per band, keeping the phase.
+def stft_map(x: np.ndarray, rate: int, frame_ms: float, fn) -> np.ndarray:
+    """Apply `fn` to the STFT of x and invert it: Hann window of `frame_ms`, 75 % overlap.
 
-    Hann STFT at 75 % overlap. In each frame, bins above `cutoff_hz` are zeroed; the bins
-    below are split into `bands` log-spaced bands; each band's peak magnitude is the
-    band's scale factor, rounded to `scale_step_db`; the magnitudes, divided by it, go
-    through a 3/4 power law (as in MP3 and AAC) and are rounded to 2**bits - 1 levels.
-    Frames are processed in chunks, so memory stays near the size of the signal.
+    `fn(spec, freqs)` gets a chunk of frames shaped (channels, frames, bins) (complex64; it
+    may modify it in place) and the bin frequencies in Hz, and returns the new spectrum.
+    Frames are processed in chunks, so memory stays near the size of the signal; with
+    `fn` the identity the output equals the input to float precision.
     """
     from numpy.lib.stride_tricks import sliding_window_view
     from scipy import fft
@@ -346,15 +344,36 @@ def codec(x: np.ndarray, rate: int, cutoff_hz: float, bits: int, bands: int, fra
     out = np.zeros_like(padded)
     out_blocks = out.reshape(channels, n_blocks, hop)
     n_frames = n_blocks - 3
-    n_bins = win_len // 2 + 1
-    keep_bins = min(n_bins, int(math.floor(cutoff_hz * win_len / rate)) + 1)
-    edges = band_edges(keep_bins, bands)
-    widths = np.diff(np.append(edges, keep_bins))
-    levels = float(2 ** bits - 1)
+    freqs = np.arange(win_len // 2 + 1) * (rate / win_len)
     windows = sliding_window_view(padded, win_len, axis=-1)[:, ::hop]
     for m0 in range(0, n_frames, STFT_CHUNK_FRAMES):  # chunks of frames, each fully vectorized
         m1 = min(n_frames, m0 + STFT_CHUNK_FRAMES)
-        spec = fft.rfft(windows[:, m0:m1] * window, axis=-1)
+        spec = fn(fft.rfft(windows[:, m0:m1] * window, axis=-1), freqs)
+        y = fft.irfft(spec, n=win_len, axis=-1) * window
+        y = y.reshape(channels, m1 - m0, 4, hop)
+        for j in range(4):  # overlap-add: frame m covers blocks m .. m + 3 of the padded signal
+            out_blocks[:, m0 + j:m1 + j] += y[:, :, j]
+    out /= np.float32(1.5)  # sum of the squared periodic Hann at hop = length / 4
+    return np.ascontiguousarray(out[:, 3 * hop:3 * hop + frames])
+
+
+def codec(x: np.ndarray, rate: int, cutoff_hz: float, bits: int, bands: int, frame_ms: float,
+          scale_step_db: float) -> np.ndarray:
+    """Band-limit and coarsely requantize STFT magnitudes per band, keeping the phase.
+
+    Hann STFT at 75 % overlap. In each frame, bins above `cutoff_hz` are zeroed; the bins
+    below are split into `bands` log-spaced bands; each band's peak magnitude is the
+    band's scale factor, rounded to `scale_step_db`; the magnitudes, divided by it, go
+    through a 3/4 power law (as in MP3 and AAC) and are rounded to 2**bits - 1 levels.
+    """
+    hop = max(1, round(frame_ms * rate / 4000.0))
+    win_len = 4 * hop
+    keep_bins = min(win_len // 2 + 1, int(math.floor(cutoff_hz * win_len / rate)) + 1)
+    edges = band_edges(keep_bins, bands)
+    widths = np.diff(np.append(edges, keep_bins))
+    levels = float(2 ** bits - 1)
+
+    def requantize(spec, freqs):
         spec[..., keep_bins:] = 0
         band = spec[..., :keep_bins]
         mag = np.abs(band)
@@ -369,9 +388,79 @@ def codec(x: np.ndarray, rate: int, cutoff_hz: float, bits: int, bands: int, fra
             q = np.round(norm ** 0.75 * levels) / levels
             gain = np.where(mag > 0, scale * q ** (4.0 / 3.0) / mag, 0).astype(np.float32)
         band *= gain
-        y = fft.irfft(spec, n=win_len, axis=-1) * window
-        y = y.reshape(channels, m1 - m0, 4, hop)
-        for j in range(4):  # overlap-add: frame m covers blocks m .. m + 3 of the padded signal
-            out_blocks[:, m0 + j:m1 + j] += y[:, :, j]
-    out /= np.float32(1.5)  # sum of the squared periodic Hann at hop = length / 4
-    return np.ascontiguousarray(out[:, 3 * hop:3 * hop + frames])
+        return spec
+
+    return stft_map(x, rate, frame_ms, requantize)
+
+
+# -- text-to-music damage ----------------------------------------------------------------
+def noise_substitute(x: np.ndarray, rate: int, onset_hz: float, keep: float, bands_per_octave: float,
+                     frame_ms: float, rng: np.random.Generator) -> np.ndarray:
+    """Replace the fine structure above `onset_hz` by noise with the same short-time band envelope.
+
+    What a neural audio codec at a low bitrate (or a perceptual codec's noise filling)
+    does to the top of the spectrum: in every STFT frame the power of each band
+    (`bands_per_octave` log-spaced bands from `onset_hz` up) is kept, but the bins inside a
+    band become complex Gaussian noise of that power; a fraction `keep` of the original
+    power is mixed back (0: pure noise). The substitution fades in over one band above
+    `onset_hz`, so there is no step. The band envelope follows the music frame by frame:
+    cymbals stay cymbals in time and level, only their detail becomes noise.
+    """
+    if onset_hz >= rate / 2:
+        return x.copy()
+
+    def substitute(spec, freqs):
+        lo = int(np.searchsorted(freqs, onset_hz))
+        up = freqs[lo:]
+        if up.size == 0:
+            return spec
+        band_of = np.floor(np.log2(up / onset_hz) * bands_per_octave).astype(np.int64)
+        n_bands = int(band_of.max()) + 1
+        onehot = np.zeros((up.size, n_bands), dtype=np.float32)
+        onehot[np.arange(up.size), band_of] = 1.0
+        counts = onehot.sum(axis=0)
+        part = spec[..., lo:]
+        power = (part.real ** 2 + part.imag ** 2) @ (onehot / np.maximum(counts, 1))  # (C, T, bands)
+        rms = np.sqrt(power @ onehot.T)  # back to bins
+        # Frames of independent noise do not add up coherently in the overlap-add: with a Hann
+        # window at 75 % overlap they come out at (3/8) / 1.5 = 1/4 of the power a coherent
+        # signal of the same spectrum would; a gain of 2 gives the band its power back.
+        noise = (rng.standard_normal(part.shape, dtype=np.float32)
+                 + 1j * rng.standard_normal(part.shape, dtype=np.float32)) * np.float32(2.0 * math.sqrt(0.5))
+        ramp = np.clip(np.log2(up / onset_hz) * bands_per_octave, 0, 1).astype(np.float32)  # one band of fade-in
+        mix = 1.0 - (1.0 - keep) * ramp  # share of the original's power kept, per bin
+        spec[..., lo:] = part * np.sqrt(mix) + noise * rms * np.sqrt(1.0 - mix)
+        return spec
+
+    return stft_map(x, rate, frame_ms, substitute)
+
+
+def tilt(x: np.ndarray, rate: int, corner_hz: float, slope_db_per_oct: float, frame_ms: float = 20.0) -> np.ndarray:
+    """Zero-phase spectral tilt: a gain of `slope_db_per_oct` per octave above `corner_hz`, 0 dB below."""
+    if slope_db_per_oct == 0 or corner_hz >= rate / 2:
+        return x.copy()
+
+    def shape(spec, freqs):
+        octaves = np.log2(np.maximum(freqs, corner_hz) / corner_hz)
+        spec *= (10.0 ** (slope_db_per_oct * octaves / 20.0)).astype(np.float32)
+        return spec
+
+    return stft_map(x, rate, frame_ms, shape)
+
+
+def dc_fault(x: np.ndarray, rate: int, offset: float, drift: float, drift_hz: float, phase: float,
+             clip_at: float | None) -> np.ndarray:
+    """Add a DC offset that drifts slowly (offset + drift * sin(2 pi drift_hz t + phase)) to every channel.
+
+    With `clip_at`, the result is clipped to +-clip_at afterwards, as a fixed-point stage
+    behind the fault would: one side of the waveform flattens, the other does not.
+    """
+    out = np.empty_like(x)
+    for start in range(0, x.shape[1], BLOCK_FRAMES):
+        t = np.arange(start, min(x.shape[1], start + BLOCK_FRAMES)) / rate
+        shift = (offset + drift * np.sin(2 * np.pi * drift_hz * t + phase)).astype(np.float32)
+        block = x[:, start:start + BLOCK_FRAMES] + shift
+        if clip_at is not None:
+            np.clip(block, -clip_at, clip_at, out=block)
+        out[:, start:start + BLOCK_FRAMES] = block
+    return out

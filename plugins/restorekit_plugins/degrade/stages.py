@@ -185,7 +185,8 @@ class Mp3(Stage):
     quality only (0 best .. 10 worst; LAME documents averages for 44.1 kHz stereo of
     ~245 kbit/s at -V0, ~190 at -V2, ~165 at -V4, ~115 at -V6, ~65 at -V9). LAME picks
     its own low-pass (at 44.1 kHz: ~17 kHz at 64 kbit/s, ~20.5 kHz at 128). Rates MP3
-    lacks are resampled to the next MP3 rate and back.
+    lacks are resampled to the next MP3 rate and back. With `probability` below 1, only
+    that share of files (drawn from the seed) is coded.
     """
 
     id = "degrade.mp3"
@@ -198,6 +199,8 @@ class Mp3(Stage):
             64, ge=32, le=320, description="cbr: bitrate in kbit/s, one of 32 40 48 56 64 80 96 112 128 160 192 224 "
                                            "256 320 (below 32 kHz LAME caps it: 160 at 16-24 kHz, 64 below).")
         vbr_quality: float = Field(4.0, ge=0, le=10, description="vbr: LAME VBR quality, 0 (best) to 10 (worst).")
+        probability: float = Field(1.0, ge=0, le=1, description="Chance that a file is coded at all (drawn per "
+                                                               "file); the others pass unchanged.")
 
         @field_validator("bitrate_kbps")
         @classmethod
@@ -210,6 +213,8 @@ class Mp3(Stage):
         from restorekit_plugins.degrade import ops
 
         p = self.params
+        if self.rng().random() >= p.probability:
+            return audio
         return _wrap(audio, ops.mp3(audio.numpy(), audio.sample_rate, p.mode, p.bitrate_kbps, p.vbr_quality))
 
 
@@ -356,4 +361,157 @@ class GenerativeMix(Stage):
         return _wrap(audio, y)
 
 
-STAGES = (BandLimit, Quantize, Noise, Reverb, Clip, Mp3, SpectralGaps, Codec, GenerativeMix)
+class NoiseSubstitute(Stage):
+    """Replace the fine structure above an onset frequency by band-shaped noise, as a neural codec does.
+
+    In each STFT frame (Hann `frame_ms`, 75 % overlap) the power of every band
+    (`bands_per_octave` log-spaced bands from the onset up) is kept and its bins become
+    Gaussian noise of that power, so the band's level follows the music frame by frame
+    (cymbals and air keep their timing and level) while its detail becomes noise. The
+    onset is drawn per file from [onset_min_hz, onset_max_hz] and the share of the
+    original power mixed back from [keep_min, keep_max]. The substitution fades in over
+    one band above the onset.
+    """
+
+    id = "degrade.noise_substitute"
+    summary = "Codec-like noise substitution: the band above a drawn onset becomes noise with the music's envelope."
+    accepts = CPU
+
+    class Params(StageParams):
+        onset_min_hz: float = Field(6000.0, ge=100, le=96000, description="Lowest onset frequency drawn, in Hz.")
+        onset_max_hz: float = Field(12000.0, ge=100, le=96000, description="Highest onset frequency drawn, in Hz.")
+        keep_min: float = Field(0.0, ge=0, le=1, description="Smallest share of the original power kept in the "
+                                                             "substituted band (0: pure noise).")
+        keep_max: float = Field(0.3, ge=0, le=1, description="Largest share of the original power kept.")
+        bands_per_octave: float = Field(6.0, ge=1, le=48, description="Resolution of the kept envelope, in bands "
+                                                                      "per octave.")
+        frame_ms: float = Field(20.0, ge=2, le=200, description="STFT window length in ms (hop: a quarter of it).")
+
+        @model_validator(mode="after")
+        def _ranges(self):
+            _ordered(self, "onset_min_hz", "onset_max_hz")
+            return _ordered(self, "keep_min", "keep_max")
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        rng = self.rng()
+        onset = float(rng.uniform(p.onset_min_hz, p.onset_max_hz))
+        keep = float(rng.uniform(p.keep_min, p.keep_max))
+        log.debug("%s: onset %.0f Hz, keep %.2f", self.id, onset, keep)
+        return _wrap(audio, ops.noise_substitute(audio.numpy(), audio.sample_rate, onset, keep,
+                                                 p.bands_per_octave, p.frame_ms, rng))
+
+
+class Tilt(Stage):
+    """Tilt the spectrum above a corner frequency by a slope drawn per file (zero-phase).
+
+    The gain is `slope` dB per octave above `corner_hz` and 0 dB below it, the slope drawn
+    uniformly from [slope_min_db_per_oct, slope_max_db_per_oct] (negative: darker).
+    """
+
+    id = "degrade.tilt"
+    summary = "Spectral tilt above a corner frequency, slope in dB per octave drawn per file."
+    accepts = CPU
+
+    class Params(StageParams):
+        corner_hz: float = Field(4000.0, ge=20, le=96000, description="Where the tilt starts, in Hz.")
+        slope_min_db_per_oct: float = Field(-6.0, ge=-60, le=24, description="Lowest slope drawn, in dB per octave.")
+        slope_max_db_per_oct: float = Field(0.0, ge=-60, le=24, description="Highest slope drawn, in dB per octave.")
+
+        @model_validator(mode="after")
+        def _ranges(self):
+            return _ordered(self, "slope_min_db_per_oct", "slope_max_db_per_oct")
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        slope = float(self.rng().uniform(p.slope_min_db_per_oct, p.slope_max_db_per_oct))
+        return _wrap(audio, ops.tilt(audio.numpy(), audio.sample_rate, p.corner_hz, slope))
+
+
+class Level(Stage):
+    """Set the integrated loudness (ITU-R BS.1770) to a value drawn per file, as generators leave it.
+
+    The loudness is drawn from [lufs_min, lufs_max]; where that would put the sample peak
+    above `peak_max` the gain is lowered to reach it instead. A `peak_max` above 1.0 makes
+    float files with peaks above full scale, as raw generator output has. Silence stays silent.
+    """
+
+    id = "degrade.level"
+    summary = "Random loudness (LUFS drawn per file) with a sample-peak limit that may exceed full scale."
+    accepts = CPU
+
+    class Params(StageParams):
+        lufs_min: float = Field(-23.0, ge=-70, le=0, description="Lowest integrated loudness drawn, in LUFS.")
+        lufs_max: float = Field(-14.0, ge=-70, le=0, description="Highest integrated loudness drawn, in LUFS.")
+        peak_max: float = Field(1.06, gt=0, le=4, description="Highest sample peak allowed (linear; 1.06 = "
+                                                              "+0.5 dBFS, above full scale).")
+
+        @model_validator(mode="after")
+        def _ranges(self):
+            return _ordered(self, "lufs_min", "lufs_max")
+
+    def process(self, audio):
+        import math
+
+        import numpy as np
+
+        from restorekit_plugins.degrade import ops
+        from restorekit_plugins.master import integrated_loudness
+
+        p = self.params
+        target = float(self.rng().uniform(p.lufs_min, p.lufs_max))
+        x = audio.numpy()
+        loudness = integrated_loudness(x, audio.sample_rate)
+        if not math.isfinite(loudness):
+            return audio
+        gain = 10.0 ** ((target - loudness) / 20.0)
+        peak = ops.peak(x)
+        if peak * gain > p.peak_max:
+            gain = p.peak_max / peak
+        return _wrap(audio, x * np.float32(gain))
+
+
+class DcFault(Stage):
+    """Add a slowly drifting DC offset to some files, clipped at full scale (one-sided clipping).
+
+    With probability `probability` a file gets an offset drawn from [offset_min, offset_max]
+    (sign drawn too) plus a drift of up to `drift_fraction` of it that varies at
+    `drift_hz`; with `clip` the result is clipped to +-1, so the side the offset pushes
+    flattens, as in raw generator output written through a fixed-point stage.
+    """
+
+    id = "degrade.dc_offset"
+    summary = "Occasional DC offset with slow drift, clipped at full scale (one-sided clipping)."
+    accepts = CPU
+
+    class Params(StageParams):
+        probability: float = Field(0.1, ge=0, le=1, description="Chance that a file gets the fault (per file).")
+        offset_min: float = Field(0.02, ge=0, le=1, description="Smallest |offset| drawn (linear, full scale 1).")
+        offset_max: float = Field(0.3, ge=0, le=1, description="Largest |offset| drawn (linear).")
+        drift_fraction: float = Field(0.3, ge=0, le=1, description="Drift amplitude as a fraction of the offset.")
+        drift_hz: float = Field(0.2, ge=0, le=20, description="Rate of the drift, in Hz.")
+        clip: bool = Field(True, description="Clip to +-1 afterwards (one-sided clipping).")
+
+        @model_validator(mode="after")
+        def _ranges(self):
+            return _ordered(self, "offset_min", "offset_max")
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        rng = self.rng()
+        if rng.random() >= p.probability:
+            return audio
+        offset = float(rng.uniform(p.offset_min, p.offset_max)) * (1 if rng.random() < 0.5 else -1)
+        phase = float(rng.uniform(0, 6.283185307179586))
+        return _wrap(audio, ops.dc_fault(audio.numpy(), audio.sample_rate, offset, offset * p.drift_fraction,
+                                         p.drift_hz, phase, 1.0 if p.clip else None))
+
+
+STAGES = (BandLimit, Quantize, Noise, Reverb, Clip, Mp3, SpectralGaps, Codec, GenerativeMix,
+          NoiseSubstitute, Tilt, Level, DcFault)

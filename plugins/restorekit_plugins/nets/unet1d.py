@@ -20,15 +20,23 @@ class UNet1d(nn.Module):
     """Encoder-decoder with skip connections; output = input + a learned residual.
 
     Each level downsamples by `stride` with a strided convolution and widens the
-    channels by `growth`; the decoder mirrors it with transposed convolutions and
-    concatenated skips. The last layer starts at zero, so an untrained network is the
-    identity. Input and output are (batch, 1, frames); any length is accepted (padded
-    internally to a multiple of stride**depth).
+    channels by `growth`; the decoder mirrors it and concatenates the skips. It upsamples
+    with `upsample="nearest"` (nearest-neighbour repetition, then a convolution) or
+    `"transposed"` (transposed convolutions, the v1-v3 design). Transposed convolutions
+    turn the constant (bias) part of their input into a pattern that repeats every
+    `stride` frames at each level, i.e. fixed tones at multiples of rate / stride**depth
+    (125 Hz at 32 kHz) in every output, silence included (v3: 15 kHz at -93 dBFS);
+    nearest-neighbour upsampling keeps a constant constant. The last layer starts at zero,
+    so an untrained network is the identity. Input and output are (batch, 1, frames); any
+    length is accepted (padded internally to a multiple of stride**depth).
     """
 
-    def __init__(self, channels: int = 16, depth: int = 3, stride: int = 4, kernel: int = 9, growth: int = 2):
+    def __init__(self, channels: int = 16, depth: int = 3, stride: int = 4, kernel: int = 9, growth: int = 2,
+                 upsample: str = "nearest"):
         super().__init__()
-        self.depth, self.stride = depth, stride
+        if upsample not in ("nearest", "transposed"):
+            raise ValueError(f"upsample must be 'nearest' or 'transposed', got {upsample!r}")
+        self.depth, self.stride, self.upsample = depth, stride, upsample
         widths = [channels * growth ** i for i in range(depth + 1)]
         self.stem = _Block(1, widths[0], kernel)
         self.down = nn.ModuleList()
@@ -40,8 +48,12 @@ class UNet1d(nn.Module):
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
         for i in reversed(range(depth)):
-            self.up.append(nn.ConvTranspose1d(widths[i + 1], widths[i], 2 * stride, stride=stride,
-                                              padding=stride // 2))
+            if upsample == "transposed":
+                self.up.append(nn.ConvTranspose1d(widths[i + 1], widths[i], 2 * stride, stride=stride,
+                                                  padding=stride // 2))
+            else:
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=stride, mode="nearest"),
+                                             nn.Conv1d(widths[i + 1], widths[i], 2 * stride - 1, padding=stride - 1)))
             self.dec.append(_Block(2 * widths[i], widths[i], kernel))
         self.head = nn.Conv1d(widths[0], 1, kernel, padding=kernel // 2)
         nn.init.zeros_(self.head.weight)
@@ -61,7 +73,9 @@ class UNet1d(nn.Module):
             total += scale * (k // 2)
         total += scale * (k // 2)  # bottleneck
         for _ in range(self.depth):
-            total += scale * (k // 2) + scale
+            total += scale * (k // 2) + scale  # decoder conv at the coarse level; upsampling holds one frame
+            if self.upsample == "nearest":  # and the convolution after the repetition reaches stride - 1 fine frames
+                total += (self.stride - 1) * (scale // self.stride)
             scale //= self.stride
         return total + k // 2
 

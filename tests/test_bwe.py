@@ -15,7 +15,7 @@ from restorekit.audio import Audio
 from restorekit.dsp import resample
 from restorekit.runner import Pipeline
 from restorekit.testing import check_stage
-from restorekit_plugins.bwe import HarmonicBWE, detect_cutoff
+from restorekit_plugins.bwe import HarmonicBWE, analyze_spectrum, detect_cutoff, find_cutoff
 
 
 def full_band(sample_rate: int, seconds: float, channels: int = 2, seed: int = 0,
@@ -99,8 +99,25 @@ def test_detects_the_band_limit_under_a_16_bit_noise_floor():
 
 @pytest.mark.parametrize("rate, slope", [(44100, -6.0), (44100, -12.0), (32000, -3.0), (48000, -9.0)])
 def test_full_band_audio_has_no_cutoff(rate, slope):
-    """Steep but natural roll-offs (up to -12 dB/octave) are not cliffs."""
-    assert detect_cutoff(torch.from_numpy(full_band(rate, 2.0, slope_db_per_oct=slope)), rate, 30.0) is None
+    """Steep but natural roll-offs (up to -12 dB/octave) are not cliffs, nor falls onto a noise floor."""
+    x = torch.from_numpy(full_band(rate, 2.0, slope_db_per_oct=slope))
+    assert detect_cutoff(x, rate, 30.0) is None
+    assert detect_cutoff(x, rate, 30.0, floor_drop_db=10.0, floor_spread_db=4.0) is None
+
+
+def demo_like(rate: int = 32000, cutoff: float = 8000, floor_dbfs: float = -58.0, seed: int = 13) -> np.ndarray:
+    """Band-limited at `cutoff` with a white noise floor under the missing band, like the demo clip."""
+    x = band_limit(full_band(rate, 3.0, channels=1, seed=seed), rate, cutoff)
+    noise = np.random.default_rng(seed).standard_normal(x.shape) * 10 ** (floor_dbfs / 20)
+    return (x + noise).astype(np.float32)
+
+
+def test_a_band_limit_over_a_noise_floor_is_found():
+    """The fall onto a -50 dBFS floor is only ~15-20 dB, short of the 30 dB a bare cliff needs."""
+    x = torch.from_numpy(demo_like())
+    assert detect_cutoff(x, 32000, 30.0) is None  # a cliff alone is not enough here
+    found = find_cutoff(analyze_spectrum(x, 32000), 30.0, floor_drop_db=10.0, floor_spread_db=4.0)
+    assert found.kind == "floor" and 0.9 * 8000 <= found.cutoff_hz <= 8000
 
 
 # -- full band passes through ----------------------------------------------------------------
@@ -111,13 +128,42 @@ def test_full_band_input_at_the_target_rate_is_returned_unchanged():
     assert np.array_equal(y, x)
 
 
-@pytest.mark.parametrize("rate", [48000, 32000, 22050])
-def test_full_band_input_at_another_rate_is_only_resampled(rate):
-    """Full band at its own rate (even when that is below the target's) is soxr-resampled, nothing else."""
-    x = full_band(rate, 1.5, seed=4)
-    y, _ = extend(x, rate)
-    expected = resample(Audio.from_numpy(x, rate), 44100).numpy()
+def test_full_band_input_at_a_higher_rate_is_only_resampled():
+    """48 kHz full band to 44.1 kHz: the output adds no band, so soxr resampling and nothing else."""
+    x = full_band(48000, 1.5, seed=4)
+    y, stage = extend(x, 48000)
+    expected = resample(Audio.from_numpy(x, 48000), 44100).numpy()
     assert y.shape == expected.shape and np.array_equal(y, expected)
+    assert stage.take_notes() == ["no cutoff: no cliff in the spectrum (a fall of the detection thresholds within "
+                                  "6% of a frequency that stays down); only resampled to 44100 Hz"]
+
+
+@pytest.mark.parametrize("rate", [32000, 22050])
+def test_content_up_to_the_input_nyquist_is_extended_when_the_output_band_is_wider(rate):
+    """Text-to-music output is 32 kHz with content to its Nyquist frequency: the rate is the band limit.
+    The band above it is filled, the band below is left alone, and the note says why."""
+    x = full_band(rate, 3.0, seed=4)
+    y, stage = extend(x, rate)
+    finding = stage.find(Audio.from_numpy(x, rate))
+    assert finding.kind == "nyquist" and 0.9 * rate / 2 <= finding.cutoff_hz <= rate / 2
+    note = stage.take_notes()[0]
+    assert "reaches the input's Nyquist frequency" in note and f"{finding.cutoff_hz / 1000:.2f} kHz" in note
+    f, before = psd(resample(Audio.from_numpy(x, rate), 44100).numpy(), 44100)
+    _, after = psd(y, 44100)
+    below = (f >= 50) & (f < 0.98 * finding.cutoff_hz)  # the input rolls off at its edge: the fade-in's leak shows
+    assert np.abs(10 * np.log10(after[below] / before[below])).max() < 0.1
+    nyq = rate / 2
+    assert band_db(f, after, nyq * 1.05, nyq * 1.2) - band_db(f, before, nyq * 1.05, nyq * 1.2) > 30
+    # within 30 dB per Hz of the band just below the input's edge
+    per_hz = [band_db(f, after, a, b) - 10 * np.log10(b - a) for a, b in ((0.8 * nyq, 0.95 * nyq),
+                                                                          (1.05 * nyq, 1.2 * nyq))]
+    assert per_hz[1] > per_hz[0] - 30
+
+
+def test_with_an_explicit_cutoff_the_edge_is_not_detected():
+    x = full_band(32000, 1.0, seed=4)
+    stage = HarmonicBWE(cutoff_hz=12000)
+    assert stage.find(Audio.from_numpy(x, 32000)).kind == "given"
 
 
 def test_a_cutoff_at_or_above_max_hz_leaves_the_audio_alone():

@@ -34,6 +34,9 @@ class UNetHparams(Hparams):
     l1_weight: float = Field(1.0, ge=0, description="Weight of the waveform L1 loss.")
     sisdr_weight: float = Field(2.0, ge=0, description="Weight of the negative SI-SDR loss, in units of "
                                                        "10 dB (0: off); rewards waveform fidelity.")
+    sisdr_max_db: float | None = Field(40.0, ge=10, le=150, description="Soft cap of each item's SI-SDR in dB, so "
+                                                                         "near-perfect items (identity pairs) do not "
+                                                                         "swamp the gradient; empty: no cap (v1-v3).")
     perceptual_weight: float = Field(0.0, ge=0, description="Weight of the quality estimator's loss (0: off).")
 
 
@@ -74,7 +77,7 @@ class UNetSpec(ModelSpec):
         if hp.sisdr_weight > 0:
             from restorekit_plugins.nets.losses import negative_si_sdr
 
-            sisdr = negative_si_sdr(out, targets) / 10.0
+            sisdr = negative_si_sdr(out, targets, max_db=hp.sisdr_max_db) / 10.0
             total = total + hp.sisdr_weight * sisdr
             parts["neg_si_sdr_10db"] = sisdr.item()
         if hp.perceptual_weight > 0:  # the quality estimator's judgement of the output (CQS)

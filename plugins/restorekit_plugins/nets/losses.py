@@ -28,13 +28,22 @@ def multi_resolution_stft_loss(estimate: torch.Tensor, target: torch.Tensor,
     return total / len(sizes)
 
 
-def negative_si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Minus the mean scale-invariant SDR in dB of (batch, ..., frames) signals (Le Roux et al. 2019)."""
+def negative_si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8,
+                    max_db: float | None = None) -> torch.Tensor:
+    """Minus the mean scale-invariant SDR in dB of (batch, ..., frames) signals (Le Roux et al. 2019).
+
+    `max_db` soft-caps each item's SDR (Wisdom et al. 2020: the noise power gets
+    10**(-max_db/10) of the signal power added): without it an item the network already
+    gets nearly right (an identity pair, say) has a gradient that grows without bound as
+    its error shrinks, and such items swamp the rest of the batch.
+    """
     est, ref = estimate.reshape(-1, estimate.shape[-1]), target.reshape(-1, target.shape[-1])
     est = est - est.mean(dim=-1, keepdim=True)
     ref = ref - ref.mean(dim=-1, keepdim=True)
     scale = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
     projection = scale * ref
     noise = est - projection
-    ratio = projection.pow(2).sum(-1) / (noise.pow(2).sum(-1) + eps)
+    signal = projection.pow(2).sum(-1)
+    floor = signal * 10.0 ** (-max_db / 10.0) if max_db is not None else 0.0
+    ratio = signal / (noise.pow(2).sum(-1) + floor + eps)
     return -(10 * torch.log10(ratio + eps)).mean()

@@ -1,10 +1,13 @@
 """Cut evaluation excerpts from the held-out (test) tracks of a training run.
 
     python scripts/make_heldout_set.py runs/unet-v1/split.json data/heldout --excerpts 3 --seconds 10
+    python scripts/make_heldout_set.py runs/unet-v4/split.json data/heldout44 --rate 44100 --min-edge-hz 16000
 
 Reads the run's split.json (files split by track, never by excerpt), takes evenly
 spaced excerpts from each test track, skipping near-silent ones, and writes them as
-32 kHz mono 24-bit WAV: the clean references for `restorekit compare --clean`.
+mono 24-bit WAV at `--rate` (32 kHz by default): the clean references for `restorekit
+compare --clean`. `--min-edge-hz` skips excerpts whose own band ends lower (the edge of
+`restorekit_plugins.degrade.profile`), for references of bandwidth extension.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from restorekit.audio import Audio
 from restorekit.dsp import convert_channels, resample
 from restorekit.io import read_audio, write_audio
+from restorekit_plugins.degrade.profile import text_to_music_profile
 
 
 def main() -> None:
@@ -28,6 +32,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=int, default=32000)
     parser.add_argument("--split-name", default="test")
+    parser.add_argument("--min-edge-hz", type=float, default=0.0)
     args = parser.parse_args()
     files = json.loads(args.split.read_text())[args.split_name]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -43,6 +48,9 @@ def main() -> None:
         for k, s in enumerate(starts):
             seg = np.ascontiguousarray(x[s:s + n], dtype=np.float32)
             if 20 * np.log10(np.sqrt(np.mean(seg ** 2)) + 1e-12) < -40:
+                continue
+            if args.min_edge_hz and text_to_music_profile(seg, args.rate)["edge_hz"] < args.min_edge_hz:
+                print(f"skipped {Path(f).stem}.{k}: its band ends below {args.min_edge_hz:g} Hz")
                 continue
             write_audio(args.out / f"{Path(f).stem}.{k}.wav", Audio.from_numpy(seg[None], args.rate), bit_depth=24)
             written += 1

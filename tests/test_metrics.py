@@ -34,7 +34,8 @@ from restorekit.plugins import ENTRY_POINT_GROUP, get_registry, load_registry, r
 
 RATE = 44100
 BUILTIN = ["snr", "si_sdr", "lsd", "lsd_band", "lsd_norm", "mel_l1", "mel_cosine", "spec_psnr", "visqol",
-           "bandwidth_hz", "centroid_hz", "flatness", "rms_dbfs", "lufs", "true_peak_dbtp", "clipped_fraction"]
+           "bandwidth_hz", "centroid_hz", "flatness", "rms_dbfs", "lufs", "true_peak_dbtp", "clipped_fraction",
+           "band_level_db", "band_tracking"]
 
 
 def audio(x, rate: int = RATE) -> Audio:
@@ -301,6 +302,29 @@ def test_true_peak_finds_the_inter_sample_peak():
     assert abs(tp) < 0.3
     rng_sig = noise(1.0, RATE, seed=18, channels=2)
     assert metric("true_peak_dbtp")(audio(rng_sig)) >= 20 * math.log10(np.abs(rng_sig).max()) - 1e-9
+
+
+def test_band_level_of_full_band_and_band_limited_noise():
+    x = noise(2.0, RATE, seed=21)
+    assert abs(metric("band_level_db")(audio(x))) < 0.5  # white: 16-20 kHz as loud per Hz as 13-15.5 kHz
+    import soxr
+
+    limited = soxr.resample(soxr.resample(x, RATE, 32000), 32000, RATE)  # what 32 kHz output leaves
+    assert metric("band_level_db")(audio(limited)) < -60
+    with pytest.raises(MetricError, match="above the Nyquist"):
+        metric("band_level_db")(audio(noise(1.0, 32000, seed=2), 32000))
+
+
+def test_band_tracking_follows_a_shared_envelope_and_not_a_steady_band():
+    from scipy import signal as sps
+
+    rng = np.random.default_rng(22)
+    n = 4 * RATE
+    env = np.repeat(rng.uniform(0.05, 1.0, n // 4410 + 1), 4410)[:n]  # a new level every 100 ms
+    hi = sps.sosfilt(sps.butter(8, [16500, 19500], "bandpass", fs=RATE, output="sos"), rng.standard_normal(n))
+    ref = sps.sosfilt(sps.butter(8, [13200, 15300], "bandpass", fs=RATE, output="sos"), rng.standard_normal(n))
+    assert metric("band_tracking")(audio(env * hi + env * ref)) > 0.9
+    assert abs(metric("band_tracking")(audio(0.3 * hi + env * ref))) < 0.3
 
 
 def test_clipped_fraction_of_a_clipped_sine():

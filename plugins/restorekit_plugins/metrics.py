@@ -1,5 +1,6 @@
 """Built-in metrics: with a reference (SNR, SI-SDR, LSD and variants, mel, spectrogram PSNR, ViSQOL)
-and without one (bandwidth, centroid, flatness, RMS, loudness, true peak, clipping).
+and without one (bandwidth, centroid, flatness, RMS, loudness, true peak, clipping, the level and
+tracking of a band against another).
 
 Definitions, STFT settings and channel handling are in docs/metrics.md. numpy, scipy,
 soxr, pyloudnorm and visqol are imported inside the functions that use them.
@@ -612,8 +613,104 @@ class Clipped(Metric):
         return clipped / x.size
 
 
+class BandLevelParams(SpectralParams):
+    low_hz: float = Field(16000.0, ge=0, le=384000, description="Lower edge of the band in Hz.")
+    high_hz: float = Field(20000.0, gt=0, le=384000, description="Upper edge of the band in Hz.")
+    ref_low_hz: float = Field(13000.0, ge=0, le=384000, description="Lower edge of the reference band in Hz.")
+    ref_high_hz: float = Field(15500.0, gt=0, le=384000, description="Upper edge of the reference band in Hz.")
+
+    @model_validator(mode="after")
+    def _bands(self):
+        for lo, hi in (("low_hz", "high_hz"), ("ref_low_hz", "ref_high_hz")):
+            if getattr(self, hi) <= getattr(self, lo):
+                raise ValueError(f"{hi} ({getattr(self, hi)}) must be above {lo} ({getattr(self, lo)})")
+        return self
+
+    def bins(self, sample_rate: int, n_bins: int, which: str) -> np.ndarray:
+        """Boolean mask of the STFT bins inside the band (`which`: "band" or "ref")."""
+        import numpy as np
+
+        lo, hi = (self.low_hz, self.high_hz) if which == "band" else (self.ref_low_hz, self.ref_high_hz)
+        if lo >= sample_rate / 2:
+            raise MetricError(f"{lo:g}-{hi:g} Hz lies above the Nyquist frequency ({sample_rate / 2:g} Hz): "
+                              "nothing to measure there; resample the audio or lower the band")
+        freqs = np.arange(n_bins) * sample_rate / (2 * (n_bins - 1))
+        mask = (freqs >= lo) & (freqs < hi)
+        if not mask.any():
+            raise MetricError(f"no STFT bin between {lo:g} and {hi:g} Hz; raise n_fft")
+        return mask
+
+
+class BandLevel(Metric):
+    """Mean power per Hz of a band over that of a reference band, long-term spectrum, in dB.
+
+    With the defaults (16-20 kHz against 13-15.5 kHz) it says whether the band above
+    generated music's 16 kHz cliff was filled: about -95 dB when it is empty, within a few
+    dB of 0 for full-band music.
+    """
+
+    id = "band_level_db"
+    summary = "Level of a band (default 16-20 kHz) relative to a reference band (13-15.5 kHz), in dB."
+    unit = "dB"
+    higher_is_better = None
+    Params = BandLevelParams
+
+    def compute(self, est, ref=None):
+        import math
+
+        p = self.params
+        psd = _mean_power_spectrum(est, p.n_fft, p.hop_length)
+        band, reference = psd[p.bins(est.sample_rate, psd.size, "band")], psd[p.bins(est.sample_rate, psd.size, "ref")]
+        if reference.mean() <= 0:
+            raise MetricError("band_level_db: the reference band is silent")
+        return 10 * math.log10(max(float(band.mean()), 1e-30) / float(reference.mean()))
+
+
+class BandTrackingParams(BandLevelParams):
+    smooth_ms: float = Field(50.0, ge=1, le=5000, description="Envelope smoothing (moving average) in ms.")
+
+
+class BandTracking(Metric):
+    """Correlation over time of a band's log energy with a reference band's (smoothed envelopes).
+
+    Near 1 when the band follows the music (as cymbals and air do), near 0 for a steady
+    band (hiss, or a constant synthesized fill). Frames where either band is silent are left out.
+    """
+
+    id = "band_tracking"
+    summary = "Correlation over time of a band's envelope (16-20 kHz) with a reference band's (13-15.5 kHz)."
+    unit = ""
+    higher_is_better = True
+    Params = BandTrackingParams
+
+    def compute(self, est, ref=None):
+        import numpy as np
+
+        from restorekit.metrics import stft_blocks
+
+        p = self.params
+        n_bins = p.n_fft // 2 + 1
+        band, reference = p.bins(est.sample_rate, n_bins, "band"), p.bins(est.sample_rate, n_bins, "ref")
+        a, b = [], []
+        for xb in stft_blocks(_x(est), p.n_fft, p.hop_length, center=False):
+            pw = (xb.real ** 2 + xb.imag ** 2).sum(axis=0)  # channels summed: (frames, bins)
+            a.append(pw[:, band].sum(axis=-1))
+            b.append(pw[:, reference].sum(axis=-1))
+        a, b = np.concatenate(a), np.concatenate(b)
+        width = max(1, round(p.smooth_ms / 1000 * est.sample_rate / p.hop_length))
+        kernel = np.ones(width) / width
+        a, b = np.convolve(a, kernel, "valid"), np.convolve(b, kernel, "valid")
+        loud = (a > 0) & (b > 0)
+        if loud.sum() < 3:
+            raise MetricError("band_tracking: fewer than three frames where both bands have energy")
+        la, lb = np.log10(a[loud]), np.log10(b[loud])
+        if la.std() == 0 or lb.std() == 0:
+            return 0.0
+        return float(np.corrcoef(la, lb)[0, 1])
+
+
 BUILTIN_METRICS = (SNR, SISDR, LSD, LSDBand, LSDNorm, MelL1, MelCosine, SpecPSNR, ViSQOL,
-                   Bandwidth, Centroid, Flatness, RMS, Loudness, TruePeak, Clipped)
+                   Bandwidth, Centroid, Flatness, RMS, Loudness, TruePeak, Clipped, BandLevel, BandTracking)
 
 
 @hookimpl

@@ -1,4 +1,7 @@
-"""master.normalize (peak, true peak, LUFS) and master.dither (TPDF on the bit-depth grid)."""
+"""master.normalize (peak, true peak, LUFS), master.dither (TPDF on the bit-depth grid), master.dc_remove.
+
+The limiter budget with a real limiter after it, and DC removal measured, are in test_mastering_dynamics.py.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ from restorekit.audio import Audio
 from restorekit.io import write_audio
 from restorekit.runner import Pipeline
 from restorekit.testing import check_stage, synth_audio
-from restorekit_plugins.master import Dither, Normalize, integrated_loudness, true_peak
+from pydantic import ValidationError
+
+from restorekit_plugins.master import DCRemove, Dither, Normalize, integrated_loudness, true_peak
 
 NORMALIZE_TOL_DB = 0.05
 
@@ -35,7 +40,8 @@ def music_like(channels=2, rate=44100, seconds=6.0, seed=0) -> np.ndarray:
 
 # -- normalize -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("params", [{}, {"mode": "true_peak"}, {"mode": "lufs"}])
+@pytest.mark.parametrize("params", [{}, {"mode": "true_peak"}, {"mode": "lufs"},
+                                    {"mode": "lufs", "tolerance_lu": 0, "max_peak_reduction_db": None}])
 def test_normalize_contract(params):
     check_stage(Normalize, params)
 
@@ -107,9 +113,73 @@ def test_silence_passes_and_gain_is_capped(caplog):
     assert "max_gain_db" in caplog.text
 
 
+def test_lufs_within_tolerance_is_left_bit_identical():
+    x = audio(music_like())  # -9.32 LUFS
+    stage = Normalize(target_lufs=-9.0)  # 0.32 LU away, within the default tolerance_lu of 1
+    y = stage.process(x)
+    assert np.array_equal(y.numpy(), x.numpy())
+    [note] = stage.take_notes()
+    assert "within tolerance_lu 1 of the target -9 LUFS: left unchanged (gain 0 dB)" in note
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.1])
+def test_lufs_outside_tolerance_lands_on_target(tolerance):
+    x = audio(music_like())
+    y = Normalize(target_lufs=-9.0, tolerance_lu=tolerance).process(x).numpy()
+    assert integrated_loudness(y, 44100) == pytest.approx(-9.0, abs=NORMALIZE_TOL_DB)
+    assert not np.array_equal(y, x.numpy())
+
+
+def test_tolerance_does_not_apply_to_peak_modes():
+    x = audio(music_like() * 0.9)
+    y = Normalize(target_dbfs=peak_db(x.numpy()) + 0.5).process(x).numpy()  # 0.5 dB away: still applied
+    assert peak_db(y) - peak_db(x.numpy()) == pytest.approx(0.5, abs=0.01)
+
+
+def test_budget_lowers_the_target_by_what_the_peaks_need():
+    x = music_like()  # -9.32 LUFS, true peak -6.31 dBTP
+    stage = Normalize(target_lufs=-1.0, ceiling_dbtp=-3.0, max_peak_reduction_db=1.0)
+    y = stage.process(audio(x)).numpy()
+    assert 20 * np.log10(true_peak(y)) == pytest.approx(-2.0, abs=0.01)  # ceiling + budget
+    reached = integrated_loudness(y, 44100)
+    assert reached == pytest.approx(-9.32 + 4.31, abs=0.02)
+    assert any(f"normalized to {reached:.2f} LUFS instead of -1 LUFS" in n for n in stage.take_notes())
+    unlimited = Normalize(target_lufs=-1.0, max_peak_reduction_db=None).process(audio(x)).numpy()
+    assert integrated_loudness(unlimited, 44100) == pytest.approx(-1.0, abs=NORMALIZE_TOL_DB)
+
+
+@pytest.mark.parametrize("bad", [{"tolerance_lu": -0.5}, {"tolerance_lu": 11}, {"ceiling_dbtp": 0.5},
+                                 {"max_peak_reduction_db": -1}, {"max_peak_reduction_db": 61}])
+def test_normalize_budget_params_are_validated(bad):
+    with pytest.raises(ValidationError):
+        Normalize(mode="lufs", **bad)
+
+
+def test_normalize_budget_defaults():
+    p = Normalize(target_lufs=-14).params
+    assert (p.tolerance_lu, p.ceiling_dbtp, p.max_peak_reduction_db) == (1.0, -1.0, 2.0)
+    assert Normalize(target_lufs=-14, max_peak_reduction_db=None).params.max_peak_reduction_db is None
+
+
 def test_true_peak_blocks_equal_whole():
     x = np.random.default_rng(5).standard_normal((2, 30_011)) * 0.2
     assert true_peak(x, block_frames=777) == true_peak(x)
+
+
+# -- dc_remove (behaviour measured in test_mastering_dynamics.py) ---------------------------
+
+@pytest.mark.parametrize("params", [{}, {"cutoff_hz": 10.0, "threshold_dbfs": -90.0}])
+def test_dc_remove_contract(params):
+    check_stage(DCRemove, params)
+
+
+def test_dc_remove_takes_a_constant_offset_off_mono():
+    x = music_like(1, 32000, seconds=2.0) + np.float32(0.25)
+    stage = DCRemove()
+    y = stage.process(audio(x, 32000)).numpy()
+    assert abs(float(y.mean())) < 1e-3
+    [note] = stage.take_notes()
+    assert note.startswith("mono: removed DC offset +0.2") and "(-12.0 dBFS)" in note
 
 
 # -- dither ----------------------------------------------------------------------------

@@ -17,11 +17,12 @@ from typing import Any
 
 from restorekit.hashing import sha256_file
 from restorekit.errors import AudioFileError, RestorekitError, UsageError
-from restorekit.io import READ_EXTENSIONS, read_audio, write_audio
+from restorekit.io import READ_EXTENSIONS, is_float_file, read_audio, write_audio
 
 log = logging.getLogger("restorekit")
 DEMO_NAME = "demo"
 MANIFEST_NAME = "manifest.json"
+FLOAT_BITS = 32
 
 
 @dataclass
@@ -36,6 +37,7 @@ class FileResult:
     duration_s: float | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    output_bit_depth: int | None = None
 
 
 @dataclass
@@ -122,8 +124,9 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
     pipeline.check_available()
     check_output_dir(outdir)
     resolved_device = pipeline.prepare(device)
-    dithered = pipeline.output_bit_depth()
+    dithered = pipeline.output_bit_depth()  # the pipeline's bit_depth, else its dither stage's
     bits = bit_depth or dithered or 24
+    depth_is_set = bool(bit_depth or dithered)
     if bit_depth and dithered and bit_depth < dithered:
         log.warning("the pipeline dithers to %d bits; --bit-depth %d rounds that without new dither. "
                     "To dither to %d bits, set the dither stage's bit_depth (e.g. --set dither.bit_depth=%d)",
@@ -143,6 +146,7 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
     base_seed = pipeline.seed if seed is None else seed
     input_paths = {j.source.resolve() for j in jobs}
     claimed: dict[Path, str] = {}
+    float_inputs: list[str] = []  # float inputs above full scale, written as float (the bit-depth policy)
 
     # disable=None: tqdm shows the bar on a terminal only; the postfix names the running stage
     bar = tqdm(jobs, desc="files", unit="file", disable=None if progress else True, leave=False)
@@ -165,20 +169,33 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
             box = [read_audio(job.source)]  # handed over: the runner frees the input after its last use
             result.input_sample_rate, result.input_channels = box[0].sample_rate, box[0].channels
             result.duration_s = round(box[0].duration_s, 6)
+            file_bits = bits
+            if not depth_is_set and fmt == "wav" and is_float_file(job.source):
+                in_peak = float(box[0].samples.abs().max())
+                if in_peak > 1.0:  # the source needs float to hold its level: keep it float
+                    file_bits = FLOAT_BITS
+                    float_inputs.append(job.source.name)
             run_result = pipeline.run(box, seed=file_seed(base_seed, job.relative),
                                       on_stage=lambda s: bar.set_postfix_str(s, refresh=False))
             result.timings_s = {k: round(v, 6) for k, v in run_result.timings.items()}
             result.notes = run_result.notes
+            if file_bits != bits:
+                result.notes.append(f"written as {FLOAT_BITS}-bit float, not {bits}-bit PCM: the input is a float "
+                                    f"file peaking at {20 * math.log10(in_peak):+.2f} dBFS, above full scale, "
+                                    "and neither --bit-depth, the pipeline's bit_depth nor a dither stage sets "
+                                    "the depth")
             outs = [run_result.outputs[None]] if names is None else [run_result.outputs[n] for n in names]
             for target, out in zip(targets, outs):
                 peak = float(out.samples.abs().max())
-                if bits != 32 and peak > 1.0:
+                if file_bits != FLOAT_BITS and peak > 1.0:
+                    fix = "--bit-depth 32" if fmt == "wav" else "--format wav --bit-depth 32 (FLAC has no float)"
                     message = (f"{target.name}: peaks at {20 * math.log10(peak):+.2f} dBFS are clipped to full "
-                               f"scale in {bits}-bit PCM; end the pipeline with dynamics.limit or use --bit-depth 32")
+                               f"scale in {file_bits}-bit PCM; end the pipeline with dynamics.limit or use {fix}")
                     result.notes.append(message)
                     log.warning("%s", message)
-                write_audio(target, out, bit_depth=bits, format=fmt)
+                write_audio(target, out, bit_depth=file_bits, format=fmt)
                 result.outputs.append(str(target))
+            result.output_bit_depth = file_bits
             result.status = "ok"
         except RestorekitError as exc:
             result.status, result.error = "failed", str(exc)
@@ -194,7 +211,14 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
             log.info("%s: %s", job.source, result.error)
         run_result = outs = out = box = None  # this file's audio must not live on into the next file
         release_freed_memory()
-    manifest = write_manifest(outdir, pipeline, resolved_device, bits, fmt, seed, results)
+    depth = None
+    if float_inputs:
+        depth = {"float_input_bit_depth": FLOAT_BITS,
+                 "bit_depth_reason": (f"{bits}-bit PCM by default (no --bit-depth, pipeline bit_depth or dither "
+                                      f"stage sets the depth); {len(float_inputs)} float input(s) peaking above "
+                                      f"full scale written as {FLOAT_BITS}-bit float so their level is not "
+                                      f"clipped: {', '.join(float_inputs)}")}
+    manifest = write_manifest(outdir, pipeline, resolved_device, bits, fmt, seed, results, depth)
     return BatchReport(results, resolved_device, manifest)
 
 
@@ -225,13 +249,18 @@ def environment_info() -> dict[str, Any]:
     }
 
 
-def write_manifest(outdir: Path, pipeline, device: str, bits: int, fmt: str, seed, results) -> Path:
-    """Write OUTDIR/manifest.json atomically."""
+def write_manifest(outdir: Path, pipeline, device: str, bits: int, fmt: str, seed, results,
+                   depth: dict[str, Any] | None = None) -> Path:
+    """Write OUTDIR/manifest.json atomically.
+
+    `output.bit_depth` is the run's depth; `depth` adds the float-input exception when it applied
+    (`float_input_bit_depth`, `bit_depth_reason`); each file's `output_bit_depth` is what it got.
+    """
     data = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pipeline": pipeline.spec or {"name": pipeline.name, "stages": [n.stage.id for n in pipeline.nodes]},
         "device": device,
-        "output": {"format": fmt, "bit_depth": bits, "seed": pipeline.seed if seed is None else seed},
+        "output": {"format": fmt, "bit_depth": bits, "seed": pipeline.seed if seed is None else seed, **(depth or {})},
         "environment": environment_info(),
         "files": [asdict(r) for r in results],
     }

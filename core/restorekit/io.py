@@ -17,6 +17,7 @@ from restorekit.errors import AudioFileError
 READ_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus")
 WRITE_FORMATS = {"wav": "WAV", "flac": "FLAC"}
 SUBTYPES = {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}
+FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
 MIN_FRAMES = 16
 MAX_CHANNELS = 32
 WRITE_BLOCK_FRAMES = 1 << 18
@@ -57,6 +58,14 @@ def read_audio(path: str | Path) -> Audio:
         raise AudioFileError(f"{path}: {int(bad.sum())} samples are NaN or Inf (first at {first / rate:.3f} s); "
                              "fix or re-export the source file")
     return Audio(torch.from_numpy(samples), rate)
+
+
+def is_float_file(path: str | Path) -> bool:
+    """True when the file stores floating-point samples (WAV/AIFF FLOAT or DOUBLE), which may exceed full scale."""
+    try:
+        return sf.info(str(path)).subtype in FLOAT_SUBTYPES
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return False
 
 
 def _sf_reason(exc: Exception) -> str:

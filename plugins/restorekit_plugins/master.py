@@ -1,8 +1,9 @@
-"""Mastering stages: `master.normalize` (peak, true peak, LUFS) and `master.dither` (TPDF).
+"""Mastering stages: `master.dc_remove`, `master.normalize` (peak, true peak, LUFS), `master.dither` (TPDF).
 
-Both work in blocks: normalize measures block by block (memory stays flat), then applies
-one gain; dither draws its noise block by block in an order that does not depend on the
-block size, so any block size gives the same output.
+All work in blocks: dc_remove filters block by block with the filter state carried over;
+normalize measures block by block (memory stays flat), then applies one gain; dither draws
+its noise block by block in an order that does not depend on the block size, so any block
+size gives the same output.
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ class Normalize(Stage):
     `lufs`: integrated loudness per ITU-R BS.1770-4 (K-weighting and the two gates, the
     way pyloudnorm computes it; agrees with `pyloudnorm.Meter.integrated_loudness` to
     0.01 LU); a clip shorter than one 0.4 s gating block is measured as one block.
-    Loudness normalization can push peaks past 0 dBFS: that is logged, and a
+    Loudness normalization can push peaks past 0 dBFS: that is noted, and a
     `dynamics.limit` after it catches them.
+    In `lufs` mode two rules keep the dynamics: a file already within `tolerance_lu` of the
+    target is left alone (gain 0, output bit-identical); and the limiter budget: when the
+    gain to the target would put the true peak more than `max_peak_reduction_db` above
+    `ceiling_dbtp` (the ceiling of the limiter that follows), the gain is lowered so the
+    limiter takes at most that much off, and a note names the loudness reached instead.
     Giving `target_lufs` without `mode` selects `mode: lufs`. Silence is passed through.
     """
 
@@ -54,6 +60,16 @@ class Normalize(Stage):
         target_lufs: float = Field(-14.0, ge=-70, le=0, description="Target integrated loudness in LUFS (mode lufs).")
         max_gain_db: float = Field(40.0, ge=0, le=120, description="Largest boost applied in dB, so near-silent "
                                                                    "input is not raised to full level.")
+        tolerance_lu: float = Field(1.0, ge=0, le=10, description=(
+            "mode lufs: a file measured within this many LU of target_lufs is left unchanged (gain 0, "
+            "bit-identical); 0 always applies the gain."))
+        ceiling_dbtp: float = Field(-1.0, ge=-60, le=0, description=(
+            "mode lufs: true-peak ceiling in dBTP of the limiter that follows (dynamics.limit ceiling_db), "
+            "used by max_peak_reduction_db."))
+        max_peak_reduction_db: float | None = Field(2.0, ge=0, le=60, description=(
+            "mode lufs: most the following limiter may take off the true peaks, in dB; when the target would "
+            "put them further above ceiling_dbtp, the gain is lowered (and noted). Empty (null): no budget, "
+            "the target is always reached."))
 
         @model_validator(mode="before")
         @classmethod
@@ -83,19 +99,45 @@ class Normalize(Stage):
             self._warn(f"the audio is silent ({level} {unit}): left unchanged")
             return audio
         gain_db = target - level
+        within = p.mode == "lufs" and abs(gain_db) <= p.tolerance_lu
+        if within:
+            gain_db = 0.0
         if gain_db > p.max_gain_db:
             self._warn(f"{gain_db:.1f} dB of gain needed to reach {target:g} {unit} from {level:.1f} {unit}; "
                        f"applying max_gain_db = {p.max_gain_db:g} dB")
             gain_db = p.max_gain_db
+        if p.mode == "lufs":
+            gain_db = self._limiter_budget(audio, level, target, gain_db)
+        if within and gain_db == 0.0:
+            self.note(f"measured {level:.2f} {unit}, within tolerance_lu {p.tolerance_lu:g} of the target "
+                      f"{target:g} {unit}: left unchanged (gain 0 dB)")
+            return audio
         gain = 10.0 ** (gain_db / 20.0)
         if p.mode == "lufs":
             peak = sample_peak(audio.numpy()) * gain
             if peak > 1.0:
                 # a note, not a warning: a limiter usually follows (the writer warns if peaks remain)
-                self.note(f"at {target:g} LUFS the peaks reach {_db(peak):+.2f} dBFS: a dynamics.limit stage "
-                          "after this one must catch them, or they clip when written as PCM")
+                self.note(f"at {level + gain_db:.2f} LUFS the peaks reach {_db(peak):+.2f} dBFS: a dynamics.limit "
+                          "stage after this one must catch them, or they clip when written as PCM")
         self.note(f"measured {level:.2f} {unit}, gain {gain_db:+.2f} dB")
         return audio.with_samples(audio.samples * gain)
+
+    def _limiter_budget(self, audio, level: float, target: float, gain_db: float) -> float:
+        """`gain_db`, lowered so the true peak lands at most max_peak_reduction_db above ceiling_dbtp."""
+        p = self.params
+        if p.max_peak_reduction_db is None:
+            return gain_db
+        peak_dbtp = _db(true_peak(audio.numpy(), self.block_frames))
+        allowed_db = p.ceiling_dbtp + p.max_peak_reduction_db - peak_dbtp
+        if gain_db <= allowed_db + 1e-9:
+            return gain_db
+        self.note(f"limiter budget: at {level + gain_db:.2f} LUFS the true peak would reach "
+                  f"{peak_dbtp + gain_db:+.2f} dBTP, {peak_dbtp + gain_db - p.ceiling_dbtp:.2f} dB above "
+                  f"ceiling_dbtp {p.ceiling_dbtp:g}; normalized to {level + allowed_db:.2f} LUFS instead of "
+                  f"{target:g} LUFS (true peak {p.ceiling_dbtp + p.max_peak_reduction_db:+.2f} dBTP), so the "
+                  f"dynamics.limit after this stage takes at most max_peak_reduction_db = "
+                  f"{p.max_peak_reduction_db:g} dB off the peaks")
+        return allowed_db
 
     def _warn(self, message: str) -> None:
         log.warning("master.normalize: %s", message)
@@ -247,7 +289,101 @@ class Dither(Stage):
         return Audio.from_numpy(out, audio.sample_rate)
 
 
+class DCRemove(Stage):
+    """Measure DC offset and slow drift per channel; remove them only where found.
+
+    The DC-and-drift component is the signal low-passed zero-phase at `cutoff_hz` (4th-order
+    Butterworth run forward, then backward: 8th order, no phase shift, no delay), computed
+    in blocks with the filter state carried over; each pass starts settled at the mean of
+    the first (last) 1/cutoff_hz seconds, so a constant offset has no start-up transient.
+    It is measured away from the ends (1/cutoff_hz in from each, where a low note can pass
+    for drift). A channel whose component has an RMS at or above `threshold_dbfs` gets it
+    subtracted (a zero-phase high-pass, response 1 - |H|^2: the band above 4 x cutoff_hz
+    changes by under 0.001 dB); the other channels, and the whole signal when no channel
+    has DC, pass bit-identical. Notes give the offset (mean) and the drift (RMS of the
+    component about its mean) per channel. Clips shorter than 1/cutoff_hz cannot tell DC
+    from low notes: they pass unchanged.
+    """
+
+    id = "master.dc_remove"
+    summary = "Find DC offset and slow drift (below a few Hz) per channel and remove them where found."
+    accepts = CPU
+    block_frames: ClassVar[int] = BLOCK_FRAMES
+
+    class Params(StageParams):
+        cutoff_hz: float = Field(5.0, ge=1, le=10, description=(
+            "Upper edge in Hz of the band taken as DC and drift (zero-phase 8th-order low-pass); content "
+            "above 4 x cutoff_hz is untouched."))
+        threshold_dbfs: float = Field(-60.0, ge=-140, le=0, description=(
+            "A channel is treated when the RMS of its component below cutoff_hz reaches this level in dBFS."))
+
+    def process(self, audio):
+        import numpy as np
+        from scipy.signal import butter, sosfilt, sosfilt_zi
+
+        from restorekit.audio import Audio
+
+        p = self.params
+        x = audio.numpy()
+        channels, frames = x.shape
+        window = int(round(audio.sample_rate / p.cutoff_hz))
+        if frames < window:
+            self.note(f"{frames / audio.sample_rate:.3f} s is shorter than 1/cutoff_hz ({1 / p.cutoff_hz:g} s): "
+                      "DC cannot be told from low notes; left unchanged")
+            return audio
+        sos = butter(4, p.cutoff_hz, btype="lowpass", fs=audio.sample_rate, output="sos")
+        zi = sosfilt_zi(sos)[:, None, :]  # (sections, 1, 2): the settled state for a unit step
+        bounds = list(block_bounds(frames, self.block_frames))
+        low = np.empty((channels, frames), np.float32)  # the forward pass, then the component itself
+        state = zi * x[:, :window].mean(axis=1, dtype=np.float64)[None, :, None]
+        for start, stop in bounds:
+            low[:, start:stop], state = sosfilt(sos, x[:, start:stop].astype(np.float64), axis=1, zi=state)
+        state = zi * x[:, -window:].mean(axis=1, dtype=np.float64)[None, :, None]
+        lo, hi = (window, frames - window) if frames >= 3 * window else (0, frames)  # measured span
+        sums = np.zeros((4, channels))  # x, x**2, component, component**2 over [lo, hi)
+        for start, stop in reversed(bounds):
+            y, state = sosfilt(sos, low[:, start:stop][:, ::-1].astype(np.float64), axis=1, zi=state)
+            y = y[:, ::-1]
+            low[:, start:stop] = y
+            a, b = max(start, lo), min(stop, hi)
+            if a < b:
+                block, part = x[:, a:b].astype(np.float64), y[:, a - start:b - start]
+                sums += [block.sum(axis=1), np.square(block).sum(axis=1), part.sum(axis=1),
+                         np.square(part).sum(axis=1)]
+        mean_x, power_x, mean_low, power_low = sums / (hi - lo)
+        component = np.sqrt(power_low)
+        drift = np.sqrt(np.maximum(power_low - mean_low ** 2, 0.0))
+        signal = np.sqrt(power_x)
+        with np.errstate(divide="ignore"):
+            found = 20 * np.log10(component) >= p.threshold_dbfs
+
+        def db(v) -> str:
+            return f"{20 * np.log10(v):.1f}" if v > 0 else "-inf"
+
+        if not found.any():
+            self.note(f"no DC offset or drift found: below {p.cutoff_hz:g} Hz "
+                      f"{', '.join(db(c) for c in component)} dBFS RMS per channel (threshold "
+                      f"{p.threshold_dbfs:g} dBFS); left unchanged")
+            return audio
+        out = low
+        for c in range(channels):
+            label = f"channel {c}" if channels > 1 else "mono"
+            if not found[c]:
+                out[c] = x[c]
+                self.note(f"{label}: {db(component[c])} dBFS RMS below {p.cutoff_hz:g} Hz, under the threshold: "
+                          "unchanged")
+                continue
+            for start, stop in bounds:
+                np.subtract(x[c, start:stop], out[c, start:stop], out=out[c, start:stop])
+            relative = db(component[c] / signal[c]) if signal[c] > 0 else "-inf"
+            self.note(f"{label}: removed DC offset {mean_x[c]:+.4f} ({db(abs(mean_x[c]))} dBFS) and drift "
+                      f"{drift[c]:.4f} RMS ({db(drift[c])} dBFS) below {p.cutoff_hz:g} Hz ({relative} dB "
+                      "relative to the signal)")
+        return Audio.from_numpy(out, audio.sample_rate)
+
+
 @hookimpl
 def register_stages(register):
+    register(DCRemove)
     register(Normalize)
     register(Dither)

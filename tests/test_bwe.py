@@ -15,7 +15,8 @@ from restorekit.audio import Audio
 from restorekit.dsp import resample
 from restorekit.runner import Pipeline
 from restorekit.testing import check_stage
-from restorekit_plugins.bwe import HarmonicBWE, analyze_spectrum, detect_cutoff, find_cutoff
+from restorekit_plugins._band_limit import analyze_spectrum, detect_cutoff, find_cutoff
+from restorekit_plugins.bwe import HarmonicBWE
 
 
 def full_band(sample_rate: int, seconds: float, channels: int = 2, seed: int = 0,

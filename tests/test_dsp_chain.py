@@ -23,10 +23,10 @@ def test_file_shows_the_published_chain():
     spec = yaml.safe_load(CHAIN.read_text())
     stages = [(s["id"], s["use"], s.get("with", {})) for s in spec["stages"]]
     assert stages == [
-        ("gate", "denoise.spectral_gate", {"stationary": True, "prop_decrease": 0.8}),
+        ("gate", "denoise.spectral_gate", {"stationary": True, "prop_decrease": 0.8, "detect_noise_floor": True}),
         ("bwe", "bwe.harmonic", {"sample_rate_hz": 44100}),
         ("compress", "dynamics.compress", {"threshold_db": -20.0, "ratio": 4.0, "attack_ms": 10.0,
-                                           "release_ms": 100.0}),
+                                           "release_ms": 100.0, "min_peak_to_loudness_db": 15.0}),
         ("eq", "eq.shape", {"highpass_hz": 20.0, "lowpass_hz": 20000.0, "air_low_hz": 10000.0,
                             "air_high_hz": 16000.0, "air_blend": 0.15}),
         ("normalize", "master.normalize", {"mode": "peak", "target_dbfs": -1.0}),
@@ -64,3 +64,6 @@ def test_chain_runs_end_to_end_through_the_cli(tmp_path):
     assert manifest["output"]["bit_depth"] == 24
     assert all(f["status"] == "ok" for f in manifest["files"])
     assert list(manifest["files"][0]["timings_s"]) == ["gate", "bwe", "compress", "eq", "normalize", "dither"]
+    for f in manifest["files"]:  # gate and compressor say what they measured and whether they acted
+        assert sum(n.startswith(("gate: noise floor found", "gate: no steady noise floor")) for n in f["notes"]) == 1
+        assert sum(n.startswith("compress: peak-to-loudness ratio") for n in f["notes"]) == 1

@@ -53,7 +53,8 @@ def crest_db(x: np.ndarray) -> float:
     return db(np.abs(x).max() / np.sqrt(np.mean(x ** 2)))
 
 
-@pytest.mark.parametrize("params", [{}, {"stereo_link": False, "makeup_gain_db": 3.0}])
+@pytest.mark.parametrize("params", [{}, {"stereo_link": False, "makeup_gain_db": 3.0},
+                                    {"min_peak_to_loudness_db": 15.0}])
 def test_compress_contract(params):
     check_stage(Compress, params)
 
@@ -126,6 +127,53 @@ def test_blocks_equal_whole(stage):
     blocks = stage.process(x).numpy()
     assert blocks.shape == whole.shape
     assert np.abs(blocks - whole).max() <= 1e-6  # measured: identical
+
+
+# -- diagnose, then treat: min_peak_to_loudness_db --------------------------------------------------
+def compress_with_notes(x: np.ndarray, **params) -> tuple[np.ndarray, Audio, list[str]]:
+    stage = Compress(**params)
+    a = audio(x)
+    return stage.process(a).numpy(), a, stage.take_notes()
+
+
+@pytest.mark.parametrize("signal_name", ["noise", "sine_steps"])
+def test_low_peak_to_loudness_input_passes_bit_identical(signal_name):
+    """Dense noise (ratio 7.6 dB) and stepped sines: nothing for the compressor to do at 15 dB."""
+    rng = np.random.default_rng(4)
+    x = 0.2 * rng.standard_normal((2, SR)) if signal_name == "noise" else stepped_sine()
+    y, a, notes = compress_with_notes(x, min_peak_to_loudness_db=15.0)
+    assert np.array_equal(y, a.numpy())
+    assert len(notes) == 1 and "not above min_peak_to_loudness_db 15 dB" in notes[0]
+    assert not np.array_equal(Compress().process(a).numpy(), a.numpy())  # the always-on default acts
+
+
+def test_peaky_input_is_compressed_as_before_and_its_ratio_falls():
+    """Drum hits (ratio 20.4 dB) with a 1 ms attack: compressed exactly as without the criterion, ratio
+    down 3 dB or more (measured 20.4 -> 15.3 dB), and the note gives both."""
+    from restorekit_plugins.dynamics import peak_to_loudness
+
+    x = drum_loop()
+    y, a, notes = compress_with_notes(x, min_peak_to_loudness_db=15.0, attack_ms=1.0)
+    assert np.array_equal(y, Compress(attack_ms=1.0).process(a).numpy())
+    before, after = peak_to_loudness(a)[0], peak_to_loudness(audio(y))[0]
+    assert before > 15.0 and after < before - 3.0
+    _, peak, loudness = peak_to_loudness(a)
+    assert notes == [(f"peak-to-loudness ratio {before:.1f} dB (true peak {peak:+.1f} dBTP, {loudness:.1f} LUFS), "
+                      f"above min_peak_to_loudness_db 15 dB: compressed (ratio now {after:.1f} dB)")]
+
+
+def test_compression_that_does_not_lower_the_ratio_is_not_kept():
+    """The same hits 34 dB quieter sit below the -20 dBFS threshold: compressing cannot help, so the
+    input passes bit-identical and the note says so."""
+    x = drum_loop() * 0.02
+    y, a, notes = compress_with_notes(x, min_peak_to_loudness_db=15.0)
+    assert np.array_equal(y, a.numpy())
+    assert "compressing did not lower it" in notes[0]
+
+
+def test_silence_passes_the_criterion_unchanged():
+    y, a, notes = compress_with_notes(np.zeros((2, SR)), min_peak_to_loudness_db=15.0)
+    assert np.array_equal(y, a.numpy()) and notes[0].startswith("silent")
 
 
 def test_limit_holds_ceiling_and_leaves_quiet_audio_alone():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from itertools import pairwise
@@ -18,10 +20,10 @@ from restorekit.pipeline import load_pipeline
 ROOT = Path(__file__).resolve().parents[1]
 ZERO_SHOT = ROOT / "pipelines" / "zero_shot.yaml"
 STEM_CHAINS = {  # stem -> the stage ids of its chain, in order
-    "vocals": ["vocal_gate", "deess", "vocal_eq"],
-    "drums": ["drums_gate", "drums_eq"],
-    "bass": ["bass_gate", "bass_eq"],
-    "other": ["other_gate", "other_eq"],
+    "vocals": ["vocal_gate", "deess"],
+    "drums": ["drums_gate"],
+    "bass": ["bass_gate"],
+    "other": ["other_gate"],
 }
 MASTER = ["remix", "bwe", "compress", "normalize", "limit", "dither"]
 
@@ -56,14 +58,28 @@ def test_vocals_get_voice_enhancement_and_the_rest_light_cleanup(pipeline):
     gate = pipeline.stage("vocal_gate")
     assert gate.id == "denoise.spectral_gate" and gate.params.stationary is False
     assert pipeline.stage("deess").id == "vocal.deess"
-    eq = pipeline.stage("vocal_eq")
-    assert eq.id == "eq.shape" and any(2000 <= p.freq_hz <= 5000 and p.gain_db > 0 for p in eq.params.peaks)
     for stem in ("drums", "bass", "other"):
         light = pipeline.stage(f"{stem}_gate")
         assert light.params.stationary is True
         assert light.params.prop_decrease <= 0.5 < gate.params.prop_decrease
     assert pipeline.stage("bwe").params.sample_rate_hz == 44100
     assert pipeline.stage("normalize").params.target_lufs == -14.0
+
+
+def test_every_treatment_is_conditional_on_measured_damage(pipeline):
+    """Gates detect a noise floor and gate only its bands; no fixed EQ or gain moves; the compressor acts
+    only when -14 LUFS would make the limiter take more than its budget off the peaks."""
+    uses = {n.id: n.stage.id for n in pipeline.nodes}
+    for stage_id in ("vocal_gate", "drums_gate", "bass_gate", "other_gate"):
+        params = pipeline.stage(stage_id).params
+        assert params.detect_noise_floor is True and params.gate_floor_bands_only is True
+        assert params.noise_clip is None
+    assert "eq.shape" not in uses.values()
+    assert not any(pipeline.stage("remix").params.gains_db or [])
+    normalize, limit = pipeline.stage("normalize").params, pipeline.stage("limit").params
+    budget_db = getattr(normalize, "max_peak_reduction_db", 2.0)
+    assert pipeline.stage("compress").params.min_peak_to_loudness_db == pytest.approx(
+        limit.ceiling_db + budget_db - normalize.target_lufs)
 
 
 def test_the_shipped_file_validates():
@@ -99,12 +115,66 @@ def test_runs_end_to_end_through_the_cli(tmp_path, separator):
     assert (info.samplerate, info.channels, info.subtype) == (44100, 1, "PCM_24")
     y, rate = sf.read(tmp_path / "out" / "song.wav", always_2d=True)
     assert y.shape[0] == pytest.approx(2.0 * 44100, abs=2)
-    assert loudness_lufs(y, rate) == pytest.approx(-14.0, abs=1.0)
-    assert 20 * np.log10(np.abs(y).max()) <= -0.9
     notes = json.loads((tmp_path / "out" / "manifest.json").read_text())["files"][0]["notes"]
+    # -14 LUFS, unless reaching it would make the limiter take more than 2 dB off the peaks:
+    # then the note names the lower target that was reached instead
+    budget = [n for n in notes if n.startswith("normalize: limiter budget")]
+    target = float(re.search(r"normalized to (-?[0-9.]+) LUFS", budget[0]).group(1)) if budget else -14.0
+    assert -20.0 < target <= -14.0
+    assert loudness_lufs(y, rate) == pytest.approx(target, abs=1.0)
+    assert 20 * np.log10(np.abs(y).max()) <= -0.9
     ran = [n for n in notes if n.startswith("stems: separated with")]
     assert len(ran) == 1
     assert ran[0].startswith("stems: separated with separate.hpss" if separator == "hpss"
                              else "stems: separated with separate.demucs (model demucs_unittest")
     if separator == "hpss":
         assert "using separate.hpss" in run.stderr  # the warning says which ran, and why
+
+
+def octave_levels_db(x: np.ndarray, rate: int) -> np.ndarray:
+    """Level (dB) of x (frames, channels) in octave bands 63 Hz .. 16 kHz (Welch, 8192 points)."""
+    from scipy import signal
+
+    f, p = signal.welch(x, rate, nperseg=8192, axis=0)
+    centres = 62.5 * 2.0 ** np.arange(9)
+    return np.array([10 * np.log10(p[(f >= c / np.sqrt(2)) & (f < c * np.sqrt(2))].sum()) for c in centres])
+
+
+@pytest.mark.slow
+def test_clean_full_band_music_comes_out_nearly_unchanged(tmp_path):
+    """Do no harm: synthesized clean 44.1 kHz stereo music (peak-to-loudness ratio 14.7 dB) through the
+    whole pipeline (HPSS stems). Every gate finds no floor and passes its stem through, the compressor
+    does not act, and after one gain (the -14 LUFS normalization) the output matches the input:
+    energy-normalised LSD < 0.1 (measured 0.036; the graph before detection: 0.38), every octave band
+    63 Hz - 16 kHz within 0.5 dB (measured 0.22 dB; before: 1.5 dB), ViSQOL within 0.05 of the
+    input's (measured 4.725 against 4.732; before: 4.642). Most of the residue is the true-peak limiter
+    taking about 1.7 dB off the peaks."""
+    from restorekit.audio import Audio
+    from restorekit.demo import make_clean_clip
+    from restorekit.metrics import measure
+
+    rate = 44100
+    mono = make_clean_clip(4.0, seed=2, rate=rate)
+    x = np.stack([mono, np.roll(mono, 331)], axis=1)
+    sf.write(tmp_path / "song.wav", x, rate, subtype="FLOAT")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(RESTOREKIT_OFFLINE="1", TORCH_HOME=str(tmp_path / "torch_home"), HOME=str(tmp_path / "home"),
+               OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "restorekit", "run", str(ZERO_SHOT), str(tmp_path / "song.wav"),
+                          "-o", str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    notes = json.loads((tmp_path / "out" / "manifest.json").read_text())["files"][0]["notes"]
+    for gate in ("vocal_gate", "drums_gate", "bass_gate", "other_gate"):
+        assert any(n.startswith(f"{gate}: no steady noise floor found") for n in notes), notes
+    assert any(n.startswith("compress: peak-to-loudness ratio") and "left unchanged" in n for n in notes), notes
+    y, out_rate = sf.read(tmp_path / "out" / "song.wav", always_2d=True)
+    assert out_rate == rate and y.shape == x.shape
+    ref, est = Audio.from_numpy(x.T.astype(np.float32), rate), Audio.from_numpy(y.T.astype(np.float32), rate)
+    wanted = ["lsd_norm"] + (["visqol"] if importlib.util.find_spec("visqol") else [])
+    got, base = measure(est, ref, wanted).as_dict(), measure(ref, ref, wanted).as_dict()
+    assert got["lsd_norm"] < 0.1
+    gain_db = 10 * np.log10(np.sum(y ** 2) / np.sum(x ** 2))
+    assert np.abs(octave_levels_db(y, rate) - gain_db - octave_levels_db(x, rate)).max() < 0.5
+    if "visqol" in wanted:
+        assert got["visqol"] >= base["visqol"] - 0.05

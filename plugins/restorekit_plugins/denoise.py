@@ -6,6 +6,10 @@ result as one pass over the whole signal; noisereduce itself stays available as 
 reference implementation (`implementation: noisereduce`). docs/stages/denoise.md explains
 the algorithm, the parameters and where the two paths differ.
 
+Diagnose, then treat: by default the stage first measures whether the input holds a
+steady noise floor (`detect_noise_floor`, see `measure_noise_floor`) and gates only the
+bands where it found one; with none, the input comes back unchanged.
+
 Nothing heavy is imported at module import time (torch, numpy and noisereduce load in
 `process`/`load`), so listing plugins stays fast.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
@@ -34,6 +39,16 @@ CPU_BLOCK_SAMPLES = 1 << 17  # ~3 s at 44.1 kHz: fits the caches, measured faste
 CUDA_BLOCK_SAMPLES = 1 << 22  # ~95 s at 44.1 kHz on a GPU
 STAT_BATCH_FRAMES = 1024  # noise-profile frames transformed at once (8 MB per channel)
 SCAN_CHUNK = 64  # frames per chunk of the blocked exponential-smoothing scan
+# noise-floor detection (measure_noise_floor)
+FLOOR_SMOOTH_S = 0.1  # band powers are averaged over 100 ms before their percentiles are taken ...
+FLOOR_MIN_BIN_FRAMES = 400  # ... or longer in narrow bands: at least this many bins x frames per average
+FLOOR_LOW_PERCENTILE = 10.0  # a band's floor: this percentile of its 100 ms level
+FLOOR_BAND_OCTAVES = 0.5  # detection bands are half an octave wide ...
+FLOOR_MIN_BINS = 16  # ... and at least this many STFT bins
+FLOOR_MIN_FLATNESS = 0.2  # median in-band spectral flatness of a floor (white noise: 0.56, a held tone: < 0.1)
+FLOOR_MIN_FRAMES = 8  # fewer non-silent 100 ms frames in a band than this: too short to tell
+FLOOR_BLOCK_FRAMES = 4096  # STFT frames transformed at once by the detector (a multiple of the step below)
+FLOOR_FLATNESS_STEP = 4  # in-band flatness is measured on every 4th frame
 
 
 class SpectralGate(Stage):
@@ -44,6 +59,10 @@ class SpectralGate(Stage):
     frames of the input. Non-stationary: a bin passes when it rises `thresh_n_mult_nonstationary`
     times above its own level smoothed over `time_constant_s` (sigmoid mask). The mask is
     smoothed over `freq_mask_smooth_hz` x `time_mask_smooth_ms` and mixed by `prop_decrease`.
+
+    First, with `detect_noise_floor` (default), `measure_noise_floor` looks for a steady,
+    noise-like floor per half-octave band; none found: the input is returned unchanged; found:
+    only those bands are gated (`gate_floor_bands_only`). The finding goes into the notes.
     """
 
     id = "denoise.spectral_gate"
@@ -97,6 +116,23 @@ class SpectralGate(Stage):
         block_s: float | None = Field(
             None, ge=0.05, le=3600, description="Length in seconds of the blocks the torch path processes at once "
                                                 "(the result does not depend on it); empty: automatic.")
+        detect_noise_floor: bool = Field(
+            True, description="Diagnose first: gate only where a steady noise floor is measured (a half-octave "
+                              "band whose median 100 ms level sits within floor_spread_db of its 10th "
+                              "percentile, is noise-like and louder than min_floor_dbfs); none found: the input "
+                              "passes unchanged (bit-identical) and the notes say so. false: always gate, as "
+                              "noisereduce does. Not used with noise_clip (the clip is the diagnosis).")
+        floor_spread_db: float = Field(
+            1.0, ge=0.1, le=12, description="Detection: a band holds a steady floor when its median 100 ms level is "
+                                            "at most this many dB above its 10th percentile (measured: steady "
+                                            "noise 0.2-0.7 dB; music, noise-like music included, 1.3 dB and "
+                                            "more).")
+        min_floor_dbfs: float = Field(
+            -100.0, ge=-200, le=0, description="Detection: a band's floor (its 10th-percentile level, dBFS) quieter "
+                                               "than this is left alone (dither, near-silence).")
+        gate_floor_bands_only: bool = Field(
+            True, description="With detection: gate only the bands where a floor was found, pass the others "
+                              "through; false: gate every frequency once a floor was found anywhere.")
 
         @model_validator(mode="after")
         def _consistent(self):
@@ -136,8 +172,18 @@ class SpectralGate(Stage):
         p = self.params
         self.ensure_loaded()
         noise = self._noise_for(audio)
+        active = None
+        if p.detect_noise_floor and noise is None:
+            with torch.no_grad():
+                floor = measure_noise_floor(audio.samples, audio.sample_rate, p.n_fft, self.hop, p.floor_spread_db,
+                                            p.min_floor_dbfs)
+            self.note(floor.describe(p.gate_floor_bands_only))
+            if not floor.found:
+                return audio  # nothing to treat: bit-identical
+            if p.gate_floor_bands_only:
+                active = floor.active.to(audio.samples.device)
         if p.implementation == "noisereduce":
-            return audio.with_samples(self._run_noisereduce(audio, noise).to(audio.device))
+            return audio.with_samples(self._run_noisereduce(audio, noise, active).to(audio.device))
         with torch.no_grad():
             x = audio.samples
             thresh_db = None
@@ -145,7 +191,10 @@ class SpectralGate(Stage):
                 thresh_db = self._threshold(x, noise)
                 if thresh_db is None:  # digital silence: nothing to gate
                     return audio
-            y = gate(x, audio.sample_rate, self._config(audio.sample_rate, x.device), thresh_db)
+                if active is not None:
+                    thresh_db = only_active(thresh_db, active)
+            y = gate(x, audio.sample_rate, self._config(audio.sample_rate, x.device), thresh_db,
+                     active=None if p.stationary else active)
         return audio.with_samples(y)
 
     # -- helpers ----------------------------------------------------------------------
@@ -187,7 +236,7 @@ class SpectralGate(Stage):
             normalize_edges=p.normalize_mask_edges,
         )
 
-    def _run_noisereduce(self, audio: Audio, noise: Audio | None) -> torch.Tensor:
+    def _run_noisereduce(self, audio: Audio, noise: Audio | None, active=None) -> torch.Tensor:
         """The reference: noisereduce's own numpy/scipy implementation, on the whole signal at once."""
         import numpy as np
         import torch
@@ -210,6 +259,9 @@ class SpectralGate(Stage):
             "n_jobs": 1, "tmp_folder": None,
         }
         if not p.stationary:
+            if active is not None:
+                self.note("implementation noisereduce gates every band in non-stationary mode "
+                          "(gate_floor_bands_only applies to the torch path)")
             out = reduce_noise(y=y, sr=sr, stationary=False, thresh_n_mult_nonstationary=p.thresh_n_mult_nonstationary,
                                sigmoid_slope_nonstationary=p.sigmoid_slope_nonstationary, **common)
         elif noise is not None:
@@ -225,6 +277,8 @@ class SpectralGate(Stage):
             thresh = self._threshold(x[:, :n], None)
             if thresh is None:
                 return audio.samples
+            if active is not None:
+                thresh = only_active(thresh, active.cpu())
             gate_class = _fixed_threshold_gate()
             rows = [gate_class(y=y if len(thresh) == 1 else y[c:c + 1], sr=sr, noise_thresh=thresh[c].numpy(),
                                **common).get_traces() for c in range(len(thresh))]
@@ -266,8 +320,14 @@ class GateConfig:
 
 
 # -- the torch gate -------------------------------------------------------------------------
-def gate(x: torch.Tensor, sample_rate: int, cfg: GateConfig, thresh_db: torch.Tensor | None) -> torch.Tensor:
-    """Spectral gate of x (channels, frames), block by block; `thresh_db` (1 or channels, bins) for stationary."""
+def gate(x: torch.Tensor, sample_rate: int, cfg: GateConfig, thresh_db: torch.Tensor | None,
+         active: torch.Tensor | None = None) -> torch.Tensor:
+    """Spectral gate of x (channels, frames), block by block; `thresh_db` (1 or channels, bins) for stationary.
+
+    Non-stationary: `active` (1 or channels, bins), when given, limits the gate to the True
+    bins (the others get mask 1 before smoothing). The stationary path does the same through
+    a threshold of -inf dB (see `only_active`).
+    """
     import torch
 
     frames = Frames(x.shape[1], cfg.n_fft, cfg.hop)
@@ -283,7 +343,7 @@ def gate(x: torch.Tensor, sample_rate: int, cfg: GateConfig, thresh_db: torch.Te
             write_istft(out, spec.mul_(mask), blk, frames)
         return out
     for blk, spec, smoothed in _nonstationary_blocks(x, frames, blocks, sample_rate, cfg):
-        mask = nonstationary_mask(spec.abs(), smoothed, cfg, smoother)
+        mask = nonstationary_mask(spec.abs(), smoothed, cfg, smoother, active)
         write_istft(out, spec.mul_(mask), blk, frames)
     return out
 
@@ -318,13 +378,18 @@ def stationary_mask(spec: torch.Tensor, thresh_pow: torch.Tensor, prop: float,
 
 
 def nonstationary_mask(mag: torch.Tensor, smoothed: torch.Tensor, cfg: GateConfig,
-                       smoother: MaskSmoother | None) -> torch.Tensor:
-    """noisereduce's non-stationary mask: sigmoid of the rise above the running average, smoothed, mixed."""
+                       smoother: MaskSmoother | None, active: torch.Tensor | None = None) -> torch.Tensor:
+    """noisereduce's non-stationary mask: sigmoid of the rise above the running average, smoothed, mixed.
+
+    `active` (1 or channels, bins): bins where it is False get mask 1 (pass) before smoothing.
+    """
     import torch
 
     def fill(out):
         ratio = (mag - smoothed).div_(smoothed.clamp_min(torch.finfo(mag.dtype).tiny))
         torch.sigmoid(ratio.sub_(cfg.thresh_n_mult).mul_(cfg.sigmoid_slope), out=out)
+        if active is not None:
+            out.masked_fill_(~active[:, :, None].expand_as(out), 1.0)
 
     p = cfg.prop_decrease
     if smoother is None:
@@ -549,6 +614,186 @@ def _nonstationary_blocks(x, frames: Frames, blocks: list[Block], sample_rate: i
         smoothed = torch.ones(C, J, K, dtype=g.dtype, device=g.device).transpose(1, 2)
         smoothed[:, :, j0:j0 + (blk.t1 - blk.t0)] = g.transpose(1, 2)
         yield blk, spec, smoothed
+
+
+# -- noise-floor detection (diagnose, then treat) ---------------------------------------------
+def floor_bands(n_fft: int, sample_rate: int) -> list[tuple[int, int]]:
+    """Detection bands as bin ranges [lo, hi) covering every bin: half an octave, at least FLOOR_MIN_BINS bins."""
+    n_bins = n_fft // 2 + 1
+    edges = [0]
+    lo = 1
+    while lo < n_bins:
+        hi = max(lo + FLOOR_MIN_BINS, round(lo * 2 ** FLOOR_BAND_OCTAVES))
+        if n_bins - hi < FLOOR_MIN_BINS:  # too little left for a band of its own
+            hi = n_bins
+        edges.append(min(hi, n_bins))
+        lo = hi
+    return list(pairwise(edges))
+
+
+@dataclass
+class NoiseFloor:
+    """What `measure_noise_floor` found, per channel and detection band."""
+
+    bands: list[tuple[int, int]]  # bin ranges [lo, hi)
+    bin_hz: float
+    n_bins: int
+    found_mask: object  # numpy bool (channels, bands)
+    level_dbfs: object  # numpy (channels, bands): 10th percentile of the 100 ms level; nan where not measured
+    spread_db: object  # numpy (channels, bands): median minus 10th percentile of the 100 ms level
+    flatness: object  # numpy (channels, bands): median in-band spectral flatness
+    signal_dbfs: float  # rms level of the input over the analysed frames
+    reason: str | None = None  # why nothing could be measured
+    spread_limit_db: float = 0.0  # the criteria it was measured with, for the notes
+    min_dbfs: float = 0.0
+
+    @property
+    def found(self) -> bool:
+        return bool(self.found_mask.any())
+
+    @property
+    def active(self):
+        """torch bool (channels, bins): True in the bins of the bands where a floor was found."""
+        import torch
+
+        mask = torch.zeros(self.found_mask.shape[0], self.n_bins, dtype=torch.bool)
+        for c, b in zip(*self.found_mask.nonzero()):
+            lo, hi = self.bands[b]
+            mask[c, lo:hi] = True
+        return mask
+
+    def floor_dbfs(self) -> float:
+        """Level of the floor in the bands where it was found (dBFS, power mean over channels)."""
+        import numpy as np
+
+        power = np.where(self.found_mask, 10 ** (np.nan_to_num(self.level_dbfs, nan=-300.0) / 10), 0.0)
+        return float(10 * np.log10(power.sum(axis=1).mean() + 1e-30))
+
+    def _ranges(self, found_bands) -> str:
+        runs: list[list[int]] = []
+        for b in sorted(found_bands):
+            if runs and runs[-1][1] == b - 1:
+                runs[-1][1] = b
+            else:
+                runs.append([b, b])
+        return ", ".join(f"{_khz(self.bands[a][0] * self.bin_hz)}-{_khz(self.bands[z][1] * self.bin_hz)} kHz"
+                         for a, z in runs)
+
+    def describe(self, restricted: bool = True) -> str:
+        import numpy as np
+
+        if self.reason:
+            return f"no noise floor measured ({self.reason}): passed through unchanged"
+        if not self.found:
+            with np.errstate(invalid="ignore"):
+                eligible = (self.level_dbfs >= self.min_dbfs) & (self.flatness >= FLOOR_MIN_FLATNESS)
+            spread = np.where(eligible & np.isfinite(self.spread_db), self.spread_db, np.inf)
+            c, b = np.unravel_index(np.argmin(spread), spread.shape)
+            closest = (f"; steadiest band {self._ranges([b])} at {spread[c, b]:.1f} dB"
+                       if np.isfinite(spread[c, b]) else "")
+            return ("no steady noise floor found (no noise-like band whose median 100 ms level is within "
+                    f"{self.spread_limit_db:g} dB of its 10th percentile, above {self.min_dbfs:g} dBFS{closest}): "
+                    "passed through unchanged")
+        union = sorted({int(b) for b in self.found_mask.nonzero()[1]})
+        text = (f"noise floor found in {self._ranges(union)} ({len(union)} of {len(self.bands)} bands, "
+                f"spread {np.nanmax(np.where(self.found_mask, self.spread_db, np.nan)):.2f} dB at most): "
+                f"{self.floor_dbfs():.1f} dBFS there, {self.signal_dbfs - self.floor_dbfs():.1f} dB below the "
+                f"signal ({self.signal_dbfs:.1f} dBFS); gating {'only those bands' if restricted else 'every band'}")
+        rows = [sorted(int(b) for b in self.found_mask[c].nonzero()[0]) for c in range(self.found_mask.shape[0])]
+        if len(rows) > 1 and any(r != rows[0] for r in rows):
+            text += "; per channel: " + ", ".join(f"{c + 1}: {self._ranges(r) if r else 'none'}"
+                                                  for c, r in enumerate(rows))
+        return text
+
+
+def _khz(hz: float) -> str:
+    return f"{hz / 1000:.1f}".rstrip("0").rstrip(".")
+
+
+def measure_noise_floor(x: torch.Tensor, sample_rate: int, n_fft: int, hop: int, spread_db: float,
+                        min_floor_dbfs: float) -> NoiseFloor:
+    """Find the bands of x (channels, frames) that hold a steady, noise-like floor.
+
+    Per channel and half-octave band (at least FLOOR_MIN_BINS bins of an `n_fft` STFT): the
+    band's power in each frame, averaged over 100 ms; a floor is present where the median
+    of that level is within `spread_db` of its 10th percentile (steady: the band sits at
+    its floor at least half the time, as a noise floor does and music, which follows notes
+    and beats, does not), the median in-band spectral flatness of its frames is at least
+    FLOOR_MIN_FLATNESS (noise-like, not a held tone) and the floor (the 10th percentile) is
+    louder than `min_floor_dbfs`. Frames that are digital silence (below -150 dBFS in the
+    band) do not count. The STFT runs in blocks, so memory stays small for long input.
+    """
+    import numpy as np
+    import torch
+
+    C, n = x.shape
+    bands = floor_bands(n_fft, sample_rate)
+    n_bins = n_fft // 2 + 1
+    nb = len(bands)
+    empty = np.full((C, nb), np.nan)
+    report = NoiseFloor(bands, sample_rate / n_fft, n_bins, np.zeros((C, nb), bool), empty, empty.copy(),
+                        empty.copy(), -200.0, spread_limit_db=spread_db, min_dbfs=min_floor_dbfs)
+    smooth = max(1, round(FLOOR_SMOOTH_S * sample_rate / hop))
+    frames = 1 + (n - n_fft) // hop if n >= n_fft else 0
+    if frames - smooth + 1 < FLOOR_MIN_FRAMES:
+        report.reason = f"{n / sample_rate:.2f} s is too short to measure"
+        return report
+    x = x.float()
+    window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
+    # band power as mean square: sum of |X|^2 over the band's bins * 2 / (n_fft * sum(w^2))
+    member = torch.zeros(n_bins, nb, dtype=x.dtype, device=x.device)
+    for b, (lo, hi) in enumerate(bands):
+        member[lo:hi, b] = 1.0
+    counts = member.sum(0)
+    scale = 2.0 / (n_fft * float(window.double().square().sum()))
+    power = np.empty((C, nb, frames))
+    flat = []  # flatness of every FLOOR_FLATNESS_STEP-th frame: its median needs no more
+    tiny = 1e-30
+    for t0 in range(0, frames, FLOOR_BLOCK_FRAMES):
+        t1 = min(frames, t0 + FLOOR_BLOCK_FRAMES)
+        seg = x[:, t0 * hop:(t1 - 1) * hop + n_fft]
+        spec = torch.stft(seg, n_fft, hop, window=window, center=False, return_complex=True).transpose(1, 2)
+        p = spec.real.square().addcmul_(spec.imag, spec.imag)  # (C, T, F)
+        band_sum = p @ member  # (C, T, nb)
+        power[:, :, t0:t1] = (band_sum.double() * scale).transpose(1, 2).cpu().numpy()
+        first = (-t0) % FLOOR_FLATNESS_STEP
+        some = p[:, first::FLOOR_FLATNESS_STEP]
+        log_mean = torch.log(some.double() + tiny) @ member.double() / counts.double()
+        flat.append((torch.exp(log_mean) / (band_sum[:, first::FLOOR_FLATNESS_STEP].double() / counts + tiny))
+                    .transpose(1, 2).cpu().numpy())
+    flat = np.concatenate(flat, axis=-1)
+    flat_power = power[:, :, ::FLOOR_FLATNESS_STEP]
+    report.signal_dbfs = float(10 * np.log10(power.sum(axis=1).mean() + tiny))
+    csum = np.concatenate([np.zeros((C, nb, 1)), np.cumsum(power, axis=-1)], axis=-1)
+    silent = 1e-15
+    for b, (lo, hi) in enumerate(bands):
+        k = min(frames, max(smooth, -(-FLOOR_MIN_BIN_FRAMES // (hi - lo))))
+        smoothed = (csum[:, b, k:] - csum[:, b, :-k]) / k
+        for c in range(C):
+            level = smoothed[c][smoothed[c] > silent]
+            if level.size < FLOOR_MIN_FRAMES:
+                continue
+            low, mid = np.percentile(10 * np.log10(level), [FLOOR_LOW_PERCENTILE, 50.0])
+            report.level_dbfs[c, b] = low
+            report.spread_db[c, b] = mid - low
+            sounding = flat_power[c, b] > silent
+            report.flatness[c, b] = float(np.median(flat[c, b][sounding])) if sounding.any() else 0.0
+    with np.errstate(invalid="ignore"):
+        report.found_mask = ((report.spread_db <= spread_db) & (report.level_dbfs >= min_floor_dbfs)
+                             & (report.flatness >= FLOOR_MIN_FLATNESS))
+    if not np.isfinite(report.level_dbfs).any():
+        report.reason = "digital silence"
+    return report
+
+
+def only_active(thresh_db: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """The stationary threshold (1 or channels, bins) with -inf dB (everything passes) outside `active`."""
+    import torch
+
+    rows = max(thresh_db.shape[0], active.shape[0])
+    thresh = thresh_db.expand(rows, -1)
+    return torch.where(active.to(thresh.device).expand(rows, -1), thresh,
+                       torch.full_like(thresh, -math.inf))
 
 
 # -- noise profile --------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """Dynamics stages (pedalboard): `dynamics.compress` and `dynamics.limit`.
 
 Both stream the signal through pedalboard in blocks with `reset=False`, so block output
-equals whole-file output exactly and temporaries stay the size of a block.
+equals whole-file output exactly and temporaries stay the size of a block. The compressor
+can diagnose first (`min_peak_to_loudness_db`): it then acts only when the peak-to-loudness
+ratio says the dynamics need it, and passes the input through unchanged otherwise.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from pydantic import Field
@@ -15,6 +18,7 @@ from restorekit.stage import Accepts, Stage, StageParams
 from restorekit_plugins._blocks import BLOCK_FRAMES
 
 CPU = Accepts(devices=frozenset({"cpu"}))
+MIN_RATIO_GAIN_DB = 0.5  # compressing must lower the peak-to-loudness ratio this much to be kept
 
 
 class Compress(Stage):
@@ -26,6 +30,14 @@ class Compress(Stage):
     below a sine's peak), with the slope exactly 1/ratio; below threshold nothing changes.
     `stereo_link` computes one gain from the loudest channel (the stereo image stays put);
     without it each channel is compressed alone, as pedalboard does by itself.
+
+    With `min_peak_to_loudness_db` the stage measures first: the peak-to-loudness ratio
+    (true peak in dBTP minus integrated loudness in LUFS, ITU-R BS.1770; it does not depend
+    on the level) must exceed it, else the input passes through bit-identical. The compressed
+    result is kept only when it lowered the ratio by MIN_RATIO_GAIN_DB (0.5 dB) or more (a
+    slow attack or a threshold above the music lets the peaks through); otherwise the input
+    passes through too. Either way a note gives the measured ratio and, after compressing,
+    the ratio reached.
     """
 
     id = "dynamics.compress"
@@ -41,8 +53,38 @@ class Compress(Stage):
         makeup_gain_db: float = Field(0.0, ge=-24, le=40, description="Gain in dB applied after compression.")
         stereo_link: bool = Field(True, description="One gain for all channels from the loudest one "
                                                     "(keeps the stereo image); false: each channel alone.")
+        min_peak_to_loudness_db: float | None = Field(
+            None, ge=0, le=60, description="Diagnose first: compress only when the input's peak-to-loudness ratio "
+                                           "(true peak dBTP minus integrated LUFS) is above this many dB, else "
+                                           "pass it through unchanged (bit-identical). Before a loudness "
+                                           "normalization to T LUFS and a limiter at C dBTP allowed to take B dB "
+                                           "off the peaks: C + B - T (zero_shot: -1 + 2 + 14 = 15). The "
+                                           "result is kept only if it lowers the ratio by 0.5 dB or more. "
+                                           "Empty: always compress.")
 
     def process(self, audio):
+        p = self.params
+        if p.min_peak_to_loudness_db is None:
+            return self._compress(audio)
+        ratio, peak, loudness = peak_to_loudness(audio)
+        measured = f"peak-to-loudness ratio {ratio:.1f} dB (true peak {peak:+.1f} dBTP, {loudness:.1f} LUFS)"
+        limit = f"min_peak_to_loudness_db {p.min_peak_to_loudness_db:g} dB"
+        if not math.isfinite(ratio):
+            self.note("silent (no loudness to measure): left unchanged")
+            return audio
+        if ratio <= p.min_peak_to_loudness_db:
+            self.note(f"{measured}, not above {limit}: the dynamics need no compression; left unchanged")
+            return audio
+        out = self._compress(audio)
+        after = peak_to_loudness(out)[0]
+        if not after <= ratio - MIN_RATIO_GAIN_DB:  # the peaks got through (slow attack, high threshold)
+            self.note(f"{measured}, above {limit}, but compressing did not lower it by {MIN_RATIO_GAIN_DB:g} dB "
+                      f"({after:.1f} dB after): left unchanged")
+            return audio
+        self.note(f"{measured}, above {limit}: compressed (ratio now {after:.1f} dB)")
+        return out
+
+    def _compress(self, audio):
         import numpy as np
         from pedalboard import Compressor, Gain
 
@@ -71,6 +113,18 @@ class Compress(Stage):
                 gain *= makeup
             np.multiply(block, gain, out=out[:, start:stop])
         return Audio.from_numpy(out, audio.sample_rate)
+
+
+def peak_to_loudness(audio) -> tuple[float, float, float]:
+    """(true peak dBTP - integrated loudness LUFS, true peak dBTP, loudness LUFS); nan ratio for silence."""
+    from restorekit_plugins.master import integrated_loudness, true_peak
+
+    x = audio.numpy()
+    peak = true_peak(x)
+    peak_db = 20.0 * math.log10(peak) if peak > 0 else -math.inf
+    loudness = integrated_loudness(x, audio.sample_rate)
+    ratio = peak_db - loudness if math.isfinite(loudness) and math.isfinite(peak_db) else math.nan
+    return ratio, peak_db, loudness
 
 
 class Limit(Stage):

@@ -96,11 +96,19 @@ def load_unet(checkpoint: str, device: str):
 
 
 class UNetRestore(Stage):
-    """Restores band-limited, noisy music (trained on `lowres-8k`: 8 kHz bandwidth plus noise)."""
+    """Restores band-limited, noisy music (trained on `lowres-8k`: 4 kHz bandwidth plus noise), when it is.
+
+    Diagnoses first (`only_band_limited`): the network runs only when the input's band
+    ends below `max_cutoff_hz` (a cliff, or a fall onto a flat, steady noise floor; the
+    rules of bwe.harmonic, docs/stages/bwe.md). Full-band input, or input whose content
+    reaches its own Nyquist frequency (text-to-music output), passes through unchanged,
+    and the notes say what was found. Any input rate: band-limited audio is restored at
+    the model's rate (32 kHz) and resampled back.
+    """
 
     id = "restore.unet"
-    summary = "Trained waveform U-Net: restores missing highs and noise of 32 kHz music (per channel)."
-    accepts = Accepts(sample_rates=frozenset({SAMPLE_RATE}), devices=frozenset({"cpu", "cuda"}))
+    summary = "Trained waveform U-Net: restores band-limited, noisy music (runs only where it finds a band limit)."
+    accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
     test_params: ClassVar[dict] = {"checkpoint": TINY}
 
     class Params(StageParams):
@@ -112,13 +120,41 @@ class UNetRestore(Stage):
         precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
             "auto", description="Arithmetic of the network: auto = float16 autocast on CUDA, float32 on the CPU; "
                                 "bfloat16 = about 3x faster on CPUs with native bfloat16, slightly worse LSD.")
+        only_band_limited: bool = Field(
+            True, description="Diagnose first: run the network only when the input's band ends below max_cutoff_hz; "
+                              "otherwise return the input unchanged. false: always run it.")
+        max_cutoff_hz: float = Field(
+            12000.0, ge=1000, le=16000, description="A band limit at or above this frequency counts as full band "
+                                                    "(the network restores low-resolution audio).")
 
     def load(self):
-        self.model, rate = load_unet(self.params.checkpoint, self.device)
-        if rate != SAMPLE_RATE:
-            self.accepts = Accepts(sample_rates=frozenset({rate}), devices=type(self).accepts.devices)
+        self.model, self.model_rate = load_unet(self.params.checkpoint, self.device)
 
     def process(self, audio):
+        from restorekit.dsp import resample
+
+        p = self.params
+        if p.only_band_limited and not self._band_limited(audio):
+            return audio
+        restored = self._restore(resample(audio, self.model_rate))
+        return resample(restored, audio.sample_rate)
+
+    def _band_limited(self, audio) -> bool:
+        """Whether the input's band ends below max_cutoff_hz; the finding goes into the notes."""
+        from restorekit_plugins._band_limit import analyze_spectrum, find_cutoff
+
+        found = find_cutoff(analyze_spectrum(audio.samples, audio.sample_rate))
+        if found.cutoff_hz is not None and found.cutoff_hz < self.params.max_cutoff_hz:
+            how = "a cliff" if found.kind == "cliff" else "a fall onto a noise floor"
+            self.note(f"band limit at {found.cutoff_hz / 1000:.2f} kHz ({how}, {found.drop_db:.0f} dB): restoring")
+            return True
+        where = f"its band ends at {found.cutoff_hz / 1000:.2f} kHz" if found.cutoff_hz is not None else \
+            "no band limit found"
+        self.note(f"{where}, not below {self.params.max_cutoff_hz / 1000:g} kHz: nothing to restore, "
+                  "passed through unchanged")
+        return False
+
+    def _restore(self, audio):
         from restorekit.chunking import ChunkPlan, process_in_chunks
 
         model = self.model

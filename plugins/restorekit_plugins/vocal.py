@@ -1,8 +1,9 @@
 """Vocal enhancement: `vocal.deess`, a split-band de-esser for a vocal stem.
 
 The rest of vocal enhancement is built from other families' stages in a pipeline (see
-pipelines/zero_shot.yaml): `denoise.spectral_gate` with non-stationary voice settings and
-`eq.shape` with a presence peak. numpy and scipy are imported inside the functions.
+pipelines/zero_shot.yaml and docs/stages/vocal.md): `denoise.spectral_gate` with
+non-stationary voice settings, and optionally `eq.shape` with a presence peak. numpy and
+scipy are imported inside the functions.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Deess(Stage):
         rate = audio.sample_rate
         nyquist = rate / 2
         if self.params.low_hz >= 0.95 * nyquist:
-            return audio  # the band is above what this rate holds: nothing to de-ess
+            self.note(f"{self.params.low_hz / 1000:g} kHz and up is above what {rate} Hz holds: nothing to de-ess")
+            return audio
         hop = max(1, round(DETECTOR_HOP_S * rate))
         block = max(hop, BLOCK_FRAMES // hop * hop)
         splitter = _BandSplit(rate, self.params.low_hz, min(self.params.high_hz, 0.98 * nyquist), block)
@@ -82,7 +84,12 @@ class Deess(Stage):
             full_power[f0:f0 + -(-(stop - start) // hop)] = _frame_mean(np.square(x[:, start:stop]).sum(0), hop)
         gain_db = self._gain_db(band_power, full_power, hop / rate * 1000, audio.channels)
         if not gain_db.any():
+            self.note(f"sibilance ({self.params.low_hz / 1000:g}-{self.params.high_hz / 1000:g} kHz) never above "
+                      f"threshold_db {self.params.threshold_db:g}: left unchanged")
             return audio
+        active = float((gain_db < -0.1).mean())
+        self.note(f"turned {self.params.low_hz / 1000:g}-{self.params.high_hz / 1000:g} kHz down in "
+                  f"{100 * active:.1f} % of the time, by up to {-float(gain_db.min()):.1f} dB")
         out = np.empty_like(x)
         centres = (np.arange(n_det) + 0.5) * hop
         for start in range(0, frames, block):  # pass 2: apply the gain to the band

@@ -65,6 +65,18 @@ def test_sibilant_bursts_are_cut_and_nothing_else_changes():
         assert np.abs(y[:, seg] - x[:, seg]).max() < 1e-6
 
 
+def test_a_band_that_is_bright_all_the_time_is_not_sibilance():
+    """Sibilants are brief; a stem whose 5-9 kHz band is over the threshold most of the time (a bright
+    instrument in a weightless 'vocals' stem, a codec-noised top octave) is left alone, with a note."""
+    n = RATE
+    x = np.stack([vowel(n) + 0.2 * band_noise(n, 5500, 8500, seed=3)] * 2).astype(np.float32)
+    stage = Deess()
+    result = Pipeline([stage], device="cpu").run(Audio(torch.from_numpy(x), RATE))
+    assert np.array_equal(result.audio.numpy(), x)
+    assert any("steady brightness, not sibilance" in note for note in result.notes)
+    assert not np.array_equal(deess(x, max_sibilant_fraction=None), x)  # without the diagnosis it cuts
+
+
 def test_a_vowel_alone_is_left_exactly_as_it_is():
     x = np.stack([vowel(RATE // 2)] * 2).astype(np.float32)
     assert band_db(x, 5000, 9000, 0, 0.5) - band_db(x, 0, RATE / 2, 0, 0.5) == pytest.approx(-33, abs=2)

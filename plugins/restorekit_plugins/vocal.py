@@ -52,6 +52,10 @@ class Deess(Stage):
         release_ms: float = Field(80.0, ge=1, le=2000, description=(
             "Time in ms the gain takes to recover by max_reduction_db after the sibilant."))
         detector_ms: float = Field(5.0, ge=1, le=50, description="Power averaging window of the detector in ms.")
+        max_sibilant_fraction: float | None = Field(0.35, gt=0, le=1, description=(
+            "Sibilants are brief: when the band is over the threshold for more than this fraction of the "
+            "audible time, it is the material's steady brightness, not sibilance, and nothing is cut. "
+            "Empty: cut wherever it is over the threshold."))
 
         @model_validator(mode="after")
         def _band_order(self):
@@ -82,7 +86,13 @@ class Deess(Stage):
             f0 = start // hop
             band_power[f0:f0 + -(-(stop - start) // hop)] = _frame_mean(np.square(band).sum(0), hop)
             full_power[f0:f0 + -(-(stop - start) // hop)] = _frame_mean(np.square(x[:, start:stop]).sum(0), hop)
-        gain_db = self._gain_db(band_power, full_power, hop / rate * 1000, audio.channels)
+        gain_db, over = self._gain_db(band_power, full_power, hop / rate * 1000, audio.channels)
+        limit = self.params.max_sibilant_fraction
+        if limit is not None and over > limit:
+            self.note(f"{self.params.low_hz / 1000:g}-{self.params.high_hz / 1000:g} kHz is over threshold_db "
+                      f"{self.params.threshold_db:g} for {100 * over:.0f} % of the audible time (more than "
+                      f"max_sibilant_fraction {limit:g}): steady brightness, not sibilance; left unchanged")
+            return audio
         if not gain_db.any():
             self.note(f"sibilance ({self.params.low_hz / 1000:g}-{self.params.high_hz / 1000:g} kHz) never above "
                       f"threshold_db {self.params.threshold_db:g}: left unchanged")
@@ -101,7 +111,8 @@ class Deess(Stage):
         return Audio.from_numpy(out, rate)
 
     def _gain_db(self, band_power, full_power, frame_ms: float, channels: int):
-        """Gain in dB (<= 0) per detector frame, with look-ahead attack and release ramps."""
+        """(gain in dB (<= 0) per detector frame with look-ahead attack and release ramps, the fraction of
+        the audible frames (full band above floor_db) where the band is over the threshold)."""
         import numpy as np
         from scipy.ndimage import uniform_filter1d
 
@@ -113,8 +124,10 @@ class Deess(Stage):
         level_db = 10 * np.log10(band / channels + EPS)
         cut = np.clip(ratio_db - p.threshold_db, 0.0, p.max_reduction_db)
         cut[level_db < p.floor_db] = 0.0
+        audible = int((10 * np.log10(full / channels + EPS) >= p.floor_db).sum())
+        over = float((cut > 0).sum()) / max(1, audible)
         if not cut.any() or p.max_reduction_db == 0:
-            return np.zeros_like(cut)
+            return np.zeros_like(cut), over
         k = np.arange(len(cut), dtype=np.float64)
         # release: cut[n] >= cut[m] - slope * (n - m) for m <= n (a running max along a ramp)
         slope = p.max_reduction_db * frame_ms / p.release_ms
@@ -122,7 +135,7 @@ class Deess(Stage):
         if p.attack_ms > 0:  # look-ahead: the same from the other side
             slope = p.max_reduction_db * frame_ms / p.attack_ms
             cut = np.maximum.accumulate((cut - slope * k)[::-1])[::-1] + slope * k
-        return -cut
+        return -cut, over
 
 
 class _BandSplit:

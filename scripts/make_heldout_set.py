@@ -1,9 +1,10 @@
 """Cut evaluation excerpts from the held-out (test) tracks of a training run.
 
     python scripts/make_heldout_set.py runs/unet-v1/split.json data/heldout --excerpts 3 --seconds 10
-    python scripts/make_heldout_set.py runs/unet-v4/split.json data/heldout44 --rate 44100 --min-edge-hz 16000
+    python scripts/make_heldout_set.py data/music data/heldout44 --rate 44100 --min-edge-hz 16000
 
-Reads the run's split.json (files split by track, never by excerpt), takes evenly
+Reads the run's split.json, or splits a music directory by file name the way `restorekit
+train` does (files split by track, never by excerpt), takes evenly
 spaced excerpts from each test track, skipping near-silent ones, and writes them as
 mono 24-bit WAV at `--rate` (32 kHz by default): the clean references for `restorekit
 compare --clean`. `--min-edge-hz` skips excerpts whose own band ends lower (the edge of
@@ -26,7 +27,8 @@ from restorekit_plugins.degrade.profile import text_to_music_profile
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("split", type=Path)
+    parser.add_argument("split", type=Path, help="a run's split.json, or a directory of music: its files are "
+                                                 "split by name as `restorekit train` splits them")
     parser.add_argument("out", type=Path)
     parser.add_argument("--excerpts", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -34,7 +36,12 @@ def main() -> None:
     parser.add_argument("--split-name", default="test")
     parser.add_argument("--min-edge-hz", type=float, default=0.0)
     args = parser.parse_args()
-    files = json.loads(args.split.read_text())[args.split_name]
+    if args.split.is_dir():
+        from restorekit.training.data import find_audio_files, split_files
+
+        files = [str(f) for f in split_files(find_audio_files([args.split]))[args.split_name]]
+    else:
+        files = json.loads(args.split.read_text())[args.split_name]
     args.out.mkdir(parents=True, exist_ok=True)
     n = int(args.seconds * args.rate)
     written = 0

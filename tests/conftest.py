@@ -11,13 +11,19 @@ import soundfile as sf
 from core_fakes import tone
 
 
+_PRISTINE_LOGGER = (logging.getLogger("restorekit").handlers[:], logging.getLogger("restorekit").level,
+                    logging.getLogger("restorekit").propagate)
+
+
 @pytest.fixture(autouse=True)
 def _restore_restorekit_logger():
-    """The CLI points the `restorekit` logger at the stderr of its invocation; undo that after each test."""
+    """The CLI points the `restorekit` logger at the stderr of its invocation (propagate off, so caplog
+    sees nothing); every test starts from the logger as it was before any test ran, even when a
+    module-scoped fixture invoked the CLI."""
     log = logging.getLogger("restorekit")
-    saved = log.handlers[:], log.level, log.propagate
+    log.handlers[:], log.level, log.propagate = _PRISTINE_LOGGER[0][:], _PRISTINE_LOGGER[1], _PRISTINE_LOGGER[2]
     yield
-    log.handlers[:], log.level, log.propagate = saved[0], saved[1], saved[2]
+    log.handlers[:], log.level, log.propagate = _PRISTINE_LOGGER[0][:], _PRISTINE_LOGGER[1], _PRISTINE_LOGGER[2]
 
 
 @pytest.fixture

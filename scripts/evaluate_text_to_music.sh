@@ -44,34 +44,31 @@ fi
 # 2. the learned models: earlier checkpoints (if given) next to the shipped ones
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-unets=() crnns=() lowres_only=()
+prev_unets=() lowres_only=() crnns=()
 PREVIOUS=${PREVIOUS:-"unet-v3=runs/old/unet.safetensors crnn-v1=runs/old/crnn.safetensors"}
+variant() {  # variant FAMILY NAME [CHECKPOINT] [EXTRA]: the shipped pipeline, renamed, other weights or params
+  local yaml="$tmp/$2.yaml"
+  sed -e "s/^name: $1$/name: $2/" ${3:+-e "s#checkpoint: $1,#checkpoint: $3,#"} \
+    ${4:+-e "s/batch_size: 8}/batch_size: 8, $4}/"} "pipelines/$1.yaml" > "$yaml"
+  echo "$yaml"
+}
 for entry in $PREVIOUS ${PREVIOUS_LOWRES:-}; do
   name=${entry%%=*} ckpt=${entry#*=}
   [[ -f "$ckpt" ]] || continue
   case "$name" in
-    unet*) sed -e "s/^name: unet$/name: $name/" -e "s#checkpoint: unet,#checkpoint: $ckpt,#" pipelines/unet.yaml \
-             > "$tmp/$name.yaml"
-           if [[ " ${PREVIOUS_LOWRES:-} " == *" $entry "* ]]; then lowres_only+=("$tmp/$name.yaml")
-           else unets+=("$tmp/$name.yaml"); fi ;;
-    crnn*) sed -e "s/^name: crnn$/name: $name/" -e "s#checkpoint: crnn,#checkpoint: $ckpt,#" pipelines/crnn.yaml \
-             > "$tmp/$name.yaml"; crnns+=("$tmp/$name.yaml") ;;
+    unet*) if [[ " ${PREVIOUS_LOWRES:-} " == *" $entry "* ]]; then lowres_only+=("$(variant unet "$name" "$ckpt")")
+           else prev_unets+=("$(variant unet "$name" "$ckpt")"); fi ;;
+    crnn*) crnns+=("$(variant crnn "$name" "$ckpt")") ;;
   esac
 done
-sed -e 's/^name: unet$/name: unet-v4/' pipelines/unet.yaml > "$tmp/unet-v4.yaml"
-# the network itself, without the stage's band-limit diagnosis
-sed -e 's/^name: unet$/name: unet-v4-always/' -e 's/batch_size: 8}/batch_size: 8, only_band_limited: false}/' \
-  pipelines/unet.yaml > "$tmp/unet-v4-always.yaml"
-sed -e 's/^name: crnn$/name: crnn-v2/' pipelines/crnn.yaml > "$tmp/crnn-v2.yaml"
-sed -e 's/^name: crnn$/name: crnn-direct/' -e 's/checkpoint: crnn,/checkpoint: crnn-direct,/' \
-  pipelines/crnn.yaml > "$tmp/crnn-direct.yaml"
-unets+=("$tmp/unet-v4.yaml" "$tmp/unet-v4-always.yaml")
-crnns+=("$tmp/crnn-v2.yaml" "$tmp/crnn-direct.yaml")
-restorekit -q compare "${unets[0]}" "${lowres_only[@]}" "${unets[@]:1}" --clean data/heldout --degrade lowres-8k \
+# v4 with the stage's band-limit diagnosis, and the network itself without it
+unets=("$(variant unet unet-v4)" "$(variant unet unet-v4-always "" "only_band_limited: false")")
+crnns+=("$(variant crnn crnn-v2)" "$(variant crnn crnn-direct crnn-direct)")
+restorekit -q compare "${prev_unets[@]}" "${lowres_only[@]}" "${unets[@]}" --clean data/heldout --degrade lowres-8k \
   -m lsd -m si_sdr -m snr -m mel_l1 -m visqol -o "$OUT/unet-lowres-8k"
 restorekit -q compare "${crnns[@]}" --clean data/heldout --degrade generative-mix \
   -m lsd -m si_sdr -m mel_l1 -m visqol -o "$OUT/crnn-generative-mix"
 # what they do to text-to-music output: the 8-15.5 kHz band against 1-4 kHz, and LSD
-restorekit -q compare "${unets[@]}" "${crnns[@]}" --clean data/heldout --degrade text-to-music \
+restorekit -q compare "${prev_unets[@]}" "${unets[@]}" "${crnns[@]}" --clean data/heldout --degrade text-to-music \
   -m lsd -m visqol -m band_level_db --set band_level_db.low_hz=8000 --set band_level_db.high_hz=15500 \
   --set band_level_db.ref_low_hz=1000 --set band_level_db.ref_high_hz=4000 -o "$OUT/models-text-to-music"

@@ -22,6 +22,7 @@ import numpy as np
 from restorekit.audio import Audio
 from restorekit.dsp import convert_channels, resample
 from restorekit.io import read_audio, write_audio
+from restorekit.training.data import find_audio_files, split_files
 from restorekit_plugins.degrade.profile import text_to_music_profile
 
 
@@ -37,8 +38,6 @@ def main() -> None:
     parser.add_argument("--min-edge-hz", type=float, default=0.0)
     args = parser.parse_args()
     if args.split.is_dir():
-        from restorekit.training.data import find_audio_files, split_files
-
         files = [str(f) for f in split_files(find_audio_files([args.split]))[args.split_name]]
     else:
         files = json.loads(args.split.read_text())[args.split_name]

@@ -11,8 +11,13 @@ import soundfile as sf
 from core_fakes import tone
 
 
-_PRISTINE_LOGGER = (logging.getLogger("restorekit").handlers[:], logging.getLogger("restorekit").level,
-                    logging.getLogger("restorekit").propagate)
+_LOG = logging.getLogger("restorekit")
+_PRISTINE_LOGGER = (_LOG.handlers[:], _LOG.level, _LOG.propagate)
+
+
+def _reset_logger() -> None:
+    handlers, level, propagate = _PRISTINE_LOGGER
+    _LOG.handlers[:], _LOG.level, _LOG.propagate = handlers[:], level, propagate
 
 
 @pytest.fixture(autouse=True)
@@ -20,10 +25,9 @@ def _restore_restorekit_logger():
     """The CLI points the `restorekit` logger at the stderr of its invocation (propagate off, so caplog
     sees nothing); every test starts from the logger as it was before any test ran, even when a
     module-scoped fixture invoked the CLI."""
-    log = logging.getLogger("restorekit")
-    log.handlers[:], log.level, log.propagate = _PRISTINE_LOGGER[0][:], _PRISTINE_LOGGER[1], _PRISTINE_LOGGER[2]
+    _reset_logger()
     yield
-    log.handlers[:], log.level, log.propagate = _PRISTINE_LOGGER[0][:], _PRISTINE_LOGGER[1], _PRISTINE_LOGGER[2]
+    _reset_logger()
 
 
 @pytest.fixture

@@ -8,13 +8,17 @@ process: imports, model load (`prepare`), and the stage run through a one-stage
 pipeline on the whole input (the runner's resampling to the model's rate included).
 `--band-limit-hz` low-passes the input first (an FFT brick wall), so stages that fill
 in missing bands (the CRNN's Griffin-Lim) do that work too.
-rtf = seconds of audio per second of wall time.
+rtf = seconds of audio per second of wall time. Memory: the process's resident set is
+sampled every 10 ms during the run; `peak_growth_mb` is its peak minus its size just before
+the run (model loaded, input in memory), also given in units of the input's size.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import threading
 import time
 
 T0 = time.perf_counter()
@@ -30,6 +34,40 @@ from restorekit.runner import Pipeline  # noqa: E402
 IMPORT_S = time.perf_counter() - T0
 
 
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRss:
+    """Samples the resident set size in a thread while the block runs."""
+
+    def __enter__(self):
+        self.start = self.peak = rss_bytes()
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(0.01)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def parse_value(text: str):
+    """A --set value: JSON where it parses (numbers, true, null, lists), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", default="restore.unet")
@@ -40,8 +78,7 @@ def main() -> None:
     parser.add_argument("--band-limit-hz", type=float, default=None)
     parser.add_argument("--set", nargs="*", default=[], help="param=value for the stage")
     args = parser.parse_args()
-    params = {k: json.loads(v) if v[:1] in "0123456789[{-tfn" else v
-              for k, v in (item.split("=", 1) for item in args.set)}
+    params = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     clip = make_clean_clip(10.0, seed=1, rate=args.rate)
     reps = int(np.ceil(args.seconds / 10.0))
     x = np.tile(clip, reps)[: int(args.seconds * args.rate)]
@@ -57,14 +94,18 @@ def main() -> None:
     load_s = time.perf_counter() - t
     pipeline.run(Audio(audio.samples[:, : args.rate], args.rate))  # warm-up on 1 s
     t = time.perf_counter()
-    pipeline.run(audio)
+    with PeakRss() as memory:
+        pipeline.run(audio)
     run_s = time.perf_counter() - t
+    growth = memory.peak - memory.start
     print(json.dumps({"stage": args.stage, "params": params, "device": pipeline.device,
                       "input": f"{args.seconds:g} s, {args.rate} Hz, {args.channels} ch",
                       "band_limit_hz": args.band_limit_hz,
                       "threads": torch.get_num_threads(), "cpu_bfloat16_native": native_cpu_bfloat16(), "import_s": round(IMPORT_S, 2),
                       "load_s": round(load_s, 2), "run_s": round(run_s, 2),
-                      "rtf": round(args.seconds / run_s, 1)}, indent=2))
+                      "rtf": round(args.seconds / run_s, 1), "input_mb": round(x.nbytes / 2**20, 1),
+                      "peak_growth_mb": round(growth / 2**20, 1),
+                      "peak_growth_inputs": round(growth / x.nbytes, 2)}, indent=2))
 
 
 if __name__ == "__main__":

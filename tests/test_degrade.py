@@ -38,7 +38,8 @@ from restorekit_plugins.degrade.stages import (
     SpectralGaps,
 )
 
-PRESETS = ("lowres-8k", "generative-mix", "gaps", "text-to-music", "text-to-music-keep")
+PRESETS = ("lowres-8k", "generative-mix", "gaps", "text-to-music", "text-to-music-keep", "sr-lowpass",
+           "sr-text-to-music")
 
 
 def run(stage, x: np.ndarray, rate: int, seed: int = 0) -> np.ndarray:

@@ -33,7 +33,7 @@ def test_wheel_contents(wheel):
     assert "restorekit/pipelines/crnn.yaml" in names
     assert any(n.startswith("restorekit/pipelines/degrade/") for n in names)
     assert "restorekit_plugins/util.py" in names
-    for weights in ("unet", "cqs", "crnn", "crnn-direct"):  # shipped model weights travel with their configs
+    for weights in ("unet", "cqs", "crnn", "crnn-direct", "srflow"):  # shipped weights travel with their configs
         assert f"restorekit_plugins/weights/{weights}.safetensors" in names
         assert f"restorekit_plugins/weights/{weights}.json" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

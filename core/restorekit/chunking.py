@@ -76,6 +76,7 @@ def process_in_chunks(
     precision: str = "auto",
     pad_mode: str = "reflect",
     progress: Callable[[int, int], None] | None = None,
+    positions: bool = False,
 ) -> torch.Tensor:
     """Apply `fn` to `samples` (channels, frames) in overlapping segments and overlap-add the results.
 
@@ -83,7 +84,10 @@ def process_in_chunks(
     (batch, out_channels, same length) on `device`. The result is (out_channels, frames),
     float32, on the CPU. Edges of the signal are padded (`reflect`, else zeros) to give
     the first and last segments context too. `precision`: `auto`, `float32`, `bfloat16`
-    or `float16` (see `autocast_dtype`).
+    or `float16` (see `autocast_dtype`). `positions=True` calls `fn(batch, starts)`, with
+    `starts` the frame of the signal where each piece begins (negative in the padding
+    before the start): for work that must depend on where it is, such as noise that two
+    overlapping pieces draw alike.
     """
     if samples.ndim != 2:
         raise ValueError(f"samples must be (channels, frames), got {tuple(samples.shape)}")
@@ -103,7 +107,7 @@ def process_in_chunks(
         pieces = [_window_with_context(samples, s, seg, ctx, pad_mode) for s in batch_starts]
         batch = torch.stack(pieces).to(device, non_blocking=True)
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            result = fn(batch)
+            result = fn(batch, [s - ctx for s in batch_starts]) if positions else fn(batch)
         if result.ndim != 3 or result.shape[0] != len(batch_starts) or result.shape[-1] != batch.shape[-1]:
             raise ValueError(f"fn returned {tuple(result.shape)} for input {tuple(batch.shape)}; "
                              "it must keep the batch size and the length")

@@ -210,3 +210,36 @@ def band_edge(stats: SpectrumStats) -> float:
     below = _below_band_level(s)
     within = torch.nonzero(s[:top + 1] >= below[:top + 1] - DETECT_EDGE_DB).view(-1)
     return float((int(within[-1]) if within.numel() else top) * stats.bin_hz)
+
+
+NYQUIST_MARGIN = 1.05  # the output band counts as wider than the input's above this ratio of Nyquists
+
+
+def find_extension(audio, top_hz: float, *, cutoff_hz: float | None = None, drop_db: float = DROP_DB,
+                   floor_drop_db: float | None = FLOOR_DROP_DB, floor_spread_db: float = FLOOR_SPREAD_DB,
+                   full_band_fraction: float = 0.9, min_width: float = 0.06) -> Finding:
+    """Where the band to synthesize up to `top_hz` starts in `audio` and why (the bandwidth extenders' diagnosis).
+
+    `cutoff_hz` given: that (capped at the input's Nyquist frequency). Else a cliff or a
+    fall onto a noise floor (`find_cutoff`); one at or above `full_band_fraction` of the
+    input's Nyquist frequency is the edge of the input's own band: band-limited by the
+    rate ("nyquist") when the output reaches more than 5 % past it, else full band.
+    Content reaching the Nyquist frequency with no cliff is band-limited by the rate in the
+    same case. A cutoff within `min_width` of `top_hz` leaves nothing to synthesize.
+    The Finding's cutoff is None when there is nothing to do.
+    """
+    nyquist_in = audio.sample_rate / 2
+    wider = top_hz > NYQUIST_MARGIN * nyquist_in  # the output's band reaches past the input's
+    if cutoff_hz is not None:
+        finding = Finding(min(cutoff_hz, nyquist_in), top_hz, "given")
+    else:
+        stats = analyze_spectrum(audio.samples, audio.sample_rate)
+        finding = find_cutoff(stats, drop_db, floor_drop_db, floor_spread_db, top_hz)
+        if finding.cutoff_hz is not None and finding.cutoff_hz >= full_band_fraction * nyquist_in:
+            finding = Finding(finding.cutoff_hz, top_hz, "nyquist" if wider else "full_band", finding.drop_db)
+        elif finding.cutoff_hz is None and wider:
+            finding = Finding(band_edge(stats), top_hz, "nyquist")
+    if finding.cutoff_hz is not None and (finding.kind == "full_band" or finding.cutoff_hz >= top_hz * (1 - min_width)):
+        return Finding(None, top_hz, "full_band" if finding.kind != "given" else "given_above_top",
+                       finding.drop_db, finding.cutoff_hz)
+    return finding

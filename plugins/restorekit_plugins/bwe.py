@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 from restorekit.hookspecs import hookimpl
 from restorekit.stage import Accepts, Stage, StageParams
 from restorekit_plugins._band_limit import (DROP_DB, FLOOR_DROP_DB, FLOOR_SPREAD_DB, MIN_CUTOFF_HZ, Finding,
-                                            analyze_spectrum, band_edge, find_cutoff)
+                                            find_extension)
 
 log = logging.getLogger("restorekit")
 
@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from restorekit.audio import Audio
 
-NYQUIST_MARGIN = 1.05  # the output band counts as wider than the input's above this ratio of Nyquists
 TOP_FRACTION = 0.98  # never synthesize above this fraction of the target's Nyquist frequency
 SYNTH_BIN_HZ = 21.5  # STFT resolution of the synthesis (n_fft 2048 at 44.1 kHz)
 ENVELOPE_BANDS = 6  # bands of the top octave for the envelope fit
@@ -110,22 +109,9 @@ class HarmonicBWE(Stage):
         """Where the input's content ends and why, or why it is full band (see the class docstring)."""
         p = self.params
         top = min(p.max_hz, TOP_FRACTION * p.sample_rate_hz / 2)
-        nyquist_in = audio.sample_rate / 2
-        wider = top > NYQUIST_MARGIN * nyquist_in  # the output's band reaches past the input's
-        if p.cutoff_hz is not None:
-            finding = Finding(min(p.cutoff_hz, nyquist_in), top, "given")
-        else:
-            stats = analyze_spectrum(audio.samples, audio.sample_rate)
-            finding = find_cutoff(stats, p.detect_drop_db, p.detect_floor_drop_db, p.detect_floor_spread_db, top)
-            if finding.cutoff_hz is not None and finding.cutoff_hz >= p.full_band_fraction * nyquist_in:
-                finding = Finding(finding.cutoff_hz, top, "nyquist" if wider else "full_band", finding.drop_db)
-            elif finding.cutoff_hz is None and wider:
-                edge = band_edge(stats)
-                finding = Finding(edge, top, "nyquist")
-        if finding.cutoff_hz is not None and (finding.kind == "full_band" or finding.cutoff_hz >= top * (1 - FADE_OUT)):
-            return Finding(None, top, "full_band" if finding.kind != "given" else "given_above_top",
-                           finding.drop_db, finding.cutoff_hz)
-        return finding
+        return find_extension(audio, top, cutoff_hz=p.cutoff_hz, drop_db=p.detect_drop_db,
+                              floor_drop_db=p.detect_floor_drop_db, floor_spread_db=p.detect_floor_spread_db,
+                              full_band_fraction=p.full_band_fraction, min_width=FADE_OUT)
 
     def process(self, audio: Audio) -> Audio:
         import torch

@@ -20,15 +20,16 @@ from restorekit_plugins.degrade.stages import (
     Level,
     Mp3,
     Noise,
-    Quantize,
     NoiseSubstitute,
+    Quantize,
+    RandomLowpass,
     Reverb,
     SpectralGaps,
     Tilt,
 )
 
 __all__ = ["BandLimit", "Clip", "Codec", "DcFault", "GenerativeMix", "Level", "Mp3", "Noise", "NoiseSubstitute",
-           "Quantize", "Reverb", "SpectralGaps", "Tilt"]
+           "Quantize", "RandomLowpass", "Reverb", "SpectralGaps", "Tilt"]
 
 
 @hookimpl

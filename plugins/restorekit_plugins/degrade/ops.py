@@ -67,6 +67,27 @@ def lowpass_fir(x: np.ndarray, rate: int, cutoff_hz: float) -> np.ndarray:
     return signal.oaconvolve(x, h[None], mode="same", axes=-1).astype(np.float32, copy=False)
 
 
+def lowpass_family(x: np.ndarray, rate: int, cutoff_hz: float, family: str, order: int) -> np.ndarray:
+    """Low-pass x at `cutoff_hz` with a filter of `family` (see `degrade.random_lowpass`); zero phase."""
+    from scipy import signal
+
+    if family == "fir":
+        return lowpass_fir(x, rate, cutoff_hz)
+    if family == "resample":
+        return band_limit_resample(x, rate, max(2, int(round(2 * cutoff_hz))))
+    designs = {
+        "butterworth": lambda: signal.butter(order, cutoff_hz, fs=rate, output="sos"),
+        "chebyshev1": lambda: signal.cheby1(order, 1.0, cutoff_hz, fs=rate, output="sos"),
+        "chebyshev2": lambda: signal.cheby2(order, 60.0, cutoff_hz, fs=rate, output="sos"),
+        "elliptic": lambda: signal.ellip(order, 1.0, 60.0, cutoff_hz, fs=rate, output="sos"),
+        "bessel": lambda: signal.bessel(order, cutoff_hz, fs=rate, output="sos", norm="mag"),
+    }
+    if family not in designs:
+        raise ValueError(f"unknown low-pass family {family!r}")
+    sos = designs[family]()
+    return signal.sosfiltfilt(sos, x.astype(np.float64), axis=-1).astype(np.float32)
+
+
 # -- quantization ----------------------------------------------------------------------
 def quantize(x: np.ndarray, bits: int, dither: str, rng: np.random.Generator) -> np.ndarray:
     """Round to the 2**(bits-1) grid of signed PCM (clipping to [-1, 1 - LSB]), TPDF dither optional.

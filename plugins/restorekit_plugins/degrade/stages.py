@@ -72,6 +72,51 @@ class BandLimit(Stage):
         return _wrap(audio, ops.lowpass_fir(x, audio.sample_rate, cutoff))
 
 
+class RandomLowpass(Stage):
+    """A low-pass of a family, order and cutoff drawn per file: the varied band limits a super-resolution model meets.
+
+    The cutoff is drawn log-uniformly from [cutoff_min_hz, cutoff_max_hz] (capped below the
+    Nyquist frequency), the family from `families`: `butterworth`, `chebyshev1` (1 dB
+    ripple), `chebyshev2` and `elliptic` (60 dB stopband), `bessel` (IIR, applied forwards
+    and backwards: zero phase, ripple and stopband doubled), `fir` (the steep Kaiser FIR of `degrade.band_limit`) and
+    `resample` (soxr down to twice the cutoff and back), the IIR order from
+    [order_min, order_max]. One family in a list makes the filter fixed.
+    """
+
+    id = "degrade.random_lowpass"
+    summary = "Low-pass with a random family (IIR, FIR, resampling), order and cutoff drawn per file."
+    accepts = CPU
+
+    class Params(StageParams):
+        cutoff_min_hz: float = Field(2000.0, ge=100, le=96000, description="Lowest cutoff drawn, in Hz.")
+        cutoff_max_hz: float = Field(16000.0, ge=100, le=96000, description="Highest cutoff drawn, in Hz.")
+        families: list[Literal["butterworth", "chebyshev1", "chebyshev2", "elliptic", "bessel", "fir", "resample"]] = \
+            Field(["butterworth", "chebyshev1", "chebyshev2", "elliptic", "bessel", "fir", "resample"], min_length=1,
+                  description="Filter families to draw from.")
+        order_min: int = Field(4, ge=1, le=16, description="Lowest IIR order drawn.")
+        order_max: int = Field(12, ge=1, le=16, description="Highest IIR order drawn.")
+
+        @model_validator(mode="after")
+        def _ranges(self):
+            _ordered(self, "cutoff_min_hz", "cutoff_max_hz")
+            return _ordered(self, "order_min", "order_max")
+
+    def process(self, audio):
+        import numpy as np
+
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        rng = self.rng()
+        nyquist = audio.sample_rate / 2
+        lo, hi = min(p.cutoff_min_hz, 0.95 * nyquist), min(p.cutoff_max_hz, 0.95 * nyquist)
+        cutoff = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        family = p.families[int(rng.integers(len(p.families)))]
+        order = int(rng.integers(p.order_min, p.order_max + 1))
+        log.debug("%s: %s order %d at %.0f Hz", self.id, family, order, cutoff)
+        return _wrap(audio, ops.lowpass_family(audio.numpy(), audio.sample_rate, cutoff, family, order))
+
+
 class Quantize(Stage):
     """Round samples to the grid of `bits`-bit signed PCM.
 
@@ -513,5 +558,5 @@ class DcFault(Stage):
                                          p.drift_hz, phase, 1.0 if p.clip else None))
 
 
-STAGES = (BandLimit, Quantize, Noise, Reverb, Clip, Mp3, SpectralGaps, Codec, GenerativeMix,
+STAGES = (BandLimit, RandomLowpass, Quantize, Noise, Reverb, Clip, Mp3, SpectralGaps, Codec, GenerativeMix,
           NoiseSubstitute, Tilt, Level, DcFault)

@@ -1,0 +1,455 @@
+"""`sr.flow`: generative super-resolution by a few-step flow on the compressed STFT (issue 12).
+
+The model (`srflow`, nets/flow_unet2d.py) works at 44.1 kHz on an STFT (n_fft 1024, hop
+512, square-root Hann) whose values are compressed, c = |X/S|^0.3 * X/|X|, with the real
+and imaginary parts of c as channels. The flow starts from the input's own spectrum with
+noise only in the band to generate (a bridge from the degraded spectrum, not from pure
+noise) and moves, in `steps` Euler (or Heun) steps, towards the clean spectrum the network
+predicts. Only the frequency region from a margin below the cutoff to the top is computed.
+After generation the input's bins below the cutoff are put back (the band the input has is
+untouched; only the difference above the cutoff is added). docs/models.md explains each
+choice and gives the measured effect; docs/stages/sr.md how to use the stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from pydantic import Field
+
+from restorekit.hookspecs import hookimpl
+from restorekit.stage import Accepts, Stage, StageParams
+from restorekit.training.spec import TINY, Hparams, ModelSpec
+from restorekit_plugins import WEIGHTS_DIR
+from restorekit_plugins._band_limit import DROP_DB, FLOOR_DROP_DB, FLOOR_SPREAD_DB, find_extension
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+log = logging.getLogger("restorekit")
+
+SHIPPED = "srflow"
+SAMPLE_RATE = 44100
+N_FFT = 1024
+HOP = 512
+ALPHA = 0.3  # magnitude compression exponent
+SCALE = 1.0  # STFT values are divided by this before compression
+RAMP_BINS = 4  # the generated band fades in over this many bins above the cutoff
+TOP_FADE_HZ = 500.0  # and out over this many Hz below max_hz
+NOISE_BLOCK = 64  # frames per block of the positional prior noise
+TOP_FRACTION = 0.98
+EDGE_FRAMES = 2  # training: frames at each end of a segment that see its cut edge
+
+
+# -- the spectral representation ---------------------------------------------------------
+def _window(device) -> torch.Tensor:
+    import torch
+
+    return torch.hann_window(N_FFT, periodic=True, device=device).sqrt()
+
+
+def stft(x: torch.Tensor) -> torch.Tensor:
+    """Complex STFT (..., bins, frames) of (..., samples); frame j is centred on sample j * HOP."""
+    import torch
+
+    shape = x.shape
+    spec = torch.stft(x.reshape(-1, shape[-1]).float(), N_FFT, HOP, window=_window(x.device), center=True,
+                      return_complex=True)
+    return spec.reshape(*shape[:-1], *spec.shape[-2:])
+
+
+def istft(spec: torch.Tensor, length: int) -> torch.Tensor:
+    import torch
+
+    shape = spec.shape
+    x = torch.istft(spec.reshape(-1, *shape[-2:]), N_FFT, HOP, window=_window(spec.device), center=True,
+                    length=length)
+    return x.reshape(*shape[:-2], length)
+
+
+def compress(spec: torch.Tensor) -> torch.Tensor:
+    """(..., F, T) complex -> (..., 2, F, T) real: real and imaginary part of |X/S|^a * X/|X|."""
+    import torch
+
+    mag = spec.abs().clamp_min(1e-8)
+    c = spec * ((mag / SCALE) ** ALPHA / mag)
+    return torch.stack([c.real, c.imag], dim=-3)
+
+
+def decompress(c: torch.Tensor) -> torch.Tensor:
+    """The inverse of `compress`: (..., 2, F, T) -> complex (..., F, T)."""
+    import torch
+
+    z = torch.complex(c[..., 0, :, :].float(), c[..., 1, :, :].float())
+    mag = z.abs().clamp_min(1e-8)
+    return z * (SCALE * mag ** (1 / ALPHA) / mag)
+
+
+def _analysis_power(x: torch.Tensor) -> torch.Tensor:
+    """Long-term power per bin of (B, samples), for finding what is missing: a Kaiser window (beta 12, side
+    lobes near -90 dB; the square-root Hann window of the model leaks strong low bins into an empty high band
+    at about -100 dB below them), without the frames at the segment's cut edges (broadband)."""
+    import torch
+
+    window = torch.kaiser_window(N_FFT, periodic=True, beta=12.0, device=x.device)
+    spec = torch.stft(x.float(), N_FFT, HOP, window=window, center=True, return_complex=True)
+    return spec[..., EDGE_FRAMES:-EDGE_FRAMES].abs().square().mean(-1)
+
+
+def cutoff_bin(cutoff_hz: float, sample_rate: int = SAMPLE_RATE) -> int:
+    """The first bin of the band to generate."""
+    return max(1, min(N_FFT // 2, math.ceil(cutoff_hz / (sample_rate / N_FFT))))
+
+
+def crop_region(first_missing_bin: int, multiple: int, margin: float) -> tuple[int, int]:
+    """(first bin computed, zero bins padded above the top): the region from a margin below the cutoff
+    to the top, `multiple` bins high; the margin is `margin` of the cutoff frequency, at least 16 bins."""
+    bins = N_FFT // 2 + 1
+    lo = max(0, first_missing_bin - max(16, int(margin * first_missing_bin)))
+    height = -(-(bins - lo) // multiple) * multiple
+    lo = bins - height
+    if lo >= 0:
+        return lo, 0
+    return 0, -lo
+
+
+def network_inputs(state: torch.Tensor, cond: torch.Tensor, missing: torch.Tensor, lo: int) -> torch.Tensor:
+    """(B, 6, F, T): state (2), condition (2), mask of the band to generate (1), bin frequency 0..1 (1)."""
+    import torch
+
+    b, _, f, t = state.shape
+    freq = (torch.arange(lo, lo + f, device=state.device, dtype=state.dtype) / (N_FFT // 2))
+    return torch.cat([state, cond, missing.to(state.dtype), freq[None, None, :, None].expand(b, 1, f, t)], dim=1)
+
+
+def _pad_frames(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    extra = -x.shape[-1] % multiple
+    return F.pad(x, (0, extra)) if extra else x
+
+
+def _pad_bins(x: torch.Tensor, top: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    return F.pad(x, (0, 0, 0, top)) if top else x
+
+
+def sample_flow(model, cond: torch.Tensor, missing: torch.Tensor, noise: torch.Tensor, lo: int, steps: int,
+                solver: str = "euler", prior_std: float = 0.2) -> torch.Tensor:
+    """Integrate the flow from the prior (the condition, plus noise where `missing`) to t = 1.
+
+    cond, noise: (B, 2, F, T); missing: (B, 1, F, T) in {0, 1}. The network predicts the
+    clean spectrum x1 from (x_t, t); the velocity is (x1 - x_t) / (1 - t). Outside the
+    missing band the state stays the condition. Returns the estimate of x1.
+    """
+    import torch
+
+    keep = 1 - missing
+    x = cond * keep + prior_std * noise * missing
+    times = torch.linspace(0, 1, steps + 1).tolist()
+
+    def predict(state, t):
+        tt = torch.full((state.shape[0],), t, device=state.device, dtype=state.dtype)
+        out = model(network_inputs(state, cond, missing, lo), tt)
+        return cond * keep + out.to(state.dtype) * missing
+
+    for i in range(steps):
+        t0, t1 = times[i], times[i + 1]
+        x1 = predict(x, t0)
+        if i == steps - 1:
+            return x1
+        v0 = (x1 - x) / (1 - t0)
+        nxt = x + (t1 - t0) * v0
+        if solver == "heun":
+            v1 = (predict(nxt, t1) - nxt) / (1 - t1)
+            nxt = x + (t1 - t0) * 0.5 * (v0 + v1)
+        x = nxt
+    return x
+
+
+# -- the model family ---------------------------------------------------------------------
+class FlowHparams(Hparams):
+    channels: int = Field(16, ge=2, le=128, description="Channels of the first level.")
+    depth: int = Field(4, ge=1, le=6, description="Number of down-sampling levels (each halves frequency and time).")
+    max_channels: int = Field(256, ge=4, le=1024, description="Channel cap of the deeper levels.")
+    prior_std: float = Field(0.2, gt=0, le=10, description="Standard deviation of the prior noise in the band to "
+                                                           "generate, in compressed-spectrum units.")
+    margin: float = Field(0.25, ge=0, le=1, description="Region computed below the cutoff, as a fraction of the "
+                                                        "cutoff frequency (at least 16 bins).")
+    mag_weight: float = Field(3.0, ge=0, description="Weight of the log-magnitude L1 loss on the estimate of x1.")
+    t0_fraction: float = Field(0.3, ge=0, le=1, description="Share of training items drawn at t = 0 (the one-step "
+                                                            "estimate); the rest uniform in [0, 1).")
+    mse_at_t0: bool = Field(False, description="Apply the MSE to the one-step (t = 0) estimates too; false: only "
+                                              "the log-magnitude loss there, so one step gives a sample with the "
+                                              "right level instead of the (darker) conditional mean.")
+    missing_db: float = Field(-10.0, le=-3, description="Training: a bin is missing when the degraded input's power "
+                                                        "is this far below the target's.")
+    edge_drop_db: float = Field(25.0, ge=6, description="Training: a cliff of this many dB in the target's spectrum "
+                                                         "ends its band (a lossy source); nothing above it is taught.")
+    silent_db: float = Field(-90.0, le=-20, description="Training: bins of the target this far below its 1-4 kHz "
+                                                        "level count as silent, not as content the input kept.")
+
+
+class FlowSpec(ModelSpec):
+    name = "srflow"
+    architecture = "flow_unet2d"
+    summary = "Super-resolution flow: 2-D U-Net on the compressed STFT, bridge from the input's spectrum."
+    Hparams = FlowHparams
+    tiny: ClassVar[dict] = {"channels": 2, "depth": 4, "max_channels": 4}  # the shipped depth: the same chunk grid
+    sample_rate = SAMPLE_RATE
+    default_degrade = "sr-lowpass"
+    shipped_dirs = (WEIGHTS_DIR,)
+
+    def build(self, hparams):
+        from restorekit_plugins.nets.flow_unet2d import FlowUNet2d
+
+        return FlowUNet2d(hparams.channels, hparams.depth, hparams.max_channels)
+
+    def randomize_tiny(self, model):
+        import torch
+
+        for p in model.parameters():
+            torch.nn.init.normal_(p, std=0.05)
+
+    def make_batch(self, degraded, clean):
+        """inputs (B, 3, F, T): the degraded compressed spectrum and the mask of missing bins; targets
+        (B, 3, F, T): the clean compressed spectrum and the loss weight (missing and inside the clean band)."""
+        import torch
+
+        hp = self.hparams
+        d, c = stft(degraded[:, 0]), stft(clean[:, 0])
+        pd, pc = _analysis_power(degraded[:, 0]), _analysis_power(clean[:, 0])  # (B, F) long-term power
+        smooth = torch.nn.functional.avg_pool1d(pc[:, None], 5, 1, 2, count_include_pad=False)[:, 0]
+        bins = pc.shape[1]
+        freqs = torch.arange(bins) * (SAMPLE_RATE / N_FFT)
+        ref = pc[:, (freqs >= 1000) & (freqs < 4000)].mean(-1, keepdim=True).clamp_min(1e-12)
+        edge = torch.tensor([self._band_end_bin(x) for x in clean[:, 0]])
+        ratio_db = 10 * torch.log10((pd + 1e-12) / (pc + 1e-12))
+        informative = smooth > ref * 10 ** (hp.silent_db / 10)
+        k = torch.arange(bins)
+        present = (ratio_db > hp.missing_db) & informative & (k[None] <= edge[:, None])  # above the edge: no content
+        last = torch.where(present.any(-1), bins - 1 - present.flip(-1).int().argmax(-1), torch.zeros(len(pc)).long())
+        missing = (k[None] > last[:, None]).float()  # (B, F)
+        weight = missing * (k[None] <= edge[:, None]).float()
+        t = d.shape[-1]
+        m = missing[:, None, :, None].expand(-1, 1, -1, t)
+        w = weight[:, None, :, None].expand(-1, 1, -1, t).clone()
+        w[..., :EDGE_FRAMES] = 0
+        w[..., -EDGE_FRAMES:] = 0
+        return torch.cat([compress(d), m], 1), torch.cat([compress(c), w], 1)
+
+    def _band_end_bin(self, x) -> int:
+        """The last bin of a clean segment's own band: below a cliff (a lossy source's low-pass), else the top."""
+        from restorekit_plugins._band_limit import analyze_spectrum, find_cutoff
+
+        found = find_cutoff(analyze_spectrum(x[None], SAMPLE_RATE), self.hparams.edge_drop_db, floor_drop_db=None)
+        return N_FFT // 2 if found.cutoff_hz is None else int(found.cutoff_hz / (SAMPLE_RATE / N_FFT))
+
+    def loss(self, model, inputs, targets):
+        import torch
+
+        hp = self.hparams
+        missing, weight = inputs[:, 2:3], targets[:, 2:3]
+        per_item = missing[:, 0, :, 0]  # (B, F): the first missing bin of the items that miss something
+        has = per_item.any(-1)
+        first = int(per_item[has].argmax(-1).clamp_min(1).min()) if bool(has.any()) else N_FFT // 2
+        lo, top = crop_region(first, model.multiple, hp.margin)
+
+        def region(x):
+            return _pad_frames(_pad_bins(x[:, :, lo:], top), model.multiple)
+
+        missing, weight = region(missing), region(weight)
+        cond, x1 = region(inputs[:, :2]) * (1 - missing), region(targets[:, :2])
+        b = len(cond)
+        gen = None if model.training else torch.Generator(device=cond.device).manual_seed(0)
+        noise = torch.randn(cond.shape, generator=gen, device=cond.device)
+        if model.training:
+            t = torch.rand(b, device=cond.device)
+            t = torch.where(torch.rand(b, device=cond.device) < hp.t0_fraction, torch.zeros_like(t), t)
+        else:
+            t = torch.linspace(0, 0.9, b, device=cond.device)
+        keep = 1 - missing
+        x0 = cond * keep + hp.prior_std * noise * missing
+        x1 = cond * keep + x1 * missing
+        tt = t[:, None, None, None]
+        xt = (1 - tt) * x0 + tt * x1
+        pred = model(network_inputs(xt, cond, missing, lo), t)
+        total_w = weight.sum().clamp_min(1.0)
+        if not hp.mse_at_t0:  # at t = 0 the MSE's optimum is the conditional mean, which loses the level of
+            weight_mse = weight * (t > 0)[:, None, None, None].to(weight.dtype)  # unpredictable detail
+        else:
+            weight_mse = weight
+        mse = ((pred - x1).square() * weight_mse).sum() / (2 * weight_mse.sum().clamp_min(1.0))
+        eps = 1e-2  # compressed units: a linear magnitude of 2e-7 (-134 dB), below anything audible
+        mag = lambda z: (z.square().sum(1, keepdim=True) + eps ** 2).sqrt().log()  # noqa: E731
+        mag_l1 = ((mag(pred) - mag(x1)).abs() * weight).sum() / total_w
+        total = mse + hp.mag_weight * mag_l1
+        return total, {"mse": mse.item(), "log_mag": mag_l1.item()}
+
+
+def load_flow(checkpoint: str, device: str):
+    """(network, its hyper-parameters, its sample rate) for a checkpoint name/path or `tiny`."""
+    model, config = FlowSpec().load_for_inference(checkpoint, device)
+    return model, FlowHparams(**config["hparams"]), int(config.get("sample_rate", SAMPLE_RATE))
+
+
+def positional_noise(seed: int, first_frame: int, frames: int, device) -> torch.Tensor:
+    """(2, bins, frames) standard normal noise that depends only on the seed and the absolute frame index,
+    so overlapping chunks draw the same noise where they overlap."""
+    import torch
+
+    bins = N_FFT // 2 + 1
+    b0, b1 = first_frame // NOISE_BLOCK, (first_frame + frames - 1) // NOISE_BLOCK
+    blocks = []
+    for b in range(b0, b1 + 1):
+        gen = torch.Generator().manual_seed((seed * 1_000_003 + b) % (2 ** 63))
+        blocks.append(torch.randn(2, bins, NOISE_BLOCK, generator=gen))
+    noise = torch.cat(blocks, dim=-1)
+    start = first_frame - b0 * NOISE_BLOCK
+    return noise[..., start:start + frames].to(device)
+
+
+class FlowSuperResolution(Stage):
+    """Generative super-resolution: finds where the input's band ends and generates the band above it.
+
+    The cutoff is `cutoff_hz` or detected as `bwe.harmonic` detects it (a cliff, a fall onto
+    a noise floor, or content reaching the input's own Nyquist frequency when the output
+    rate is higher: the 16 kHz edge of 32 kHz text-to-music output). Full-band input is only
+    resampled to `sample_rate_hz`. Otherwise the input is resampled to the model's rate
+    (44.1 kHz), the band above the cutoff is generated by `steps` steps of the flow, and only
+    that band is added: everything below the cutoff stays as the input had it. The model's
+    band ends at 22.05 kHz, so at 48 kHz the top 2 kHz stay empty. Deterministic for a `seed`.
+    """
+
+    id = "sr.flow"
+    summary = "Generative super-resolution (flow matching on the STFT): generates the band above the input's cutoff."
+    accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
+    test_params: ClassVar[dict] = {"checkpoint": TINY}
+
+    class Params(StageParams):
+        checkpoint: str = Field(SHIPPED, description="Checkpoint name or path (.safetensors with its .json); "
+                                                     "'srflow' = shipped weights, 'tiny' = random test model.")
+        sample_rate_hz: Literal[44100, 48000] = Field(44100, description="Sample rate of the output in Hz.")
+        cutoff_hz: float | None = Field(
+            None, ge=1000, le=22000, description="Where the input's content ends, in Hz; empty: detect it.")
+        max_hz: float = Field(20000.0, ge=4000, le=24000, description="Top of the generated band in Hz (it fades out "
+                                                                      "over the 500 Hz below); as bwe.harmonic's.")
+        steps: int = Field(2, ge=1, le=8, description="Flow steps (network evaluations: Euler one per step, Heun "
+                                                      "two per step but the last).")
+        solver: Literal["euler", "heun"] = Field("euler", description="ODE solver of the flow.")
+        seed: int | None = Field(None, ge=0, description="Seed of the prior noise; empty: the run's seed.")
+        detect_drop_db: float = Field(DROP_DB, ge=6, le=150, description="Detection: fall in dB across a cliff.")
+        detect_floor_drop_db: float | None = Field(
+            FLOOR_DROP_DB, ge=3, le=150, description="Detection: a smaller fall onto a flat noise floor also counts; "
+                                                     "empty: cliffs only.")
+        detect_floor_spread_db: float = Field(FLOOR_SPREAD_DB, ge=0.5, le=30,
+                                              description="Detection: flatness of that noise floor in dB.")
+        full_band_fraction: float = Field(
+            0.9, ge=0.5, le=1.0, description="Detection: a cliff above this fraction of the input's Nyquist frequency "
+                                             "is the edge of the input's own band.")
+        segment_s: float = Field(4.0, ge=0.5, le=120, description="Length of each inference segment in seconds.")
+        overlap_s: float = Field(0.5, ge=0, le=10, description="Cross-fade between segments in seconds.")
+        context_s: float = Field(1.0, ge=0, le=10, description="Context computed and discarded on each side of a "
+                                                               "segment (at 1 s chunked output matches whole-file "
+                                                               "output within 2e-6 of the generated band).")
+        batch_size: int = Field(1, ge=1, le=64, description="Segments per forward pass.")
+        precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+            "auto", description="Arithmetic of the network: auto = float16 on CUDA, float32 on the CPU.")
+
+    def output_spec(self, sample_rate: int, channels: int) -> tuple[int, int]:
+        return self.params.sample_rate_hz, channels
+
+    def load(self):
+        self.model, self.hparams, self.model_rate = load_flow(self.params.checkpoint, self.device)
+
+    def process(self, audio):
+        import torch
+
+        from restorekit.audio import Audio
+        from restorekit.dsp import resample
+
+        p = self.params
+        top = min(p.max_hz, TOP_FRACTION * p.sample_rate_hz / 2, self.model_rate / 2)
+        finding = find_extension(audio, top, cutoff_hz=p.cutoff_hz, drop_db=p.detect_drop_db,
+                                 floor_drop_db=p.detect_floor_drop_db, floor_spread_db=p.detect_floor_spread_db,
+                                 full_band_fraction=p.full_band_fraction, min_width=0.03)
+        line = finding.describe(audio.sample_rate, p.sample_rate_hz)
+        if finding.cutoff_hz is not None:
+            line = line.replace("synthesizing", f"generating ({p.steps} {p.solver} step{'s' * (p.steps > 1)})")
+        self.note(line)
+        log.info("sr.flow: %s", line)
+        if finding.cutoff_hz is None:
+            return resample(audio, p.sample_rate_hz)
+        added = self.generate(resample(audio, self.model_rate).samples.cpu(), finding.cutoff_hz, finding.top_hz)
+        # the input goes to the output rate once (untouched at the same rate); only the generated band is
+        # resampled from the model's rate and added
+        out = resample(audio, p.sample_rate_hz)
+        band = resample(Audio(added, self.model_rate), p.sample_rate_hz).samples[:, :out.frames]
+        band = torch.nn.functional.pad(band, (0, out.frames - band.shape[1]))
+        return out.with_samples(band.to(out.samples.device).add_(out.samples))
+
+    def generate(self, samples: torch.Tensor, cutoff_hz: float, top_hz: float) -> torch.Tensor:
+        """(channels, frames) at the model's rate -> the band from `cutoff_hz` to `top_hz` to add to it.
+
+        Every piece the chunk helper hands over starts on a multiple of HOP * model.multiple
+        samples (segment, overlap, context and the padded length are multiples of it), so
+        overlapping pieces see the same STFT frames at the same place in the U-Net's
+        down-sampling grid and draw the same positional noise: they agree where they overlap.
+        """
+        import torch
+
+        from restorekit.chunking import ChunkPlan, process_in_chunks
+
+        p, model, hp = self.params, self.model, self.hparams
+        n = samples.shape[1]
+        grid = HOP * model.multiple
+        padded = torch.nn.functional.pad(samples, (0, -n % grid))
+        first = cutoff_bin(cutoff_hz, self.model_rate)
+        lo, top = crop_region(first, model.multiple, hp.margin)
+        seed = p.seed if p.seed is not None else self.seed
+        plan = ChunkPlan.from_seconds(self.model_rate, p.segment_s, p.overlap_s, context_s=p.context_s,
+                                      multiple_of=grid)
+        k = torch.arange(N_FFT // 2 + 1)
+        fade_out = ((top_hz - k * (self.model_rate / N_FFT)) / TOP_FADE_HZ).clamp(0, 1)
+        ramp = ((k - first + 1) / RAMP_BINS).clamp(0, 1) * fade_out
+
+        def run(batch, starts):  # (B, C, L) pieces starting at samples `starts` (multiples of the grid)
+            b, c, length = batch.shape
+            spec = stft(batch.reshape(b * c, length))  # (B*C, bins, T)
+            frames = spec.shape[-1]
+            noise = torch.stack([positional_noise(seed, s // HOP, frames, batch.device) for s in starts])
+            noise = noise.repeat_interleave(c, dim=0)  # the same noise for every channel
+            cond = _pad_frames(_pad_bins(compress(spec)[:, :, lo:], top), model.multiple)
+            noise = _pad_frames(_pad_bins(noise[:, :, lo:], top), model.multiple)
+            k = torch.arange(lo, lo + cond.shape[2], device=batch.device)
+            missing = (k >= first).to(cond.dtype)[None, None, :, None].expand(len(cond), 1, -1, cond.shape[-1])
+            cond = cond * (1 - missing)
+            noise = noise.to(cond.dtype)
+            est = torch.cat([sample_flow(model, cond[i:i + 1], missing[i:i + 1], noise[i:i + 1], lo, p.steps,
+                                         p.solver, hp.prior_std) for i in range(len(cond))])  # one at a time: memory
+            generated = decompress(est.float()[:, :, :N_FFT // 2 + 1 - lo, :frames])
+            delta = torch.zeros_like(spec)
+            delta[:, lo:] = (generated - spec[:, lo:]) * ramp[lo:, None].to(batch.device)
+            added = istft(delta, length)
+            # the inverse STFT of a band spreads a little below it (window side lobes): once more through the
+            # STFT with everything below the cutoff zeroed, so the band the input has stays as it was
+            again = stft(added)
+            again[:, :first] = 0
+            return istft(again, length).reshape(b, c, length)
+
+        out = process_in_chunks(run, padded, plan, batch_size=p.batch_size, device=self.device,
+                                precision=p.precision, positions=True)
+        return out[:, :n]
+
+
+@hookimpl
+def register_stages(register):
+    register(FlowSuperResolution)
+
+
+@hookimpl
+def register_models(register):
+    register(FlowSpec)

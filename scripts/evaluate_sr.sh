@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The figures of issue 12 (docs/models.md, docs/results/sr-*): sr.flow against bwe.harmonic
+# and restore.unet on held-out music, four damages, and a table over the number of steps.
+#
+#   bash scripts/get_training_data.sh            # the music (Debian packages), into data/
+#   bash scripts/evaluate_sr.sh                  # CKPT=runs/srflow-v1/best.safetensors for a run
+#
+# References: the held-out excerpts (test tracks, split by file name as `restorekit train`
+# splits them) whose own band reaches 19 kHz (data/heldout44-fullband, 44.1 kHz mono): the
+# Vorbis encoder low-passes many tracks at 16.5-18.5 kHz, and a band the reference lacks
+# cannot be scored. Damages: lowres-8k (32 kHz, 4 kHz band, 35 dB noise), text-to-music
+# (32 kHz, the 16 kHz cliff and codec-like top octave of MusicGen output), and a steep
+# low-pass at 8 and at 16 kHz at 44.1 kHz. LSD above the cutoff is `lsd_band` from the
+# cutoff to 20 kHz. For each damage: sr.flow at its default (2 steps) against bwe.harmonic and
+# restore.unet with ViSQOL (docs/results/sr-DAMAGE), and for lowres-8k and text-to-music
+# a table over 1/2/4/8 Euler steps and 2 Heun steps (docs/results/sr-steps-DAMAGE). About
+# 20 minutes per damage on one core, most of it ViSQOL. Part `zero-shot`: the zero_shot
+# pipeline (which extends with bwe.harmonic) against the same pipeline extending with sr.flow,
+# on text-to-music damage (docs/results/sr-zero-shot-text-to-music). Set PARTS to run some of it
+# (default "lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot"); parts can run in parallel.
+set -euo pipefail
+OUT=${OUT:-docs/results}
+MUSIC=${MUSIC:-data/music}
+CKPT=${CKPT:-srflow}
+CLEAN=${CLEAN:-data/heldout44-fullband}
+PARTS=${PARTS:-"lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot"}
+[[ -d "$CLEAN" ]] || python scripts/make_heldout_set.py "$MUSIC" "$CLEAN" --excerpts 6 \
+  --seconds 8 --rate 44100 --min-edge-hz 19000
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for cut in 8000 16000; do
+  cat > "$tmp/lowpass-$((cut / 1000))k.yaml" <<EOF
+name: lowpass-$((cut / 1000))k
+description: A steep low-pass (Kaiser FIR, 100 dB stopband) at $cut Hz, 44.1 kHz.
+stages:
+  - {id: band, use: degrade.band_limit, with: {method: lowpass, cutoff_hz: $cut}}
+EOF
+done
+flow() {  # flow STEPS [SOLVER]: the sr pipeline with this checkpoint and step count
+  local name="sr-flow-$1${2:+-$2}"
+  sed -e "s/^name: sr$/name: $name/" -e "s#steps: 2,#steps: $1, checkpoint: $CKPT${2:+, solver: $2},#" \
+    pipelines/sr.yaml > "$tmp/$name.yaml"
+  echo "$tmp/$name.yaml"
+}
+cat > "$tmp/bwe-harmonic.yaml" <<EOF
+name: bwe-harmonic
+description: Harmonic bandwidth extension to 44.1 kHz (bwe.harmonic), the DSP baseline.
+stages:
+  - {id: bwe, use: bwe.harmonic, with: {sample_rate_hz: 44100}}
+EOF
+metrics=(-m lsd -m lsd_band -m si_sdr -m snr --set lsd_band.high_hz=20000)
+for part in $PARTS; do
+  case "$part" in
+    lowres-8k) degrade=lowres-8k cutoff=4000 ;;
+    text-to-music) degrade=text-to-music cutoff=16000 ;;
+    lowpass-8k) degrade="$tmp/lowpass-8k.yaml" cutoff=8000 ;;
+    lowpass-16k) degrade="$tmp/lowpass-16k.yaml" cutoff=16000 ;;
+    zero-shot)  # zero_shot (bwe.harmonic) against the same pipeline extending with sr.flow, on text-to-music damage
+      sed -e "s/^name: zero_shot$/name: zero_shot-sr/" -e "s/use: bwe.harmonic/use: sr.flow/" \
+        -e "s/with: {sample_rate_hz: 44100}$/with: {sample_rate_hz: 44100, steps: 2, checkpoint: $CKPT}/" \
+        pipelines/zero_shot.yaml > "$tmp/zero_shot-sr.yaml"
+      restorekit -q compare zero_shot "$tmp/zero_shot-sr.yaml" --clean "$CLEAN" --degrade text-to-music \
+        -m lsd -m lsd_norm -m lsd_band -m si_sdr -m band_level_db -m band_tracking ${STEPS_VISQOL:+-m visqol} \
+        --set lsd_band.low_hz=16000 --set lsd_band.high_hz=20000 -o "$OUT/sr-zero-shot-text-to-music"
+      continue ;;
+    *) echo "unknown part $part" >&2; exit 2 ;;
+  esac
+  # the stage at its default step count against the DSP extender and the U-Net, with ViSQOL
+  restorekit -q compare "$(flow 2)" "$tmp/bwe-harmonic.yaml" unet --clean "$CLEAN" \
+    --degrade "$degrade" "${metrics[@]}" -m visqol --set lsd_band.low_hz=$cutoff -o "$OUT/sr-$part"
+  # the number of steps (and Heun's solver), without ViSQOL (STEPS_VISQOL=1 adds it)
+  if [[ "$part" == lowres-8k || "$part" == text-to-music ]]; then
+    restorekit -q compare "$(flow 1)" "$(flow 2)" "$(flow 4)" "$(flow 8)" "$(flow 2 heun)" \
+      --clean "$CLEAN" --degrade "$degrade" "${metrics[@]}" ${STEPS_VISQOL:+-m visqol} \
+      --set lsd_band.low_hz=$cutoff -o "$OUT/sr-steps-$part"
+  fi
+done

@@ -11,6 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
+from restorekit.stage import StageParams
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -107,9 +111,9 @@ class Finding:
     drop_db: float | None = None
     found_hz: float | None = None
 
-    def describe(self, rate_in: int, rate_out: int) -> str:
-        """One line for the manifest's notes."""
-        top = f"synthesizing {self.cutoff_hz / 1000:.2f}-{self.top_hz / 1000:.2f} kHz at {rate_out} Hz" \
+    def describe(self, rate_in: int, rate_out: int, action: str = "synthesizing") -> str:
+        """One line for the manifest's notes; `action` names what is done to the band above the cutoff."""
+        top = f"{action} {self.cutoff_hz / 1000:.2f}-{self.top_hz / 1000:.2f} kHz at {rate_out} Hz" \
             if self.cutoff_hz is not None else ""
         if self.kind == "cliff":
             return f"cutoff {self.cutoff_hz / 1000:.2f} kHz (the spectrum falls {self.drop_db:.0f} dB there); {top}"
@@ -215,13 +219,32 @@ def band_edge(stats: SpectrumStats) -> float:
 NYQUIST_MARGIN = 1.05  # the output band counts as wider than the input's above this ratio of Nyquists
 
 
-def find_extension(audio, top_hz: float, *, cutoff_hz: float | None = None, drop_db: float = DROP_DB,
-                   floor_drop_db: float | None = FLOOR_DROP_DB, floor_spread_db: float = FLOOR_SPREAD_DB,
-                   full_band_fraction: float = 0.9, min_width: float = 0.06) -> Finding:
+class DetectionParams(StageParams):
+    """The detection parameters of the bandwidth extenders (`bwe.harmonic`, `sr.flow`): their Params subclass this."""
+
+    detect_drop_db: float = Field(
+        DROP_DB, ge=6, le=150, description="Detection: how far in dB the spectrum must fall across the cutoff "
+                                        "(and stay down above it) to count as band-limited.")
+    detect_floor_drop_db: float | None = Field(
+        FLOOR_DROP_DB, ge=3, le=150,
+        description="Detection: a smaller fall also counts when what lies above it is a flat "
+                    "noise floor (see detect_floor_spread_db); empty: cliffs only.")
+    detect_floor_spread_db: float = Field(
+        FLOOR_SPREAD_DB, ge=0.5, le=30,
+        description="Detection: a noise floor is flat: its loudest point is at most this many "
+                    "dB above its median level.")
+    full_band_fraction: float = Field(
+        0.9, ge=0.5, le=1.0, description="Detection: a cliff above this fraction of the input's Nyquist "
+                                         "frequency is the edge of the input's own band: band-limited by the "
+                                         "rate when the output's band is wider, else full band.")
+
+
+def find_extension(audio, top_hz: float, detection: DetectionParams, *, cutoff_hz: float | None = None,
+                   min_width: float = 0.06) -> Finding:
     """Where the band to synthesize up to `top_hz` starts in `audio` and why (the bandwidth extenders' diagnosis).
 
     `cutoff_hz` given: that (capped at the input's Nyquist frequency). Else a cliff or a
-    fall onto a noise floor (`find_cutoff`); one at or above `full_band_fraction` of the
+    fall onto a noise floor (`find_cutoff` with the `detection` parameters); one at or above `full_band_fraction` of the
     input's Nyquist frequency is the edge of the input's own band: band-limited by the
     rate ("nyquist") when the output reaches more than 5 % past it, else full band.
     Content reaching the Nyquist frequency with no cliff is band-limited by the rate in the
@@ -234,8 +257,9 @@ def find_extension(audio, top_hz: float, *, cutoff_hz: float | None = None, drop
         finding = Finding(min(cutoff_hz, nyquist_in), top_hz, "given")
     else:
         stats = analyze_spectrum(audio.samples, audio.sample_rate)
-        finding = find_cutoff(stats, drop_db, floor_drop_db, floor_spread_db, top_hz)
-        if finding.cutoff_hz is not None and finding.cutoff_hz >= full_band_fraction * nyquist_in:
+        finding = find_cutoff(stats, detection.detect_drop_db, detection.detect_floor_drop_db,
+                              detection.detect_floor_spread_db, top_hz)
+        if finding.cutoff_hz is not None and finding.cutoff_hz >= detection.full_band_fraction * nyquist_in:
             finding = Finding(finding.cutoff_hz, top_hz, "nyquist" if wider else "full_band", finding.drop_db)
         elif finding.cutoff_hz is None and wider:
             finding = Finding(band_edge(stats), top_hz, "nyquist")

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING
 from pydantic import Field, model_validator
 
 from restorekit.hookspecs import hookimpl
-from restorekit.stage import Accepts, Stage, StageParams
-from restorekit_plugins._band_limit import (DROP_DB, FLOOR_DROP_DB, FLOOR_SPREAD_DB, MIN_CUTOFF_HZ, Finding,
-                                            find_extension)
+from restorekit.stage import Accepts, Stage
+from restorekit_plugins._band_limit import MIN_CUTOFF_HZ, DetectionParams, Finding, find_extension
 
 log = logging.getLogger("restorekit")
 
@@ -56,26 +55,11 @@ class HarmonicBWE(Stage):
     summary = "Bandwidth extension: detect the cutoff, resample, synthesize the missing highs by harmonic excitation."
     accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
 
-    class Params(StageParams):
+    class Params(DetectionParams):
         sample_rate_hz: int = Field(44100, ge=8000, le=192000, description="Sample rate of the output in Hz.")
         cutoff_hz: float | None = Field(
             None, ge=MIN_CUTOFF_HZ, le=96000,
             description="Where the input's content ends, in Hz; empty: detect it from the input's spectrum.")
-        detect_drop_db: float = Field(
-            DROP_DB, ge=6, le=150, description="Detection: how far in dB the spectrum must fall across the cutoff "
-                                            "(and stay down above it) to count as band-limited.")
-        detect_floor_drop_db: float | None = Field(
-            FLOOR_DROP_DB, ge=3, le=150,
-            description="Detection: a smaller fall also counts when what lies above it is a flat "
-                        "noise floor (see detect_floor_spread_db); empty: cliffs only.")
-        detect_floor_spread_db: float = Field(
-            FLOOR_SPREAD_DB, ge=0.5, le=30,
-            description="Detection: a noise floor is flat: its loudest point is at most this many "
-                        "dB above its median level.")
-        full_band_fraction: float = Field(
-            0.9, ge=0.5, le=1.0, description="Detection: a cliff above this fraction of the input's Nyquist "
-                                             "frequency is the edge of the input's own band: band-limited by the "
-                                             "rate when the output's band is wider, else full band.")
         max_hz: float = Field(
             20000.0, ge=1000, le=96000,
             description="Top of the synthesized band in Hz (at most 98% of the output's Nyquist frequency).")
@@ -109,9 +93,7 @@ class HarmonicBWE(Stage):
         """Where the input's content ends and why, or why it is full band (see the class docstring)."""
         p = self.params
         top = min(p.max_hz, TOP_FRACTION * p.sample_rate_hz / 2)
-        return find_extension(audio, top, cutoff_hz=p.cutoff_hz, drop_db=p.detect_drop_db,
-                              floor_drop_db=p.detect_floor_drop_db, floor_spread_db=p.detect_floor_spread_db,
-                              full_band_fraction=p.full_band_fraction, min_width=FADE_OUT)
+        return find_extension(audio, top, p, cutoff_hz=p.cutoff_hz, min_width=FADE_OUT)
 
     def process(self, audio: Audio) -> Audio:
         import torch

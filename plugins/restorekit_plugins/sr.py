@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import Field
 
 from restorekit.hookspecs import hookimpl
-from restorekit.stage import Accepts, Stage, StageParams
+from restorekit.stage import Accepts, Stage
 from restorekit.training.spec import TINY, Hparams, ModelSpec
 from restorekit_plugins import WEIGHTS_DIR
-from restorekit_plugins._band_limit import DROP_DB, FLOOR_DROP_DB, FLOOR_SPREAD_DB, find_extension
+from restorekit_plugins._band_limit import DetectionParams, find_extension
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -38,6 +38,7 @@ ALPHA = 0.3  # magnitude compression exponent
 SCALE = 1.0  # STFT values are divided by this before compression
 RAMP_BINS = 4  # the generated band fades in over this many bins above the cutoff
 TOP_FADE_HZ = 500.0  # and out over this many Hz below max_hz
+MIN_WIDTH = 0.03  # a cutoff within this fraction of max_hz leaves nothing to generate (bwe.harmonic: 0.06)
 NOISE_BLOCK = 64  # frames per block of the positional prior noise
 TOP_FRACTION = 0.98
 EDGE_FRAMES = 2  # training: frames at each end of a segment that see its cut edge
@@ -329,7 +330,7 @@ class FlowSuperResolution(Stage):
     accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
     test_params: ClassVar[dict] = {"checkpoint": TINY}
 
-    class Params(StageParams):
+    class Params(DetectionParams):
         checkpoint: str = Field(SHIPPED, description="Checkpoint name or path (.safetensors with its .json); "
                                                      "'srflow' = shipped weights, 'tiny' = random test model.")
         sample_rate_hz: Literal[44100, 48000] = Field(44100, description="Sample rate of the output in Hz.")
@@ -341,15 +342,6 @@ class FlowSuperResolution(Stage):
                                                       "two per step but the last).")
         solver: Literal["euler", "heun"] = Field("euler", description="ODE solver of the flow.")
         seed: int | None = Field(None, ge=0, description="Seed of the prior noise; empty: the run's seed.")
-        detect_drop_db: float = Field(DROP_DB, ge=6, le=150, description="Detection: fall in dB across a cliff.")
-        detect_floor_drop_db: float | None = Field(
-            FLOOR_DROP_DB, ge=3, le=150, description="Detection: a smaller fall onto a flat noise floor also counts; "
-                                                     "empty: cliffs only.")
-        detect_floor_spread_db: float = Field(FLOOR_SPREAD_DB, ge=0.5, le=30,
-                                              description="Detection: flatness of that noise floor in dB.")
-        full_band_fraction: float = Field(
-            0.9, ge=0.5, le=1.0, description="Detection: a cliff above this fraction of the input's Nyquist frequency "
-                                             "is the edge of the input's own band.")
         segment_s: float = Field(4.0, ge=0.5, le=120, description="Length of each inference segment in seconds.")
         overlap_s: float = Field(0.5, ge=0, le=10, description="Cross-fade between segments in seconds.")
         context_s: float = Field(1.0, ge=0, le=10, description="Context computed and discarded on each side of a "
@@ -373,12 +365,9 @@ class FlowSuperResolution(Stage):
 
         p = self.params
         top = min(p.max_hz, TOP_FRACTION * p.sample_rate_hz / 2, self.model_rate / 2)
-        finding = find_extension(audio, top, cutoff_hz=p.cutoff_hz, drop_db=p.detect_drop_db,
-                                 floor_drop_db=p.detect_floor_drop_db, floor_spread_db=p.detect_floor_spread_db,
-                                 full_band_fraction=p.full_band_fraction, min_width=0.03)
-        line = finding.describe(audio.sample_rate, p.sample_rate_hz)
-        if finding.cutoff_hz is not None:
-            line = line.replace("synthesizing", f"generating ({p.steps} {p.solver} step{'s' * (p.steps > 1)})")
+        finding = find_extension(audio, top, p, cutoff_hz=p.cutoff_hz, min_width=MIN_WIDTH)
+        line = finding.describe(audio.sample_rate, p.sample_rate_hz,
+                                action=f"generating ({p.steps} {p.solver} step{'s' * (p.steps > 1)})")
         self.note(line)
         log.info("sr.flow: %s", line)
         if finding.cutoff_hz is None:

@@ -26,7 +26,7 @@ def render() -> str:
     for family, ids in families.items():
         for sid in ids:
             link = f"[{sid}]({family}.md)" if family in docs else f"`{sid}`"
-            lines.append(f"| {link} | {registry.owners[sid]} | {registry.stages[sid].summary} |")
+            lines.append(f"| {link} | {registry.stages.owner(sid)} | {registry.stages[sid].summary} |")
     lines += ["", "## Metrics (see ../metrics.md)", "", "| metric | unit | reference | summary |",
               "| --- | --- | --- | --- |"]
     for mid in sorted(registry.metrics):

@@ -197,9 +197,7 @@ def registry_with(*classes: type[Stage]) -> Registry:
     registry = Registry()
     for stage_id, cls in real.stages.items():
         if stage_id.split(".")[0] in ("util", "mix"):
-            registry.stages[stage_id] = cls
-            registry.owners[stage_id] = real.owners[stage_id]
+            registry.stages.add(cls, real.stages.owner(stage_id))
     for cls in classes or FAKES:
-        registry.stages[cls.id] = cls
-        registry.owners[cls.id] = "tests"
+        registry.stages.add(cls, "tests")
     return registry

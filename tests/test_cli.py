@@ -155,7 +155,7 @@ def test_pipeline_error_names_file_and_line(tmp_path, make_wav):
 def test_a_shipped_pipeline_is_found_by_name(tmp_path, monkeypatch, chain_yaml):
     from restorekit import pipeline
 
-    monkeypatch.setattr(pipeline, "builtin_pipelines", lambda: {"util_chain": chain_yaml})
+    monkeypatch.setattr(pipeline, "named_pipelines", lambda registry=None: {"util_chain": chain_yaml})
     result = invoke("validate", "util_chain")
     assert result.exit_code == 0 and result.stdout.startswith(f"ok: {chain_yaml}: 3 stage(s)")
 
@@ -210,7 +210,7 @@ def test_an_unexpected_exception_in_a_stage_fails_that_file_without_a_traceback(
         def process(self, audio):
             raise RuntimeError("a bug in a plugin")
 
-    fake_registry.stages[Crashes.id] = Crashes
+    fake_registry.stages.add(Crashes, "tests")
     yaml = tmp_path / "p.yaml"
     yaml.write_text("stages:\n  - use: test.crashes\n")
     result = invoke("run", yaml, make_wav(tmp_path / "x.wav"), "-o", tmp_path / "out")

@@ -278,9 +278,9 @@ def test_differences_are_paired_by_file():
 
 def test_every_shipped_degradation_preset_runs_in_a_comparison(tmp_path):
     from restorekit.demo import make_clean_clip
-    from restorekit.pipeline import builtin_degradations
+    from restorekit.pipeline import named_degradations
 
-    presets = builtin_degradations()
+    presets = named_degradations()
     if not presets:
         pytest.skip("no degradation presets in pipelines/degrade/ yet")
     clean = tmp_path / "clean"

@@ -36,7 +36,7 @@ def test_stage_contract(stage_id):
 @pytest.mark.parametrize("stage_id", STAGE_IDS)
 def test_stage_is_documented(stage_id):
     cls = REGISTRY.stages[stage_id]
-    text = describe_stage(cls, REGISTRY.owners.get(stage_id))
+    text = describe_stage(cls, REGISTRY.stages.owner(stage_id))
     assert text.startswith(f"{stage_id}: {cls.summary}")
     for row in param_rows(cls):
         assert f"  {row['name']}: {row['type']} = {row['default']}" in text

@@ -21,7 +21,7 @@ from scipy import signal
 
 from restorekit.audio import Audio
 from restorekit.cli import cli
-from restorekit.pipeline import builtin_degradations, find_degradation, load_pipeline
+from restorekit.pipeline import named_degradations, find_degradation, load_pipeline
 from restorekit.runner import Pipeline
 from restorekit.testing import check_stage, synth_audio
 from restorekit_plugins.degrade import ops
@@ -398,7 +398,7 @@ def song(tmp_path):
 
 
 def test_presets_are_shipped_and_validate():
-    assert set(PRESETS) <= set(builtin_degradations())
+    assert set(PRESETS) <= set(named_degradations())
     for name in PRESETS:
         result = CliRunner().invoke(cli, ["validate", str(find_degradation(name))])
         assert result.exit_code == 0, result.output

@@ -24,7 +24,7 @@ def test_stage_index_is_current():
 
 def test_every_builtin_stage_is_documented_on_its_family_page():
     registry = get_registry()
-    for sid, owner in registry.owners.items():
+    for sid, owner in ((sid, registry.stages.owner(sid)) for sid in registry.stages):
         if registry.stages[sid].__module__.startswith("restorekit_plugins"):
             family = sid.split(".")[0]
             page = ROOT / "docs" / "stages" / f"{ {'mix': 'util'}.get(family, family)}.md"

@@ -75,7 +75,7 @@ def test_every_builtin_metric_is_registered_and_valid():
     for mid in BUILTIN:
         cls = metrics[mid]
         assert check_metric_class(cls) == [], mid
-        assert get_registry().metric_owners[mid] == "metrics"
+        assert get_registry().metrics.owner(mid) == "metrics"
         for name, field in cls.Params.model_fields.items():
             assert field.description, f"{mid}.{name} needs a description"
 
@@ -411,7 +411,7 @@ def test_register_metrics_hook_through_a_real_entry_point(tmp_path, monkeypatch)
     try:
         registry = load_registry()
         assert "rkmetrictest.peak" in registry.metrics
-        assert registry.metric_owners["rkmetrictest.peak"] == "rkmetrictest"
+        assert registry.metrics.owner("rkmetrictest.peak") == "rkmetrictest"
         plugin = next(p for p in registry.plugins if p.name == "rkmetrictest")
         assert plugin.metrics == ["rkmetrictest.peak"] and plugin.distribution == "rkmetrictest"
         assert "Not Valid" in plugin.error  # the invalid class is reported, the valid one still registers

@@ -28,10 +28,10 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_contents(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    assert "restorekit/pipelines/zero_shot.yaml" in names
-    assert "restorekit/pipelines/dsp_chain.yaml" in names
-    assert "restorekit/pipelines/crnn.yaml" in names
-    assert any(n.startswith("restorekit/pipelines/degrade/") for n in names)
+    assert "restorekit_plugins/pipelines/zero_shot.yaml" in names
+    assert "restorekit_plugins/pipelines/dsp_chain.yaml" in names
+    assert "restorekit_plugins/pipelines/crnn.yaml" in names
+    assert any(n.startswith("restorekit_plugins/pipelines/degrade/") for n in names)
     assert "restorekit_plugins/util.py" in names
     for weights in ("unet", "cqs", "crnn", "crnn-direct", "srflow"):  # shipped weights travel with their configs
         assert f"restorekit_plugins/weights/{weights}.safetensors" in names

@@ -517,7 +517,7 @@ def test_override_value_that_is_not_yaml():
 # -- finding pipelines ------------------------------------------------------------------------
 
 def test_unknown_pipeline_name_suggests_a_shipped_one():
-    with pytest.raises(PipelineError, match=r"zero_shto: no such pipeline file or shipped pipeline. "
+    with pytest.raises(PipelineError, match=r"zero_shto: no such pipeline file or named pipeline. "
                                             r"Did you mean 'zero_shot'\?"):
         find_pipeline("zero_shto")
 

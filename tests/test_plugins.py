@@ -273,25 +273,78 @@ def stage_module(stage_id: str, cls: str = "Thing") -> str:
 
 
 @pytest.mark.slow  # starts restorekit subprocesses
-def test_register_stages_duplicate_id_is_an_error_naming_both_plugins(site, tmp_path):
-    make_dist(site, "rktest-dup-a", {"dup_a": "rktest_dup_a"}, {"rktest_dup_a": stage_module("dup.stage")})
-    make_dist(site, "rktest-dup-b", {"dup_b": "rktest_dup_b"}, {"rktest_dup_b": stage_module("dup.stage")})
+def test_register_stages_duplicate_id_keeps_the_first_and_refuses_the_newcomer_naming_both(site, tmp_path):
+    make_dist(site, "rktest-dup-a", {"dup_a": "rktest_dup_a"}, {"rktest_dup_a": stage_module("dup.stage", "First")})
+    make_dist(site, "rktest-dup-b", {"dup_b": "rktest_dup_b"}, {"rktest_dup_b": stage_module("dup.stage", "Second")})
     registry = load_registry()
-    both = "stage 'dup.stage' is registered by both plugins 'dup_a' and 'dup_b'; uninstall one of them"
-    assert "dup.stage" not in registry.stages, "load order must not pick a winner silently"
-    with pytest.raises(PluginError, match=re.escape(both)):
-        registry.get("dup.stage")
+    refused = "stage 'dup.stage' is already registered by plugin 'dup_a'; this registration was refused (rename it)"
+    assert registry.stages["dup.stage"].__name__ == "First" and registry.stages.owner("dup.stage") == "dup_a"
+    b = next(p for p in registry.plugins if p.name == "dup_b")
+    assert b.refused == [refused] and not b.error and not b.stages
+    assert registry.conflicts() == [f"dup_b: {refused}"]
     from restorekit.pipeline import pipeline_from_text
 
-    with pytest.raises(PipelineError, match=re.escape(f"x.yaml:2: stage 'stage' (dup.stage): use: {both}")):
-        pipeline_from_text("stages:\n  - use: dup.stage\n", "x.yaml", registry=registry)
-    with pytest.raises(PluginError, match=re.escape(both)):
+    pipeline = pipeline_from_text("stages:\n  - use: dup.stage\n", "x.yaml", registry=registry)
+    assert type(pipeline.nodes[0].stage).__name__ == "First"
+    with pytest.raises(PluginError, match=re.escape(refused)):
         load_registry(strict=True)
 
     listed = run_cli("plugins", path=[site], cwd=tmp_path)
-    assert f"conflict: {both}" in listed.stdout
-    described = run_cli("stages", "dup.stage", path=[site], cwd=tmp_path)
-    assert described.returncode == 2 and both in described.stderr
+    lines = listed.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("dup_b  "))
+    assert lines[at + 1] == f"    conflict: {refused}", "the conflict is shown next to the plugin"
+
+
+IMPOSTOR = STAGE_HEADER + textwrap.dedent("""
+    class Impostor(Stage):
+        id = "denoise.spectral_gate"
+        summary = "Claims a built-in id."
+
+    class Own(Stage):
+        id = "impostor.own"
+        summary = "A stage of its own, which still registers."
+
+    @hookimpl
+    def register_stages(register):
+        register(Impostor)
+        register(Own)
+
+    @hookimpl
+    def register_metrics(register):
+        from restorekit.metrics import Metric
+
+        class Snr(Metric):
+            id = "snr"
+            summary = "Claims the built-in metric id."
+
+        register(Snr)
+
+    @hookimpl
+    def register_pipelines(register):
+        from pathlib import Path
+
+        register(Path(__file__).with_name("zero_shot.yaml"))
+""")
+
+
+def test_register_stages_an_installed_package_cannot_take_over_a_builtin_id(site, tmp_path):
+    # entry point name "aaa" sorts before every built-in one: load order alone would let it win
+    make_dist(site, "rktest-impostor", {"aaa": "rktest_impostor"}, {"rktest_impostor": IMPOSTOR})
+    (site / "zero_shot.yaml").write_text("stages:\n  - use: util.gain\n")
+    registry = load_registry()
+    assert registry.stages["denoise.spectral_gate"].__module__ == "restorekit_plugins.denoise"
+    assert registry.stages.owner("denoise.spectral_gate") == "denoise"
+    assert registry.metrics["snr"].__module__.startswith("restorekit_plugins")
+    assert registry.pipelines["zero_shot"].parent.name == "pipelines"
+    info = next(p for p in registry.plugins if p.name == "aaa")
+    assert info.stages == ["impostor.own"]
+    assert ("stage 'denoise.spectral_gate' is already registered by plugin 'denoise'; this registration was "
+            "refused (rename it)") in info.refused
+    assert any(m.startswith("metric 'snr' is already registered by plugin 'metrics'") for m in info.refused)
+    assert any(m.startswith("pipeline 'zero_shot' is already registered by plugin 'pipelines'") for m in info.refused)
+    from restorekit.pipeline import load_pipeline
+
+    assert load_pipeline("dsp_chain", registry=registry).nodes  # every shipped pipeline still builds
 
 
 def test_register_stages_misspelled_hook_is_reported(site):
@@ -359,7 +412,7 @@ def test_register_stages_invalid_stage_classes_are_reported(site):
                    "NoSummary.summary must be one non-empty line",
                    "LooseParams.Params must reject unknown keys (extra='forbid')",
                    "is not a subclass of restorekit.Stage",
-                   "registers two classes for stage 'invalid.good' (Good and Twin)"):
+                   "registers two stages named 'invalid.good' (Good and Twin)"):
         assert reason in info.error
     assert info.stages == ["invalid.good"], "the valid stage of a partly broken plugin still works"
     assert not {"invalid.no_summary", "invalid.loose", "invalid.not_a_stage"} & set(registry.stages)
@@ -411,7 +464,7 @@ def test_register_metrics_through_an_entry_point(site):
     registry = load_registry()
     info = next(p for p in registry.plugins if p.name == "rkmetrics")
     assert registry.metrics["rktest.peak"].__name__ == "Peak"
-    assert registry.metric_owners["rktest.peak"] == "rkmetrics" and info.metrics == ["rktest.peak"]
+    assert registry.metrics.owner("rktest.peak") == "rkmetrics" and info.metrics == ["rktest.peak"]
     assert "rktest.no_summary" not in registry.metrics
     assert "NoSummary.summary must be one non-empty line" in info.error
 
@@ -446,9 +499,69 @@ def test_register_models_through_an_entry_point(site):
         spec = get_model_spec("rktest_tiny")
     finally:
         reset_registry()  # the global registry must not keep this test's plugin
-    assert type(spec).__name__ == "Tiny" and registry.model_owners["rktest_tiny"] == "rkmodels"
+    assert type(spec).__name__ == "Tiny" and registry.models.owner("rktest_tiny") == "rkmodels"
     info = next(p for p in registry.plugins if p.name == "rkmodels")
     assert info.models == ["rktest_tiny"] and "Nameless.name" in info.error
+
+
+SHIPS_PIPELINES = """\
+from pathlib import Path
+from restorekit.hookspecs import hookimpl
+
+HERE = Path(__file__).resolve().parent
+
+@hookimpl
+def register_pipelines(register):
+    register(HERE / "rk_quiet.yaml")
+
+@hookimpl
+def register_degradations(register):
+    register(HERE / "rk_hum.yaml")
+    register(HERE / "not-yaml.txt")
+"""
+
+
+def ship_pipelines(site: Path) -> None:
+    make_dist(site, "rktest-ships", {"ships": "rktest_ships"}, {"rktest_ships": SHIPS_PIPELINES})
+    (site / "rk_quiet.yaml").write_text("description: Six dB quieter.\nstages:\n  - use: util.gain\n"
+                                        "    with: {gain_db: -6}\n")
+    (site / "rk_hum.yaml").write_text("description: Adds nothing but a gain.\nstages:\n  - use: util.gain\n"
+                                      "    with: {gain_db: -1}\n")
+    (site / "not-yaml.txt").write_text("x")
+
+
+def test_register_pipelines_and_register_degradations_in_process(site):
+    ship_pipelines(site)
+    registry = load_registry()
+    assert registry.pipelines["rk_quiet"] == site / "rk_quiet.yaml"
+    assert registry.degradations["rk_hum"] == site / "rk_hum.yaml"
+    assert "zero_shot" in registry.pipelines and "lowres-8k" in registry.degradations
+    info = next(p for p in registry.plugins if p.name == "ships")
+    assert info.provided["pipeline"] == ["rk_quiet"] and info.provided["degradation"] == ["rk_hum"]
+    assert "not-yaml.txt is not a .yaml file" in info.error
+    from restorekit.pipeline import find_degradation, load_pipeline
+
+    assert load_pipeline("rk_quiet", registry=registry).nodes[0].stage.params.gain_db == -6
+    assert find_degradation("rk_hum", registry=registry) == site / "rk_hum.yaml"
+
+
+@pytest.mark.slow  # starts restorekit subprocesses
+def test_register_pipelines_and_register_degradations_by_name_on_the_command_line(site, tmp_path):
+    ship_pipelines(site)
+    clip = tmp_path / "clip.wav"
+    x = write_tone(clip)
+    listed = run_cli("pipelines", path=[site], cwd=tmp_path)
+    assert re.search(r"^rk_quiet +Six dB quieter\.$", listed.stdout, re.M), listed.stdout
+    ran = run_cli("run", "rk_quiet", str(clip), "-o", str(tmp_path / "out"), "--bit-depth", "32",
+                  path=[site], cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    y, _ = sf.read(str(tmp_path / "out" / "clip.wav"), dtype="float32", always_2d=True)
+    assert np.allclose(y.T, x * 10 ** (-6 / 20), atol=1e-6)
+    presets = run_cli("degrade", "--list", path=[site], cwd=tmp_path)
+    assert re.search(r"^rk_hum +Adds nothing but a gain\.$", presets.stdout, re.M), presets.stdout
+    degraded = run_cli("degrade", str(clip), "--preset", "rk_hum", "-o", str(tmp_path / "deg"),
+                       path=[site], cwd=tmp_path)
+    assert degraded.returncode == 0 and (tmp_path / "deg" / "clip.wav").is_file(), degraded.stderr
 
 
 # -- hook meta-tests (after datasette) --------------------------------------------------------------

@@ -133,11 +133,11 @@ def plugins():
         click.echo(f"{info.name}  [{origin}]  {info.target}  {status}")
         if info.error:
             click.echo(f"    error: {info.error}")
-        for kind, items in (("stages", info.stages), ("metrics", info.metrics), ("models", info.models)):
+        for kind, items in info.provided.items():
             if items:
-                click.echo(f"    {kind}: " + ", ".join(items))
-    for stage_id in registry.conflicts:
-        click.echo(f"conflict: {registry.conflict_message(stage_id)}")
+                click.echo(f"    {kind}s: " + ", ".join(items))
+        for message in info.refused:
+            click.echo(f"    conflict: {message}")
 
 
 @cli.command()
@@ -150,7 +150,7 @@ def stages(stage_id):
 
     registry = get_registry()
     if stage_id:
-        click.echo(describe_stage(registry.get(stage_id), registry.owners.get(stage_id)))
+        click.echo(describe_stage(registry.get(stage_id), registry.stages.owner(stage_id)))
         return
     width = max((len(s) for s in registry.stages), default=10)
     for sid in sorted(registry.stages):
@@ -160,10 +160,10 @@ def stages(stage_id):
 @cli.command()
 def pipelines():
     """List the pipelines shipped with restorekit (usable by name with `run`)."""
-    from restorekit.pipeline import builtin_pipelines
+    from restorekit.pipeline import named_pipelines
     from restorekit.yaml_lines import load_with_lines
 
-    for name, path in builtin_pipelines().items():
+    for name, path in named_pipelines().items():
         try:
             data, _ = load_with_lines(path.read_text(encoding="utf-8"))
             desc = (data or {}).get("description", "")

@@ -10,11 +10,11 @@ import click
 
 def list_presets() -> list[tuple[str, Path, str]]:
     """(name, path, one-line description) of each shipped degradation preset."""
-    from restorekit.pipeline import builtin_degradations
+    from restorekit.pipeline import named_degradations
     from restorekit.yaml_lines import load_with_lines
 
     rows = []
-    for name, path in builtin_degradations().items():
+    for name, path in named_degradations().items():
         try:
             data, _ = load_with_lines(path.read_text(encoding="utf-8"))
             desc = " ".join(str((data or {}).get("description", "")).split())

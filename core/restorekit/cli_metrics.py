@@ -40,7 +40,7 @@ def list_metrics(as_json: bool) -> None:
     for mid, cls in registry.metrics.items():
         missing = cls.missing()
         items.append({"id": mid, "unit": cls.unit, "needs_reference": cls.needs_reference,
-                      "higher_is_better": cls.higher_is_better, "plugin": registry.metric_owners.get(mid),
+                      "higher_is_better": cls.higher_is_better, "plugin": registry.metrics.owner(mid),
                       "available": missing is None, "unavailable_reason": missing, "summary": cls.summary,
                       "params": {k: f.default for k, f in cls.Params.model_fields.items()}})
     if as_json:

@@ -10,6 +10,8 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
+    from pathlib import Path
+
     from restorekit.metrics import Metric
     from restorekit.stage import Stage
     from restorekit.training.spec import ModelSpec
@@ -37,3 +39,13 @@ def register_commands(cli: click.Group) -> None:
 @hookspec
 def register_models(register: Callable[[type[ModelSpec]], None]) -> None:
     """Register trainable model families (for `restorekit train`) by calling `register(SpecClass)`."""
+
+
+@hookspec
+def register_pipelines(register: Callable[[Path], None]) -> None:
+    """Ship pipelines by name: call `register(path)` for each YAML file (named by its stem)."""
+
+
+@hookspec
+def register_degradations(register: Callable[[Path], None]) -> None:
+    """Ship degradation presets by name: call `register(path)` for each YAML file (named by its stem)."""

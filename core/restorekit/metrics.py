@@ -151,21 +151,17 @@ def _finite(metric: Metric, value: Any) -> float:
 
 def check_metric_class(cls: Any) -> list[str]:
     """Reasons a class is not a valid metric (empty when it is)."""
-    if not (isinstance(cls, type) and issubclass(cls, Metric)):
-        return [f"{cls!r} is not a subclass of restorekit.metrics.Metric"]
-    problems = []
-    if not METRIC_ID_PATTERN.match(cls.id or ""):
-        problems.append(f"{cls.__name__}.id {cls.id!r} must be lowercase letters, digits and _ (e.g. 'si_sdr')")
-    if not cls.summary or "\n" in cls.summary:
-        problems.append(f"{cls.__name__}.summary must be one non-empty line")
+    from restorekit.contracts import check_contract
+
+    problems = check_contract(cls, Metric, "restorekit.metrics.Metric", name_attr="id",
+                              pattern=METRIC_ID_PATTERN, example="si_sdr", params_attr="Params",
+                              params_base=MetricParams, params_name="restorekit.metrics.MetricParams")
+    if problems and "is not a subclass" in problems[0]:
+        return problems
     if cls.higher_is_better not in (True, False, None):
         problems.append(f"{cls.__name__}.higher_is_better must be True, False or None")
     if not isinstance(cls.unit, str):
         problems.append(f"{cls.__name__}.unit must be a string")
-    if not (isinstance(cls.Params, type) and issubclass(cls.Params, StageParams)):
-        problems.append(f"{cls.__name__}.Params must subclass restorekit.metrics.MetricParams")
-    elif cls.Params.model_config.get("extra") != "forbid":
-        problems.append(f"{cls.__name__}.Params must reject unknown keys (extra='forbid')")
     return problems
 
 

@@ -36,57 +36,45 @@ STAGE_KEYS = {"id", "use", "with", "input"}
 BIT_DEPTHS = (16, 24, 32)
 
 
-def builtin_pipeline_dirs() -> list[Path]:
-    """Where pipelines shipped with restorekit live: in the wheel, or in a source checkout."""
-    here = Path(__file__).resolve().parent
-    return [p for p in (here / "pipelines", here.parents[1] / "pipelines") if p.is_dir()]
+def named_pipelines(registry: Registry | None = None) -> dict[str, Path]:
+    """Pipelines usable by name: restorekit's own and those plugins ship (`register_pipelines`)."""
+    return dict(sorted((registry or _registry()).pipelines.items()))
 
 
-def builtin_pipelines() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for d in builtin_pipeline_dirs():
-        for f in sorted(d.glob("*.yaml")):
-            found.setdefault(f.stem, f)
-    return found
+def named_degradations(registry: Registry | None = None) -> dict[str, Path]:
+    """Degradation presets usable by name (`register_degradations`): `lowres-8k`, a plugin's, ..."""
+    return dict(sorted((registry or _registry()).degradations.items()))
 
 
-def find_pipeline(path_or_name: str | Path) -> Path:
-    """A pipeline file from a path, or from the name of a shipped pipeline (`zero_shot`)."""
+def _registry() -> Registry:
+    from restorekit.plugins import get_registry
+
+    return get_registry()
+
+
+def find_pipeline(path_or_name: str | Path, registry: Registry | None = None) -> Path:
+    """A pipeline file from a path, or a registered pipeline or degradation preset by name."""
     path = Path(path_or_name)
     if path.is_file():
         return path
     if path.exists():
         raise PipelineError(f"{path}: is not a file")
-    shipped = builtin_pipelines()
-    if str(path_or_name) in shipped:
-        return shipped[str(path_or_name)]
-    presets = builtin_degradations()
-    if str(path_or_name) in presets:  # `restorekit validate lowres-8k` and friends
-        return presets[str(path_or_name)]
-    names = ", ".join(shipped) or "none found"
-    close = difflib.get_close_matches(str(path_or_name), list(shipped), n=1)
+    named = {**named_degradations(registry), **named_pipelines(registry)}
+    if str(path_or_name) in named:
+        return named[str(path_or_name)]
+    shipped = named_pipelines(registry)
+    close = difflib.get_close_matches(str(path_or_name), list(named), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise PipelineError(f"{path_or_name}: no such pipeline file or shipped pipeline.{hint} Shipped: {names}")
+    raise PipelineError(f"{path_or_name}: no such pipeline file or named pipeline.{hint} "
+                        f"Named pipelines: {', '.join(shipped) or 'none found'} (`restorekit pipelines`)")
 
 
-DEGRADE_DIR = "degrade"
-
-
-def builtin_degradations() -> dict[str, Path]:
-    """Shipped degradation presets: the pipelines in pipelines/degrade/, by name."""
-    found: dict[str, Path] = {}
-    for d in builtin_pipeline_dirs():
-        for f in (d / DEGRADE_DIR).glob("*.yaml"):
-            found.setdefault(f.stem, f)
-    return dict(sorted(found.items()))
-
-
-def find_degradation(preset: str | Path) -> Path:
+def find_degradation(preset: str | Path, registry: Registry | None = None) -> Path:
     """A degradation preset by name (`lowres-8k`) or any pipeline file that degrades audio."""
     path = Path(preset)
     if path.is_file():
         return path
-    shipped = builtin_degradations()
+    shipped = named_degradations(registry)
     if str(preset) in shipped:
         return shipped[str(preset)]
     close = difflib.get_close_matches(str(preset), list(shipped), n=1)
@@ -121,7 +109,7 @@ def load_pipeline(
     registry: Registry | None = None,
 ) -> Pipeline:
     """Load and validate a YAML pipeline; raises PipelineError listing every problem."""
-    path = find_pipeline(path_or_name)
+    path = find_pipeline(path_or_name, registry)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import traceback
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -21,12 +24,14 @@ from restorekit.errors import PluginError
 from restorekit.stage import check_stage_class
 
 if TYPE_CHECKING:  # pragma: no cover
-    from restorekit.metrics import Metric
     from restorekit.stage import Stage
-    from restorekit.training.spec import ModelSpec
 
 ENTRY_POINT_GROUP = "restorekit"
 STRICT_ENV = "RESTOREKIT_STRICT_PLUGINS"
+
+
+KINDS = ("stage", "metric", "model", "pipeline", "degradation")
+BUILTIN_DISTRIBUTION = "restorekit"
 
 
 @dataclass
@@ -38,46 +43,157 @@ class PluginInfo:
     distribution: str | None = None
     version: str | None = None
     error: str | None = None
-    stages: list[str] = field(default_factory=list)
-    metrics: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)
+    provided: dict[str, list[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+    refused: list[str] = field(default_factory=list)  #: conflicts: ids another plugin registered first
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == BUILTIN_DISTRIBUTION
+
+    @property
+    def stages(self) -> list[str]:
+        return self.provided["stage"]
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.provided["metric"]
+
+    @property
+    def models(self) -> list[str]:
+        return self.provided["model"]
 
     def provides(self) -> str:
         """'3 stage(s), 2 metric(s)': what the plugin registered."""
-        parts = [f"{len(items)} {kind}(s)" for kind, items in
-                 (("stage", self.stages), ("metric", self.metrics), ("model", self.models)) if items]
+        parts = [f"{len(items)} {kind}(s)" for kind, items in self.provided.items() if items]
         return ", ".join(parts) or "nothing registered"
 
     def add_error(self, message: str) -> None:
         """Record a problem; several problems of one plugin are joined with '; '."""
         self.error = message if not self.error else f"{self.error}; {message}"
 
+    def origin(self) -> str:
+        dist = f"distribution '{self.distribution}'" if self.distribution else "an unknown distribution"
+        return f"{dist} ({self.target})"
+
+
+@dataclass
+class Entry:
+    """One registered item and the plugin (entry point name) that registered it."""
+
+    value: Any
+    plugin: str
+
+
+class Table(Mapping):
+    """The registered items of one kind, by id: one checker, one conflict rule for every kind.
+
+    The first registration of an id wins; a later one from another plugin is refused
+    with a message naming both. Built-in plugins load first, so no installed package
+    can take over a built-in id.
+    """
+
+    def __init__(self, kind: str, check: Callable[[Any], list[str]], key: Callable[[Any], str]) -> None:
+        self.kind, self.check, self.key = kind, check, key
+        self.entries: dict[str, Entry] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        return self.entries[name].value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def owner(self, name: str) -> str | None:
+        """The plugin that registered `name`, or None."""
+        entry = self.entries.get(name)
+        return entry.plugin if entry else None
+
+    def add(self, value: Any, plugin: str) -> tuple[list[str], str | None]:
+        """Register `value` for `plugin`: (contract problems, conflict message); both empty when it took."""
+        problems = self.check(value)
+        if problems:
+            return problems, None
+        name = self.key(value)
+        held = self.entries.get(name)
+        if held is None:
+            self.entries[name] = Entry(value, plugin)
+            return [], None
+        if held.plugin != plugin:
+            return [], (f"{self.kind} '{name}' is already registered by plugin '{held.plugin}'; "
+                        f"this registration was refused (rename it)")
+        if held.value != value:
+            return [f"registers two {self.kind}s named '{name}' ({_label(held.value)} and {_label(value)})"], None
+        return [], None
+
+
+def _label(value: Any) -> str:
+    return getattr(value, "__name__", None) or str(value)
+
+
+def check_pipeline_file(path: Any) -> list[str]:
+    """Reasons `path` cannot be registered as a pipeline or preset (a YAML file named like `zero_shot`)."""
+    if not isinstance(path, Path):
+        return [f"{path!r} is not a pathlib.Path to a pipeline YAML file"]
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return [f"{path} is not a .yaml file"]
+    if not PIPELINE_NAME_PATTERN.match(path.stem):
+        return [f"{path.name}: a pipeline name is letters, digits, '_' and '-' (e.g. 'zero_shot')"]
+    return []
+
+
+PIPELINE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
 
 @dataclass
 class Registry:
-    """Registered stage classes by id, plus what went wrong while loading."""
+    """Everything the plugins registered, one `Table` per kind, plus what went wrong while loading."""
 
-    stages: dict[str, type[Stage]] = field(default_factory=dict)
-    owners: dict[str, str] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
-    conflicts: dict[str, list[str]] = field(default_factory=dict)
     manager: pluggy.PluginManager | None = None
-    metrics: dict[str, type[Metric]] = field(default_factory=dict)
-    metric_owners: dict[str, str] = field(default_factory=dict)
-    models: dict[str, type[ModelSpec]] = field(default_factory=dict)
-    model_owners: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, Table] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from restorekit.metrics import check_metric_class
+        from restorekit.training.spec import check_model_spec
+
+        for kind, check, key in (("stage", check_stage_class, lambda c: c.id),
+                                 ("metric", check_metric_class, lambda c: c.id),
+                                 ("model", check_model_spec, lambda c: c.name),
+                                 ("pipeline", check_pipeline_file, lambda p: p.stem),
+                                 ("degradation", check_pipeline_file, lambda p: p.stem)):
+            self.tables.setdefault(kind, Table(kind, check, key))
+
+    @property
+    def stages(self) -> Table:
+        return self.tables["stage"]
+
+    @property
+    def metrics(self) -> Table:
+        return self.tables["metric"]
+
+    @property
+    def models(self) -> Table:
+        return self.tables["model"]
+
+    @property
+    def pipelines(self) -> Table:
+        return self.tables["pipeline"]
+
+    @property
+    def degradations(self) -> Table:
+        return self.tables["degradation"]
 
     def get(self, stage_id: str) -> type[Stage]:
         """The stage class for `stage_id`, or a PluginError that says why it is not there."""
-        if stage_id in self.conflicts:
-            raise PluginError(self.conflict_message(stage_id))
         if stage_id in self.stages:
             return self.stages[stage_id]
         raise PluginError(self.unknown_message(stage_id))
 
-    def conflict_message(self, stage_id: str) -> str:
-        owners = " and ".join(f"'{p}'" for p in self.conflicts[stage_id])
-        return f"stage '{stage_id}' is registered by both plugins {owners}; uninstall one of them"
+    def conflicts(self) -> list[str]:
+        """Every refused registration, as '<plugin>: <message>'."""
+        return [f"{p.name}: {message}" for p in self.plugins for message in p.refused]
 
     def unknown_message(self, stage_id: str) -> str:
         msg = f"unknown stage '{stage_id}'."
@@ -107,7 +223,10 @@ def _short_error(exc: BaseException) -> str:
 
 
 def load_registry(strict: bool | None = None) -> Registry:
-    """Load every plugin of the entry-point group and collect the stages they register."""
+    """Load every plugin of the entry-point group and collect what they register.
+
+    restorekit's own plugins load first, then the others by entry point name.
+    """
     if strict is None:
         strict = os.environ.get(STRICT_ENV, "") not in ("", "0", "false", "no")
     registry = Registry()
@@ -115,7 +234,8 @@ def load_registry(strict: bool | None = None) -> Registry:
     pm.add_hookspecs(hookspecs)
     registry.manager = pm
 
-    eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP),
+                 key=lambda e: (_distribution_of(e)[0] != BUILTIN_DISTRIBUTION, e.name))
     by_name: dict[str, PluginInfo] = {}
     for ep in eps:
         dist, version = _distribution_of(ep)
@@ -124,11 +244,10 @@ def load_registry(strict: bool | None = None) -> Registry:
             if first.target == ep.value and first.distribution == dist:
                 continue  # the same distribution found twice on sys.path
             info = PluginInfo(ep.name, ep.value, dist, version)
-            info.add_error(f"entry point name '{ep.name}' is also used by {_origin(first)}; "
+            info.add_error(f"entry point name '{ep.name}' is also used by {first.origin()}; "
                            f"the two plugins need different names (not loaded)")
             registry.plugins.append(info)
-            if strict:
-                raise PluginError(f"plugin '{ep.name}' from {_origin(info)}: {info.error} ({STRICT_ENV} is set)")
+            _fail_if_strict(strict, f"plugin '{ep.name}' from {info.origin()}: {info.error}")
             continue
         info = PluginInfo(ep.name, ep.value, dist, version)
         by_name[ep.name] = info
@@ -137,15 +256,13 @@ def load_registry(strict: bool | None = None) -> Registry:
             module = ep.load()
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
             info.add_error(f"failed to import {ep.value}: {_short_error(exc)}")
-            if strict:
-                raise PluginError(f"plugin '{ep.name}' {info.error} ({STRICT_ENV} is set)") from exc
+            _fail_if_strict(strict, f"plugin '{ep.name}' {info.error}", exc)
             continue
         try:
             pm.register(module, name=ep.name)
         except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl whose arguments are not in the spec
             info.add_error(f"invalid hook implementation: {' '.join(str(exc).split())}")
-            if strict:
-                raise PluginError(f"plugin '{ep.name}': {info.error} ({STRICT_ENV} is set)") from exc
+            _fail_if_strict(strict, f"plugin '{ep.name}': {info.error}", exc)
 
     # pluggy's check_pending() stops at the first unknown hook; report every one, on its plugin.
     known = sorted(name for name, caller in vars(pm.hook).items() if not name.startswith("_") and caller.has_spec())
@@ -158,101 +275,54 @@ def load_registry(strict: bool | None = None) -> Registry:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             message = f"unknown hook '{name}': {hint}restorekit hooks are {', '.join(known)}"
-            info = by_name.get(impl.plugin_name)
-            if info is None:
-                info = PluginInfo(impl.plugin_name, repr(impl.plugin))
-                by_name[impl.plugin_name] = info
-                registry.plugins.append(info)
-            info.add_error(message)
-            if strict:
-                raise PluginError(f"plugin '{impl.plugin_name}': {message} ({STRICT_ENV} is set)")
+            _info_for(registry, by_name, impl).add_error(message)
+            _fail_if_strict(strict, f"plugin '{impl.plugin_name}': {message}")
 
-    for impl in pm.hook.register_stages.get_hookimpls():
-        info = by_name.get(impl.plugin_name)
-        if info is None:  # registered on the manager by other means than an entry point
-            info = by_name[impl.plugin_name] = PluginInfo(impl.plugin_name, repr(impl.plugin))
-            registry.plugins.append(info)
-        _collect_stages(registry, info, impl, strict)
-    from restorekit.metrics import check_metric_class
-    from restorekit.training.spec import check_model_spec
-
-    for hook, kind, check in (("register_metrics", "metric", check_metric_class),
-                              ("register_models", "model", check_model_spec)):
-        for impl in getattr(pm.hook, hook).get_hookimpls():
-            info = by_name.get(impl.plugin_name)
-            if info is None:
-                info = by_name[impl.plugin_name] = PluginInfo(impl.plugin_name, repr(impl.plugin))
-                registry.plugins.append(info)
-            _collect_named(registry, info, impl, strict, kind, check)
+    for kind in KINDS:
+        for impl in getattr(pm.hook, REGISTER_HOOKS[kind]).get_hookimpls():  # in registration order
+            _collect(registry.tables[kind], _info_for(registry, by_name, impl), impl, strict)
     return registry
 
 
-def _collect_named(registry: Registry, info: PluginInfo, impl: pluggy.HookImpl, strict: bool,
-                   kind: str, check) -> None:
-    """Collect one plugin's metrics or models; an id another plugin registered first stays with it."""
-    table, owners = getattr(registry, f"{kind}s"), getattr(registry, f"{kind}_owners")
-    key = "id" if kind == "metric" else "name"
+REGISTER_HOOKS = {"stage": "register_stages", "metric": "register_metrics", "model": "register_models",
+                  "pipeline": "register_pipelines", "degradation": "register_degradations"}
+
+
+def _info_for(registry: Registry, by_name: dict[str, PluginInfo], impl: pluggy.HookImpl) -> PluginInfo:
+    """The PluginInfo of a hook implementation (made for plugins registered by other means than entry points)."""
+    info = by_name.get(impl.plugin_name)
+    if info is None:
+        info = by_name[impl.plugin_name] = PluginInfo(impl.plugin_name, repr(impl.plugin))
+        registry.plugins.append(info)
+    return info
+
+
+def _collect(table: Table, info: PluginInfo, impl: pluggy.HookImpl, strict: bool) -> None:
+    """Call one plugin's register hook for `table`; record what was refused and why."""
     errors: list[str] = []
 
-    def register(cls) -> None:
-        problems = check(cls)
-        owner = owners.get(getattr(cls, key, None))
-        if not problems and owner is not None and table[getattr(cls, key)] is not cls:
-            problems = [f"{kind} '{getattr(cls, key)}' is already registered by plugin '{owner}'"]
-        if problems:
-            errors.extend(problems)
-            return
-        if owner is None:
-            table[getattr(cls, key)] = cls
-            owners[getattr(cls, key)] = info.name
-            getattr(info, f"{kind}s").append(getattr(cls, key))
+    def register(value: Any) -> None:
+        problems, conflict = table.add(value, info.name)
+        errors.extend(problems)
+        if conflict:
+            info.refused.append(conflict)
+        elif not problems and table.key(value) not in info.provided[table.kind]:
+            info.provided[table.kind].append(table.key(value))
 
-    _call_hook(info, impl, register, errors, strict)
-
-
-def _call_hook(info: PluginInfo, impl: pluggy.HookImpl, register, errors: list[str], strict: bool) -> None:
-    """Call one plugin's register hook; record what it raised and what `register` refused."""
     try:
         impl.function(register=register)
     except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
         errors.append(f"{impl.function.__name__} raised {_short_error(exc)}")
     if errors:
         info.add_error("; ".join(errors))
-        if strict:
-            raise PluginError(f"plugin '{info.name}': {info.error}")
+        _fail_if_strict(strict, f"plugin '{info.name}': {info.error}")
+    if info.refused:
+        _fail_if_strict(strict, f"plugin '{info.name}': {'; '.join(info.refused)}")
 
 
-def _origin(info: PluginInfo) -> str:
-    dist = f"distribution '{info.distribution}'" if info.distribution else "an unknown distribution"
-    return f"{dist} ({info.target})"
-
-
-def _collect_stages(registry: Registry, info: PluginInfo, impl: pluggy.HookImpl, strict: bool) -> None:
-    errors: list[str] = []
-
-    def register(cls: type[Stage]) -> None:
-        problems = check_stage_class(cls)
-        if problems:
-            errors.extend(problems)
-            return
-        owner = registry.owners.get(cls.id)
-        if owner == info.name:
-            if registry.stages.get(cls.id, cls) is not cls:
-                errors.append(f"registers two classes for stage '{cls.id}' "
-                              f"({registry.stages[cls.id].__name__} and {cls.__name__})")
-            return
-        if owner is not None:
-            registry.conflicts.setdefault(cls.id, [owner]).append(info.name)
-            registry.stages.pop(cls.id, None)
-            return
-        registry.stages[cls.id] = cls
-        registry.owners[cls.id] = info.name
-        info.stages.append(cls.id)
-
-    _call_hook(info, impl, register, errors, strict)
-    for stage_id, owners in registry.conflicts.items():
-        if strict and info.name in owners:
-            raise PluginError(registry.conflict_message(stage_id))
+def _fail_if_strict(strict: bool, message: str, cause: BaseException | None = None) -> None:
+    if strict:
+        raise PluginError(f"{message} ({STRICT_ENV} is set)") from cause
 
 
 _registry: Registry | None = None

@@ -161,17 +161,11 @@ class Stage:
 
 def check_stage_class(cls: Any) -> list[str]:
     """Reasons a class is not a valid stage (empty when it is)."""
-    problems = []
-    if not (isinstance(cls, type) and issubclass(cls, Stage)):
-        return [f"{cls!r} is not a subclass of restorekit.Stage"]
-    if not STAGE_ID_PATTERN.match(cls.id or ""):
-        problems.append(f"{cls.__name__}.id {cls.id!r} must look like 'family.name' (lowercase, digits, _)")
-    if not cls.summary or "\n" in cls.summary:
-        problems.append(f"{cls.__name__}.summary must be one non-empty line")
-    if not (isinstance(cls.Params, type) and issubclass(cls.Params, StageParams)):
-        problems.append(f"{cls.__name__}.Params must subclass restorekit.StageParams")
-    elif cls.Params.model_config.get("extra") != "forbid":
-        problems.append(f"{cls.__name__}.Params must reject unknown keys (extra='forbid')")
-    if not isinstance(cls.accepts, Accepts):
+    from restorekit.contracts import check_contract
+
+    problems = check_contract(cls, Stage, "restorekit.Stage", name_attr="id", pattern=STAGE_ID_PATTERN,
+                              example="family.name", params_attr="Params", params_base=StageParams,
+                              params_name="restorekit.StageParams")
+    if isinstance(cls, type) and issubclass(cls, Stage) and not isinstance(cls.accepts, Accepts):
         problems.append(f"{cls.__name__}.accepts must be a restorekit.Accepts")
     return problems

@@ -8,6 +8,7 @@ does not import torch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
+MODEL_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 TINY = "tiny"  #: the checkpoint name of every family's tiny random-weight variant
 
 
@@ -115,15 +117,15 @@ class ModelSpec:
 
 def check_model_spec(cls: Any) -> list[str]:
     """Reasons a class is not a valid model family (empty when it is)."""
-    if not (isinstance(cls, type) and issubclass(cls, ModelSpec)):
-        return [f"{cls!r} is not a subclass of restorekit.training.spec.ModelSpec"]
-    problems = []
+    from restorekit.contracts import check_contract
+
+    problems = check_contract(cls, ModelSpec, "restorekit.training.spec.ModelSpec", name_attr="name",
+                              pattern=MODEL_NAME_PATTERN, example="unet", params_attr="Hparams",
+                              params_base=Hparams, params_name="restorekit.training.spec.Hparams", summary=False)
+    if problems and "is not a subclass" in problems[0]:
+        return problems
     if cls.lr_schedule not in ("cosine", "plateau"):
         problems.append(f"{cls.__name__}.lr_schedule must be 'cosine' or 'plateau', got {cls.lr_schedule!r}")
-    if not cls.name or not cls.name.replace("_", "").isalnum():
-        problems.append(f"{cls.__name__}.name {cls.name!r} must be a short lowercase name")
     if not cls.architecture:
         problems.append(f"{cls.__name__}.architecture must be set (it is stored in checkpoints)")
-    if not (isinstance(cls.Hparams, type) and issubclass(cls.Hparams, Hparams)):
-        problems.append(f"{cls.__name__}.Hparams must subclass restorekit.training.spec.Hparams")
     return problems

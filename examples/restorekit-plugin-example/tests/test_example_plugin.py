@@ -36,7 +36,7 @@ def registry():
 
 def test_stage_registered_through_the_entry_point(registry):
     assert registry.stages["example.fade"] is Fade
-    assert registry.owners["example.fade"] == "example"
+    assert registry.stages.owner("example.fade") == "example"
     info = next(p for p in registry.plugins if p.name == "example")
     assert info.error is None
     assert info.distribution == "restorekit-plugin-example"

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from restorekit.batch import file_seed
-from restorekit.compare.report import diff_verdict
-from restorekit.compare.stats import mean_ci
+from restorekit_tools.compare.report import diff_verdict
+from restorekit_tools.compare.stats import mean_ci
 from restorekit.dsp import convert_channels, resample
 from restorekit.io import read_audio
 from restorekit.pipeline import find_degradation, load_pipeline

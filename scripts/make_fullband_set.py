@@ -23,7 +23,7 @@ import numpy as np
 
 from restorekit.dsp import convert_channels, resample
 from restorekit.io import read_audio
-from restorekit.training.data import find_audio_files, split_of
+from restorekit_tools.training.data import find_audio_files, split_of
 from restorekit_plugins.degrade.profile import text_to_music_profile
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from restorekit.audio import Audio
 from restorekit.dsp import convert_channels, resample
 from restorekit.io import read_audio, write_audio
-from restorekit.training.data import find_audio_files, split_files
+from restorekit_tools.training.data import find_audio_files, split_files
 from restorekit_plugins.degrade.profile import text_to_music_profile
 
 

@@ -4,7 +4,7 @@ Three measurements (docs/pipelines.md and docs/stages/denoise.md quote their out
 
 clean   Clean full-band music with a few short dropouts and nothing else wrong: 8 s
         excerpts at 44.1 kHz from held-out tracks of data/music (one per track,
-        `restorekit.training.data.split_of(path) == "test"`, rate >= 44.1 kHz), three 20 ms
+        `restorekit_tools.training.data.split_of(path) == "test"`, rate >= 44.1 kHz), three 20 ms
         spans zeroed in each. The untouched excerpt is the reference. Every pipeline
         restores the damaged excerpts (`restorekit run PIPELINE DIR -o OUT` in a
         subprocess); ViSQOL, LSD, energy-normalised LSD and SI-SDR of the input and of
@@ -67,7 +67,7 @@ GATE_IDS = ("denoise.spectral_gate",)
 
 # -- data --------------------------------------------------------------------------------------------
 def heldout_tracks(music: Path) -> list[Path]:
-    from restorekit.training.data import split_of
+    from restorekit_tools.training.data import split_of
 
     tracks = [p for p in sorted(music.rglob("*.ogg")) if split_of(p) == "test"]
     return [p for p in tracks if sf.info(str(p)).samplerate >= RATE]
@@ -158,7 +158,7 @@ def notes_of(out: Path) -> dict[str, list[str]]:
 
 # -- statistics --------------------------------------------------------------------------------------
 def mean_ci(values) -> tuple[float, float, float]:
-    from restorekit.compare.stats import mean_ci as ci
+    from restorekit_tools.compare.stats import mean_ci as ci
 
     s = ci(values)
     return s.mean, s.low, s.high
@@ -175,7 +175,7 @@ def band_db(x: np.ndarray, rate: int, low_hz: float, high_hz: float) -> float:
 
 # -- part 1: clean music -----------------------------------------------------------------------------
 def part_clean(args, specs: dict[str, Path], work: Path) -> dict:
-    from restorekit.metrics import measure
+    from restorekit_tools.measure import measure
 
     tracks = heldout_tracks(Path(args.music))[:args.excerpts]
     if not tracks:
@@ -311,7 +311,7 @@ def scope_cases() -> list[tuple[str, np.ndarray, np.ndarray, float]]:
 
 def part_scope() -> dict:
     from restorekit.audio import Audio
-    from restorekit.metrics import measure
+    from restorekit_tools.measure import measure
     from restorekit_plugins.denoise import SpectralGate
 
     rate = 32000

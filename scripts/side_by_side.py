@@ -15,8 +15,8 @@ import os
 import re
 from pathlib import Path
 
-from restorekit.compare.report import diff_verdict, read_csv
-from restorekit.compare.stats import summarize
+from restorekit_tools.compare.report import diff_verdict, read_csv
+from restorekit_tools.compare.stats import summarize
 from restorekit.plugins import get_registry
 
 

@@ -148,7 +148,7 @@ def test_eight_channels_into_a_stage_for_one_or_two_names_util_channels(tmp_path
     yaml = write_yaml(tmp_path, "stages:\n  - id: narrow\n    use: test.up_to_stereo\n")
     result = invoke("run", yaml, src, "-o", tmp_path / "out")
     assert result.exit_code == 1
-    assert (f"FAILED {src}: stage 'narrow' (test.up_to_stereo): accepts 1, 2 channel(s), the audio has 8; "
+    assert (f"FAILED {src}: stage 'narrow' (test.up_to_stereo, plugin 'tests'): accepts 1, 2 channel(s), the audio has 8; "
             "add a `util.channels` stage with `to: mono`") in result.stderr
     assert files_under(tmp_path / "out") == ["manifest.json"]
     yaml = write_yaml(tmp_path, """

@@ -215,7 +215,8 @@ def test_an_unexpected_exception_in_a_stage_fails_that_file_without_a_traceback(
     yaml.write_text("stages:\n  - use: test.crashes\n")
     result = invoke("run", yaml, make_wav(tmp_path / "x.wav"), "-o", tmp_path / "out")
     assert result.exit_code == 1
-    assert "FAILED" in result.stderr and "internal error: RuntimeError: a bug in a plugin" in result.stderr
+    assert ("FAILED" in result.stderr and "stage 'crashes' (test.crashes, plugin 'tests'): internal error: "
+            "RuntimeError: a bug in a plugin" in result.stderr), "an unexpected error names the stage and plugin"
 
 
 def test_a_stage_that_cannot_run_here_is_a_usage_error_before_anything_is_written(tmp_path, make_wav,
@@ -224,7 +225,7 @@ def test_a_stage_that_cannot_run_here_is_a_usage_error_before_anything_is_writte
     yaml.write_text("stages:\n  - id: sr\n    use: test.needs_checkpoint\n")
     result = invoke("run", yaml, make_wav(tmp_path / "x.wav"), "-o", tmp_path / "out")
     assert result.exit_code == 2
-    assert result.stderr == ("error: stage 'sr' (test.needs_checkpoint): cannot run here: the checkpoint test.ckpt "
+    assert result.stderr == ("error: stage 'sr' (test.needs_checkpoint, plugin 'tests'): cannot run here: the checkpoint test.ckpt "
                              "is missing; run `restorekit fetch test` first\n")
     assert not (tmp_path / "out").exists()
 

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from pydantic import Field
 
 import restorekit
-from restorekit.compare import read_results, summarize
-from restorekit.compare.stats import mean_ci
+from restorekit_tools.compare import read_results, summarize
+from restorekit_tools.compare.stats import mean_ci
 from restorekit.errors import StageError, UsageError
 from restorekit.runner import Pipeline
 from restorekit.stage import Stage, StageParams
@@ -300,8 +300,8 @@ def test_every_shipped_degradation_preset_runs_in_a_comparison(tmp_path):
 # -- Python entry point and command line ------------------------------------------------------------------
 
 def test_restorekit_compare_is_callable_whatever_was_imported_first():
-    code = ("import restorekit.compare.report, restorekit; assert callable(restorekit.compare); "
-            "import restorekit.compare as m; assert callable(m) and m.compare is not None; print('ok')")
+    code = ("import restorekit_tools.compare.report, restorekit; assert callable(restorekit.compare); "
+            "from restorekit import compare; assert compare is restorekit.compare; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
     assert callable(restorekit.compare)
@@ -316,8 +316,10 @@ def _cli():
 def test_cli_compare_prints_the_summary_and_fails_when_a_run_failed(clean_dir, tmp_path, monkeypatch):
     from restorekit.plugins import get_registry
 
-    monkeypatch.setitem(get_registry().stages, HardClip.id, HardClip)
-    monkeypatch.setitem(get_registry().stages, Explodes.id, Explodes)
+    from restorekit.plugins import Entry
+
+    monkeypatch.setitem(get_registry().stages.entries, HardClip.id, Entry(HardClip, "tests"))
+    monkeypatch.setitem(get_registry().stages.entries, Explodes.id, Entry(Explodes, "tests"))
     (tmp_path / "clip.yaml").write_text(f"name: clip\nstages:\n  - use: {HardClip.id}\n")
     (tmp_path / "noop.yaml").write_text("name: noop\nstages:\n  - use: util.gain\n")
     (tmp_path / "boom.yaml").write_text(f"name: boom\nstages:\n  - use: {Explodes.id}\n")
@@ -331,7 +333,7 @@ def test_cli_compare_prints_the_summary_and_fails_when_a_run_failed(clean_dir, t
                                   "--clean", str(clean_dir), "--degrade", str(tmp_path / "clip.yaml"),
                                   "-o", str(tmp_path / "r2"), "-m", "snr"])
     assert loud.exit_code == 1, loud.output
-    assert "FAILED sine0.wav [boom]: internal error: RuntimeError: boom" in loud.output
+    assert "FAILED sine0.wav [boom]: stage 'explodes' (rktest.explodes, plugin 'tests'): internal error: RuntimeError: boom" in loud.output
     line = next(x for x in loud.output.splitlines() if x.strip().startswith("noop"))
     assert "+0.0000" in line and "no clear change" in line
     with open(tmp_path / "r2" / "results.csv", newline="") as f:

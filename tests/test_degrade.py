@@ -52,8 +52,7 @@ def run(stage, x: np.ndarray, rate: int, seed: int = 0) -> np.ndarray:
 
 def process(stage, x: np.ndarray, rate: int, seed: int) -> np.ndarray:
     """Call `process` directly with the seed the runner would set (for loops over many seeds)."""
-    stage.seed = seed
-    return stage.process(Audio(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), rate)).numpy()
+    return stage.run(Audio(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), rate), seed)[0].numpy()
 
 
 def white(channels: int, frames: int, seed: int = 0, level: float = 0.1) -> np.ndarray:
@@ -363,9 +362,9 @@ def test_generative_mix_draws_within_the_ranges_and_applies_the_recipe():
                and 0.2 <= r["rt60_s"] <= 1.0 and -20 <= r["wet_db"] <= -8 for r in drawn)
     rate = 44100
     x = synth_audio(2, rate, duration_s=0.5).numpy()
-    stage.seed = next(s for s in range(100) if stage.draw(np.random.default_rng([s, *stage.id.encode()])))
-    recipe = stage.draw(stage.rng())
-    y = stage.process(Audio(torch.from_numpy(x), rate)).numpy()
+    seed = next(s for s in range(100) if stage.draw(np.random.default_rng([s, *stage.id.encode()])))
+    recipe = stage.draw(np.random.default_rng([seed, *stage.id.encode()]))  # what stage.rng() gives with that seed
+    y = stage.run(Audio(torch.from_numpy(x), rate), seed)[0].numpy()
     steps = y.astype(np.float64) * 2 ** (recipe["bits"] - 1)
     assert np.array_equal(steps, np.rint(steps)), "not quantized to the drawn bit depth"
     lsb = 2.0 ** -(recipe["bits"] - 1)

@@ -20,7 +20,7 @@ from restorekit.demo import make_clean_clip
 from restorekit.dsp import resample
 from restorekit.pipeline import find_degradation, load_pipeline
 from restorekit.runner import Pipeline
-from restorekit.training.data import Degrader
+from restorekit_tools.training.data import Degrader
 from restorekit_plugins.degrade.profile import text_to_music_profile
 from restorekit_plugins.degrade.stages import DcFault, Level, Mp3, NoiseSubstitute, Tilt
 from restorekit_plugins.master import integrated_loudness

@@ -186,8 +186,7 @@ def test_dc_remove_takes_a_constant_offset_off_mono():
 
 def dithered(x, bits=16, shaping="none", seed=0, rate=44100) -> np.ndarray:
     stage = Dither(bit_depth=bits, noise_shaping=shaping)
-    stage.seed = seed
-    return stage.process(audio(x, rate)).numpy()
+    return stage.run(audio(x, rate), seed)[0].numpy()
 
 
 def error_lsb(x, bits=16, **kw) -> np.ndarray:

@@ -20,16 +20,8 @@ from pydantic import ValidationError
 
 from restorekit.audio import Audio
 from restorekit.errors import UsageError
-from restorekit.metrics import (
-    MAX_RATIO_DB,
-    Metric,
-    MetricError,
-    align,
-    check_metric_class,
-    measure,
-    mel_filterbank,
-    resolve_metrics,
-)
+from restorekit.metrics import MAX_RATIO_DB, Metric, MetricError, align, check_metric_class, mel_filterbank
+from restorekit_tools.measure import measure, resolve_metrics
 from restorekit.plugins import ENTRY_POINT_GROUP, get_registry, load_registry, reset_registry
 
 RATE = 44100
@@ -222,7 +214,7 @@ def test_visqol_is_skipped_cleanly_when_its_package_is_missing(monkeypatch):
     cls = get_registry().metrics["visqol"]
     monkeypatch.setattr(cls, "requires", ("visqol_not_installed_here",))
     assert not cls.available()
-    assert "pip install 'restorekit[visqol]'" in cls.missing()
+    assert "pip install 'restorekit[visqol]'" in cls.unavailable()
     chosen, skipped = resolve_metrics(None, reference=True)
     assert "visqol" not in [m.id for m in chosen] and "restorekit[visqol]" in skipped["visqol"]
     result = measure(audio(sine(440)), audio(sine(440)), ["visqol", "snr"])

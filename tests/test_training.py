@@ -16,7 +16,7 @@ from restorekit.audio import Audio
 from restorekit.cli import cli
 from restorekit.plugins import get_registry
 from restorekit.runner import Pipeline
-from restorekit.training.data import split_files
+from restorekit_tools.training.data import split_files
 
 RATE = 32000
 
@@ -131,7 +131,7 @@ def test_init_fine_tunes_from_a_checkpoint_with_new_loss_weights(music_dir, tmp_
 
 
 def test_plateau_schedule_halves_the_rate_after_two_epochs_without_improvement():
-    from restorekit.training.trainer import _lr_at, _next_lr_scale
+    from restorekit_tools.training.trainer import _lr_at, _next_lr_scale
 
     scale, history = 1.0, []
     for bad in (0, 1, 2, 0, 1, 2, 3, 4):  # bad-epoch counts after successive epochs

@@ -151,7 +151,7 @@ def test_clean_full_band_music_comes_out_nearly_unchanged(tmp_path):
     taking about 1.7 dB off the peaks."""
     from restorekit.audio import Audio
     from restorekit.demo import make_clean_clip
-    from restorekit.metrics import measure
+    from restorekit_tools.measure import measure
 
     rate = 44100
     mono = make_clean_clip(4.0, seed=2, rate=rate)

@@ -26,7 +26,8 @@ _LAZY = {
     "RestorekitError": "restorekit.errors",
     "get_registry": "restorekit.plugins",
     "make_demo_clip": "restorekit.demo",
-    "compare": "restorekit.compare",
+    "compare": "restorekit_tools.compare",  # the tooling plugin's; kept here for existing callers
+    "measure": "restorekit_tools.measure",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -41,6 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from restorekit.plugins import get_registry
     from restorekit.runner import Node, Pipeline
     from restorekit.stage import Accepts, Stage, StageParams
+    from restorekit_tools.compare import compare
+    from restorekit_tools.measure import measure
 
 
 def __getattr__(name: str) -> Any:

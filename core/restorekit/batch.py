@@ -10,14 +10,13 @@ import os
 import platform
 import tempfile
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from restorekit.hashing import sha256_file
-from restorekit.errors import AudioFileError, RestorekitError, UsageError
-from restorekit.io import READ_EXTENSIONS, is_float_file, read_audio, write_audio
+from restorekit.errors import AudioFileError, UsageError, describe_failure
+from restorekit.io import READ_EXTENSIONS, find_audio_files, is_float_file, read_audio, write_audio
 
 log = logging.getLogger("restorekit")
 DEMO_NAME = "demo"
@@ -67,13 +66,9 @@ def collect_jobs(inputs: list[Path], exclude: Path | None = None) -> tuple[list[
     """
     jobs: list[Job] = []
     missing: list[FileResult] = []
-    excluded = exclude.resolve() if exclude is not None else None
     for item in inputs:
         if item.is_dir():
-            root = item.resolve()
-            skip = excluded if excluded is not None and excluded != root and excluded.is_relative_to(root) else None
-            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in READ_EXTENSIONS
-                           and not (skip is not None and p.resolve().is_relative_to(skip)))
+            found = find_audio_files(item, exclude)
             if not found:
                 missing.append(FileResult(str(item), status="failed",
                                           error=f"no audio files ({', '.join(READ_EXTENSIONS)}) in this directory"))
@@ -115,15 +110,13 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
     """Restore every input; one failure never stops the others. Raises only for usage errors."""
     from tqdm import tqdm
 
-    from restorekit.device import resolve_device
     from restorekit.pipeline import load_pipeline
     from restorekit.runner import release_freed_memory
 
-    pipeline = load_pipeline(pipeline_ref, overrides, device=device)
-    resolve_device(device or pipeline.device_spec)  # device and availability errors come before OUTDIR is made
-    pipeline.check_available()
+    pipeline = load_pipeline(pipeline_ref, overrides, device=device)  # the device is given here, once
+    pipeline.resolve()  # device and availability errors come before OUTDIR is made
     check_output_dir(outdir)
-    resolved_device = pipeline.prepare(device)
+    resolved_device = pipeline.prepare()
     dithered = pipeline.output_bit_depth()  # the pipeline's bit_depth, else its dither stage's
     bits = bit_depth or dithered or 24
     depth_is_set = bool(bit_depth or dithered)
@@ -197,13 +190,8 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
                 result.outputs.append(str(target))
             result.output_bit_depth = file_bits
             result.status = "ok"
-        except RestorekitError as exc:
-            result.status, result.error = "failed", str(exc)
-        except MemoryError:
-            result.status, result.error = "failed", "out of memory"
         except Exception as exc:  # noqa: BLE001 - keep going with the other files
-            result.status, result.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
-            log.debug("%s", traceback.format_exc())
+            result.status, result.error = "failed", describe_failure(exc)
         if result.status != "ok":
             for written in result.outputs:  # a failed input leaves no outputs behind, not even some
                 Path(written).unlink(missing_ok=True)

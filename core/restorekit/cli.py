@@ -172,15 +172,6 @@ def pipelines():
         click.echo(f"{name:<12} {' '.join(str(desc).split())}")
 
 
-from restorekit.cli_train import train_command  # noqa: E402  (no torch at import)
-
-cli.add_command(train_command)
-from restorekit.cli_degrade import degrade  # noqa: E402  (no torch at import)
-cli.add_command(degrade)
-cli.add_command(__import__("restorekit.cli_metrics", fromlist=["metrics"]).metrics)  # no torch at import
-cli.add_command(__import__("restorekit.cli_compare", fromlist=["compare"]).compare)  # no torch at import
-
-
 def main() -> None:
     # torch's OpenMP threads busy-wait by default, which makes torch stages 4-100x slower
     # whenever another process shares the cores; set before torch is first imported.

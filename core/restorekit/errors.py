@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
 from dataclasses import dataclass
 
 
@@ -45,13 +47,15 @@ class Problem:
     stage: str | None = None
     use: str | None = None
     key: str | None = None
+    plugin: str | None = None
 
     def __str__(self) -> str:
         parts = []
         if self.file:
             parts.append(f"{self.file}:{self.line}" if self.line else self.file)
         if self.stage:
-            parts.append(f"stage '{self.stage}' ({self.use})" if self.use else f"stage '{self.stage}'")
+            use = ", ".join(filter(None, [self.use, self.plugin and f"plugin '{self.plugin}'"]))
+            parts.append(f"stage '{self.stage}' ({use})" if use else f"stage '{self.stage}'")
         if self.key:
             parts.append(self.key)
         parts.append(self.message)
@@ -68,3 +72,14 @@ class PipelineError(UsageError):
             problems = [problems]
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def describe_failure(exc: BaseException, where: str | None = None) -> str:
+    """One line for a failure that must not stop a batch: the message of an expected error,
+    "out of memory", or "internal error in WHERE: Type: message" (the traceback goes to the debug log)."""
+    if isinstance(exc, RestorekitError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    logging.getLogger("restorekit").debug("%s", "".join(traceback.format_exception(exc)))
+    return f"internal error{f' in {where}' if where else ''}: {type(exc).__name__}: {exc}"

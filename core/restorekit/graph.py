@@ -22,6 +22,14 @@ NODE_ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 Locator = Callable[[int | None, str | None], tuple[str | None, int | None]]
 
 
+def default_id(use: str, counts: dict[str, int]) -> str:
+    """The id of a stage given none: the last part of its stage id, numbered from the second
+    use on (`gain`, `gain_2`); `counts` carries the numbering across one pipeline."""
+    base = use.split(".")[-1]
+    counts[base] = counts.get(base, 0) + 1
+    return base if counts[base] == 1 else f"{base}_{counts[base]}"
+
+
 def _no_location(index: int | None, key: str | None) -> tuple[str | None, int | None]:
     return None, None
 

@@ -23,6 +23,16 @@ MAX_CHANNELS = 32
 WRITE_BLOCK_FRAMES = 1 << 18
 
 
+def find_audio_files(directory: Path, exclude: Path | None = None) -> list[Path]:
+    """Audio files below `directory` (recursive, by extension, sorted); none from below `exclude`."""
+    root = Path(directory).resolve()
+    skip = Path(exclude).resolve() if exclude is not None else None
+    if skip is not None and (skip == root or not skip.is_relative_to(root)):
+        skip = None
+    return sorted(p for p in Path(directory).rglob("*") if p.is_file() and p.suffix.lower() in READ_EXTENSIONS
+                  and not (skip is not None and p.resolve().is_relative_to(skip)))
+
+
 def read_audio(path: str | Path) -> Audio:
     """Read a file into float32 (channels, frames) Audio; raises AudioFileError saying what is wrong."""
     path = Path(path)

@@ -24,22 +24,20 @@ they register, and `restorekit plugins` has to stay fast.
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from restorekit.errors import RestorekitError, UsageError
+from restorekit.errors import RestorekitError
 from restorekit.stage import StageParams
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from restorekit.audio import Audio
-    from restorekit.plugins import Registry
 
 METRIC_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 DELAY_SEARCH_S = 30.0
@@ -53,29 +51,6 @@ class MetricError(RestorekitError):
 
 class MetricParams(StageParams):
     """Base for metric parameters: same rules as stage parameters (units in names, ranges, help)."""
-
-
-@dataclass
-class MetricValue:
-    """One measured value: `value` is None when `error` says why it could not be computed."""
-
-    metric: str
-    value: float | None
-    unit: str = ""
-    higher_is_better: bool | None = None
-    error: str | None = None
-
-
-@dataclass
-class Measurement:
-    """Values of several metrics for one estimate, the alignment notes, and the metrics skipped."""
-
-    values: list[MetricValue] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, float | None]:
-        return {v.metric: v.value for v in self.values}
 
 
 class Metric:
@@ -109,7 +84,7 @@ class Metric:
         self.params = build_params(self.Params, params, kwargs, self.id)
 
     @classmethod
-    def missing(cls) -> str | None:
+    def unavailable(cls) -> str | None:
         """Why the metric cannot run here (an optional dependency is missing), or None."""
         absent = [m for m in cls.requires if importlib.util.find_spec(m) is None]
         if not absent:
@@ -120,29 +95,30 @@ class Metric:
     @classmethod
     def available(cls) -> bool:
         """True when every optional dependency is installed."""
-        return cls.missing() is None
+        return cls.unavailable() is None
 
     def compute(self, est: Audio, ref: Audio | None) -> float:
         raise NotImplementedError(f"{type(self).__name__}.compute")
 
     def __call__(self, est: Audio, ref: Audio | None = None, *, max_delay_ms: float = 0.0) -> float:
         """Align (for reference metrics) and compute; raises MetricError on a problem."""
-        missing = self.missing()
-        if missing:
-            raise MetricError(f"{self.id} is unavailable: {missing}")
+        reason = self.unavailable()
+        if reason:
+            raise MetricError(f"{self.id} is unavailable: {reason}")
         if self.needs_reference:
             if ref is None:
                 raise MetricError(f"{self.id} compares against a reference; give one")
             aligned = align(est, ref, max_delay_ms=max_delay_ms)
             est, ref = aligned.est, aligned.ref
-        return _finite(self, self.compute(est.to("cpu"), None if ref is None else ref.to("cpu")))
+        return finite_value(self, self.compute(est.to("cpu"), None if ref is None else ref.to("cpu")))
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
         return f"{type(self).__name__}({params})"
 
 
-def _finite(metric: Metric, value: Any) -> float:
+def finite_value(metric: Metric, value: Any) -> float:
+    """`value` as a float, or a MetricError when it is NaN or infinite."""
     value = float(value)
     if not math.isfinite(value):
         raise MetricError(f"{metric.id} came out as {value}; the audio may be silent or empty")
@@ -303,130 +279,3 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin_hz: float = 0
 
 def _hz_to_mel(hz: float) -> float:
     return 2595.0 * math.log10(1 + hz / 700.0)
-
-
-# -- registry and measuring -------------------------------------------------------------------
-
-
-def metric_classes(registry: Registry | None = None) -> dict[str, type[Metric]]:
-    """Registered metric classes by id, in registration order."""
-    from restorekit.plugins import get_registry
-
-    return dict((registry or get_registry()).metrics)
-
-
-def parse_metric_overrides(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
-    """`["lsd_band.low_hz=4000", ...]` as {"lsd_band": {"low_hz": 4000}} (values parsed as YAML)."""
-    import yaml
-
-    out: dict[str, dict[str, Any]] = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        metric_id, dot, param = key.strip().rpartition(".")
-        if not sep or not dot or not metric_id or not param:
-            raise UsageError(f"--set {item}: expected METRIC.PARAM=VALUE, e.g. --set lsd_band.low_hz=4000")
-        try:
-            out.setdefault(metric_id, {})[param] = yaml.safe_load(value) if value.strip() else value
-        except yaml.YAMLError as exc:
-            raise UsageError(f"--set {item}: the value is not valid YAML ({exc})") from exc
-    return out
-
-
-def resolve_metrics(
-    selection: Sequence[str | Metric] | None = None,
-    *,
-    reference: bool,
-    params: dict[str, dict[str, Any]] | None = None,
-    registry: Registry | None = None,
-) -> tuple[list[Metric], dict[str, str]]:
-    """Metric instances to run, and {id: reason} for those skipped because they are unavailable.
-
-    With no `selection`, every registered metric that fits: reference metrics when
-    `reference` is True, reference-free ones otherwise. Asking for a reference metric
-    without a reference, an unknown id, or invalid parameters raises UsageError
-    before any audio is touched.
-    """
-    from pydantic import ValidationError
-
-    classes = metric_classes(registry)
-    params = dict(params or {})
-    if selection is None:
-        selection = [mid for mid, cls in classes.items() if cls.needs_reference == reference]
-    chosen: list[Metric] = []
-    skipped: dict[str, str] = {}
-    for item in selection:
-        if isinstance(item, Metric):
-            instance = item
-        else:
-            cls = classes.get(item)
-            if cls is None:
-                close = difflib.get_close_matches(str(item), list(classes), n=2)
-                hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-                raise UsageError(f"unknown metric '{item}'.{hint} Known: {', '.join(classes) or 'none'} "
-                                 "(`restorekit metrics --list` describes them)")
-            try:
-                instance = cls(params.pop(item, {}))
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise UsageError(f"metric {item}: {where}: {first['msg']} (fields: "
-                                 f"{', '.join(cls.Params.model_fields) or 'none'})") from exc
-        if instance.needs_reference and not reference:
-            raise UsageError(f"metric {instance.id} compares against a reference; give a reference "
-                             "(REF EST, or --clean with --degrade)")
-        missing = instance.missing()
-        if missing:
-            skipped[instance.id] = missing
-            continue
-        chosen.append(instance)
-    if params:
-        raise UsageError(f"--set for metric(s) not selected: {', '.join(params)}")
-    return chosen, skipped
-
-
-def measure(
-    est: Audio,
-    ref: Audio | None = None,
-    metrics: Sequence[str | Metric] | None = None,
-    *,
-    max_delay_ms: float = 0.0,
-    registry: Registry | None = None,
-) -> Measurement:
-    """Measure `est` (against `ref` when given) with `metrics` (default: all that fit).
-
-    The alignment is done once and shared by every reference metric. A metric that
-    fails gives a value of None with its error; it never stops the others.
-    """
-    chosen, skipped = resolve_metrics(metrics, reference=ref is not None, registry=registry)
-    return measure_with(chosen, est, ref, max_delay_ms=max_delay_ms, skipped=skipped)
-
-
-def measure_with(chosen: Sequence[Metric], est: Audio, ref: Audio | None, *, max_delay_ms: float = 0.0,
-                 skipped: dict[str, str] | None = None) -> Measurement:
-    """`measure` with metric instances already resolved (used by compare for every row)."""
-    result = Measurement(skipped=dict(skipped or {}))
-    est = est.to("cpu")
-    aligned, align_error = None, None
-    if ref is not None and any(m.needs_reference for m in chosen):
-        try:
-            aligned = align(est, ref, max_delay_ms=max_delay_ms)
-            result.notes.extend(aligned.notes)
-        except RestorekitError as exc:
-            align_error = f"cannot align est to ref: {exc}"
-    for metric in chosen:
-        mv = MetricValue(metric.id, None, metric.unit, metric.higher_is_better)
-        if metric.needs_reference and aligned is None:
-            mv.error = align_error or f"{metric.id} compares against a reference; none was given"
-            result.values.append(mv)
-            continue
-        a, r = (aligned.est, aligned.ref) if metric.needs_reference else (est, None)
-        try:
-            mv.value = _finite(metric, metric.compute(a, r))
-        except RestorekitError as exc:
-            mv.error = str(exc)
-        except MemoryError:
-            mv.error = "out of memory"
-        except Exception as exc:  # noqa: BLE001 - one broken metric must not stop the others
-            mv.error = f"internal error in metric {metric.id}: {type(exc).__name__}: {exc}"
-        result.values.append(mv)
-    return result

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 
+from restorekit import graph
 from restorekit.device import check_device_spec
-from restorekit.errors import PipelineError, PluginError, Problem
+from restorekit.errors import PipelineError, PluginError, Problem, UsageError
 from restorekit.yaml_lines import YamlSyntaxError, load_with_lines
 
 if TYPE_CHECKING:  # pragma: no cover
     from restorekit.plugins import Registry
-    from restorekit.runner import Pipeline
+    from restorekit.runner import Node, Pipeline
 
 TOP_KEYS = {
     "name": "a short name",
@@ -83,22 +85,31 @@ def find_degradation(preset: str | Path, registry: Registry | None = None) -> Pa
                         f"Presets: {', '.join(shipped) or 'none found'}")
 
 
-def parse_overrides(items: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
-    """`["stage.param=value", ...]` (values parsed as YAML) or a mapping, as {"stage.param": value}."""
-    if not items:
-        return {}
-    if isinstance(items, Mapping):
-        return dict(items)
+def parse_assignments(items: Sequence[str] | None, form: str = "stage_id.param=value",
+                      example: str = "gate.prop_decrease=0.6", error: type[UsageError] = UsageError) -> dict[str, Any]:
+    """`--set` items (`["a.b=value", ...]`) as {"a.b": value}, values parsed as safe YAML.
+
+    Shared by pipeline overrides and metric parameters; `form` and `example` go into the
+    message of `error` for an item that is not `X.Y=VALUE`.
+    """
     out: dict[str, Any] = {}
-    for item in items:
+    for item in items or ():
         key, sep, value = item.partition("=")
-        if not sep or "." not in key.strip(". "):
-            raise PipelineError(f"--set {item}: expected stage_id.param=value, e.g. --set gate.prop_decrease=0.6")
+        head, dot, tail = key.strip().rpartition(".")
+        if not sep or not dot or not head.strip(".") or not tail:
+            raise error(f"--set {item}: expected {form}, e.g. --set {example}")
         try:
             out[key.strip()] = yaml.safe_load(value) if value.strip() else value
         except yaml.YAMLError as exc:
-            raise PipelineError(f"--set {item}: the value is not valid YAML ({exc})") from exc
+            raise error(f"--set {item}: the value is not valid YAML ({exc})") from exc
     return out
+
+
+def parse_overrides(items: Sequence[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """`["stage.param=value", ...]` (values parsed as YAML) or a mapping, as {"stage.param": value}."""
+    if isinstance(items, Mapping):
+        return dict(items)
+    return parse_assignments(items, error=PipelineError)
 
 
 def load_pipeline(
@@ -136,164 +147,198 @@ def pipeline_from_text(
     return _build(data, lines, filename, parse_overrides(overrides), device, registry)
 
 
-def _build(data, lines, filename, overrides, device, registry) -> Pipeline:
-    from restorekit.runner import Node, Pipeline
+@dataclass
+class StageSpec:
+    """One entry of `stages:` as written (after `--set`): where it is, its node id, stage id, params, input."""
 
-    problems: list[Problem] = []
+    index: int
+    node_id: str
+    use: str
+    params: dict[str, Any]
+    input: str | list[str] | None
+    set_by: dict[tuple[str, ...], str] = field(default_factory=dict)  #: param path -> the --set item
 
-    def line_of(path: tuple) -> int | None:
-        while path and path not in lines:
+
+class _Builder:
+    """Validates parsed YAML step by step, collecting every located problem, and builds the Pipeline."""
+
+    def __init__(self, data: Any, lines: dict[tuple, int], filename: str, registry: Registry) -> None:
+        self.data, self.lines, self.filename, self.registry = data, lines, filename, registry
+        self.problems: list[Problem] = []
+        self.declared: set[str] = set()  # node ids, also of stages with problems
+
+    def line_of(self, path: tuple) -> int | None:
+        while path and path not in self.lines:
             path = path[:-1]
-        return lines.get(path, 1)
+        return self.lines.get(path, 1)
 
-    def top_problem(key: str | None, message: str) -> None:
-        problems.append(Problem(message, filename, line_of((key,) if key else ()), key=key))
+    def problem(self, message: str, path: tuple = (), key: str | None = None, spec: StageSpec | None = None,
+                node_id: str | None = None, use: Any = None) -> None:
+        if spec is not None:
+            node_id, use = spec.node_id, spec.use
+        self.problems.append(Problem(message, self.filename, self.line_of(path), node_id,
+                                     use if isinstance(use, str) else None, key))
 
-    if not isinstance(data, dict):
-        raise PipelineError(Problem("a pipeline is a YAML mapping with a `stages` list", filename, 1))
-    for key in data:
-        if key not in TOP_KEYS:
-            close = difflib.get_close_matches(str(key), list(TOP_KEYS), n=1)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            top_problem(key, f"unknown key; {hint}valid keys: {', '.join(TOP_KEYS)}")
-    name = data.get("name", Path(filename).stem)
-    description = data.get("description", "")
-    for key, value in (("name", name), ("description", description)):
-        if not isinstance(value, str):
-            top_problem(key, f"must be a string, got {value!r}")
-    dev = device or data.get("device", "auto")
-    if device is None and check_device_spec(dev):
-        top_problem("device", check_device_spec(dev))
-    for key, allowed in (("sample_rate", None), ("channels", None), ("bit_depth", BIT_DEPTHS), ("seed", None)):
-        value = data.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
-            top_problem(key, f"must be a positive integer, got {value!r}")
-        elif allowed and value not in allowed:
-            top_problem(key, f"must be one of {', '.join(map(str, allowed))}, got {value}")
-        elif key == "sample_rate" and not 1000 <= value <= 768000:
-            top_problem(key, f"must be between 1000 and 768000 Hz, got {value}")
-    stages_raw = data.get("stages")
-    if not isinstance(stages_raw, list) or not stages_raw:
-        top_problem("stages", "`stages` must be a non-empty list of stages (each with `use`)")
-        raise PipelineError(problems)
+    # -- top level ---------------------------------------------------------------------
+    def top_level(self, device: str | None) -> dict[str, Any]:
+        """The checked top-level settings (name, description, device, output format, seed)."""
+        data = self.data
+        if not isinstance(data, dict):
+            raise PipelineError(Problem("a pipeline is a YAML mapping with a `stages` list", self.filename, 1))
+        for key in data:
+            if key not in TOP_KEYS:
+                close = difflib.get_close_matches(str(key), list(TOP_KEYS), n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                self.problem(f"unknown key; {hint}valid keys: {', '.join(TOP_KEYS)}", (key,), key)
+        settings = {"name": data.get("name", Path(self.filename).stem), "description": data.get("description", ""),
+                    "device": device or data.get("device", "auto")}
+        for key in ("name", "description"):
+            if not isinstance(settings[key], str):
+                self.problem(f"must be a string, got {settings[key]!r}", (key,), key)
+        if device is None and check_device_spec(settings["device"]):
+            self.problem(check_device_spec(settings["device"]), ("device",), "device")
+        for key in ("sample_rate", "channels", "bit_depth", "seed"):
+            value = data.get(key)
+            if value is None:
+                continue
+            settings[key] = value
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
+                self.problem(f"must be a positive integer, got {value!r}", (key,), key)
+            elif key == "bit_depth" and value not in BIT_DEPTHS:
+                self.problem(f"must be one of {', '.join(map(str, BIT_DEPTHS))}, got {value}", (key,), key)
+            elif key == "sample_rate" and not 1000 <= value <= 768000:
+                self.problem(f"must be between 1000 and 768000 Hz, got {value}", (key,), key)
+        return settings
 
-    specs = []  # (index, node_id, use, params, input)
-    used_ids: dict[str, int] = {}
-    declared: set[str] = set()
-    for i, raw in enumerate(stages_raw):
+    # -- stages ------------------------------------------------------------------------
+    def stage_specs(self) -> list[StageSpec]:
+        """Each well-formed entry of `stages:`; malformed ones become problems."""
+        raw_stages = self.data.get("stages")
+        if not isinstance(raw_stages, list) or not raw_stages:
+            self.problem("`stages` must be a non-empty list of stages (each with `use`)", ("stages",), "stages")
+            raise PipelineError(self.problems)
+        counts: dict[str, int] = {}
+        specs = []
+        for i, raw in enumerate(raw_stages):
+            here = ("stages", i)
+            if not isinstance(raw, dict):
+                self.problem("each stage is a mapping with `use` (and `id`, `with`, `input`)", here)
+                continue
+            use = raw.get("use")
+            if "id" in raw:
+                node_id = str(raw["id"])
+            else:
+                node_id = graph.default_id(use, counts) if isinstance(use, str) else f"stage{i + 1}"
+            self.declared.add(node_id)
+            spec = self._stage_spec(i, raw, node_id, use)
+            if spec is not None:
+                specs.append(spec)
+        return specs
+
+    def _stage_spec(self, i: int, raw: dict, node_id: str, use: Any) -> StageSpec | None:
         here = ("stages", i)
-        if not isinstance(raw, dict):
-            problems.append(Problem("each stage is a mapping with `use` (and `id`, `with`, `input`)",
-                                    filename, line_of(here)))
-            continue
-        use = raw.get("use")
-        default_id = use.split(".")[-1] if isinstance(use, str) else f"stage{i + 1}"
-        node_id = raw.get("id", default_id)
-        if "id" not in raw:
-            used_ids[node_id] = used_ids.get(node_id, 0) + 1
-            if used_ids[node_id] > 1:
-                node_id = f"{node_id}_{used_ids[node_id]}"
-        node_id = str(node_id)
-        declared.add(node_id)
-
-        def stage_problem(key, message, path=None, use_=use, node_id_=node_id, here_=here):
-            problems.append(Problem(message, filename, line_of((*here_, *(path or ((key,) if key else ())))),
-                                    node_id_, use_ if isinstance(use_, str) else None, key))
-
         for key in raw:
             if key not in STAGE_KEYS:
                 close = difflib.get_close_matches(str(key), list(STAGE_KEYS), n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
-                stage_problem(key, f"unknown key; {hint}a stage has id, use, with and input")
+                self.problem(f"unknown key; {hint}a stage has id, use, with and input", (*here, key), key,
+                             node_id=node_id, use=use)
         if not isinstance(use, str):
-            stage_problem("use", "every stage needs `use: <stage id>` naming a registered stage "
-                                 "(`restorekit stages` lists them)")
-            continue
-        params = raw.get("with")
-        params = {} if params is None else params
+            self.problem("every stage needs `use: <stage id>` naming a registered stage (`restorekit stages` "
+                         "lists them)", (*here, "use"), "use", node_id=node_id, use=use)
+            return None
+        params = {} if raw.get("with") is None else raw["with"]
         if not isinstance(params, dict):
-            stage_problem("with", f"`with` must be a mapping of parameters, got {params!r}")
-            continue
+            self.problem(f"`with` must be a mapping of parameters, got {params!r}", (*here, "with"), "with",
+                         node_id=node_id, use=use)
+            return None
         inp = raw.get("input")
         if inp is not None and not (isinstance(inp, str) or
                                     (isinstance(inp, list) and all(isinstance(x, str) for x in inp))):
-            stage_problem("input", f"`input` must be a stage id, 'stage.output', or a list of them; got {inp!r}")
-            continue
-        specs.append([i, node_id, use, dict(params), inp, stage_problem])
+            self.problem(f"`input` must be a stage id, 'stage.output', or a list of them; got {inp!r}",
+                         (*here, "input"), "input", node_id=node_id, use=use)
+            return None
+        return StageSpec(i, node_id, use, dict(params), inp)
 
-    # --set overrides
-    by_id = {s[1]: s for s in specs}
-    set_by: dict[tuple[str, tuple[str, ...]], str] = {}  # (node id, param path) -> the --set item
-    for key, value in overrides.items():
-        node_id, _, param_path = key.partition(".")
-        if node_id not in by_id:
-            if node_id in declared:
-                continue  # that stage has a problem of its own, reported above
-            close = difflib.get_close_matches(node_id, list(by_id), n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            problems.append(Problem(f"--set {key}={value}: no stage '{node_id}' in this pipeline.{hint} "
-                                    f"Stage ids: {', '.join(by_id)}", filename))
-            continue
-        target = by_id[node_id][3]
-        *parents, leaf = param_path.split(".")
-        for depth, p in enumerate(parents):
-            target = target.setdefault(p, {})
-            if not isinstance(target, dict):
-                where = ".".join(parents[:depth + 1])
-                problems.append(Problem(f"--set {key}={value}: with.{where} is {target!r}, not a mapping, "
-                                        "so it has no parameters to set", filename))
-                break
-        else:
-            target[leaf] = value
-            set_by[(node_id, tuple(param_path.split(".")))] = f"{key}={value}"
+    def apply_overrides(self, specs: list[StageSpec], overrides: dict[str, Any]) -> None:
+        """Write each `--set node.param[.sub]=value` into its stage's params."""
+        by_id = {spec.node_id: spec for spec in specs}
+        for key, value in overrides.items():
+            node_id, _, param_path = key.partition(".")
+            spec = by_id.get(node_id)
+            if spec is None:
+                if node_id not in self.declared:  # else that stage has a problem of its own, reported
+                    close = difflib.get_close_matches(node_id, list(by_id), n=1)
+                    hint = f" Did you mean '{close[0]}'?" if close else ""
+                    self.problems.append(Problem(f"--set {key}={value}: no stage '{node_id}' in this pipeline."
+                                                 f"{hint} Stage ids: {', '.join(by_id)}", self.filename))
+                continue
+            target = spec.params
+            *parents, leaf = param_path.split(".")
+            for depth, part in enumerate(parents):
+                target = target.setdefault(part, {})
+                if not isinstance(target, dict):
+                    where = ".".join(parents[:depth + 1])
+                    self.problems.append(Problem(f"--set {key}={value}: with.{where} is {target!r}, not a mapping, "
+                                                 "so it has no parameters to set", self.filename))
+                    break
+            else:
+                target[leaf] = value
+                spec.set_by[tuple(param_path.split("."))] = f"{key}={value}"
 
-    ids, stages, inputs, indices, resolved_specs = [], [], [], [], []
-    for i, node_id, use, params, inp, stage_problem in specs:
+    def make_node(self, spec: StageSpec) -> Node | None:
+        """The spec's stage, built from its validated params; None (and problems) when it cannot be."""
+        from restorekit.runner import Node
+
+        here = ("stages", spec.index)
         try:
-            cls = registry.get(use)
+            cls = self.registry.get(spec.use)
         except PluginError as exc:
-            stage_problem("use", str(exc))
-            continue
+            self.problem(str(exc), (*here, "use"), "use", spec)
+            return None
         try:
-            stage = cls(params)
+            stage = cls(spec.params)
         except ValidationError as exc:
             for err in exc.errors():
                 loc = tuple(err["loc"])
-                key = "with." + ".".join(str(x) for x in loc) if loc else "with"
                 message = _describe_error(err, cls)
-                origin = next((item for (nid, path), item in set_by.items() if nid == node_id and loc
-                               and tuple(map(str, loc[:len(path)])) == path[:len(loc)]), None)
+                origin = next((item for path, item in spec.set_by.items()
+                               if loc and tuple(map(str, loc[:len(path)])) == path[:len(loc)]), None)
                 if origin:
                     message += f" (from --set {origin})"
-                stage_problem(key, message, path=("with", *loc))
-            continue
-        ids.append(node_id)
-        stages.append(stage)
-        inputs.append(inp)
-        indices.append(i)
-        resolved_specs.append({"id": node_id, "use": use, "with": stage.params.model_dump(mode="json"),
-                               **({"input": inp} if inp is not None else {})})
-    if problems:
-        raise PipelineError(problems)
+                key = "with." + ".".join(str(x) for x in loc) if loc else "with"
+                self.problem(message, (*here, "with", *loc), key, spec)
+            return None
+        return Node(spec.node_id, stage, spec.input, self.registry.stages.owner(spec.use))
+
+
+def _build(data, lines, filename, overrides, device, registry) -> Pipeline:
+    from restorekit.runner import Pipeline
+
+    builder = _Builder(data, lines, filename, registry)
+    settings = builder.top_level(device)
+    specs = builder.stage_specs()
+    builder.apply_overrides(specs, overrides)
+    built = [(spec, builder.make_node(spec)) for spec in specs]
+    built = [(spec, node) for spec, node in built if node is not None]
+    if builder.problems:
+        raise PipelineError(builder.problems)
 
     def locate(index, key):
-        if index is None:
-            return filename, line_of((key,) if key else ())
-        return filename, line_of(("stages", indices[index], *((key,) if key else ())))
+        path = (key,) if key else ()
+        if index is not None:
+            path = ("stages", built[index][0].index, *path)
+        return filename, builder.line_of(path)
 
-    spec = {
-        "name": name, "description": description, "device": dev,
-        **{k: data[k] for k in ("sample_rate", "channels", "bit_depth", "seed") if k in data},
-        "stages": resolved_specs, "source": filename,
-    }
-    nodes = [Node(node_id, stage, inp) for node_id, stage, inp in zip(ids, stages, inputs)]
-    return Pipeline(
-        nodes, name=name, description=description, device=dev,
-        sample_rate=data.get("sample_rate"), channels=data.get("channels"), bit_depth=data.get("bit_depth"),
-        seed=data.get("seed", 0), spec=spec, locate=locate,
-    )
+    stages = [{"id": spec.node_id, "use": spec.use, "with": node.stage.params.model_dump(mode="json"),
+               **({"input": spec.input} if spec.input is not None else {})} for spec, node in built]
+    spec = {**{k: v for k, v in settings.items() if k in ("name", "description", "device")},
+            **{k: settings[k] for k in ("sample_rate", "channels", "bit_depth", "seed") if k in settings},
+            "stages": stages, "source": filename}
+    return Pipeline([node for _, node in built], name=settings["name"], description=settings["description"],
+                    device=settings["device"], sample_rate=settings.get("sample_rate"),
+                    channels=settings.get("channels"), bit_depth=settings.get("bit_depth"),
+                    seed=settings.get("seed", 0), spec=spec, locate=locate)
 
 
 def _describe_error(err: dict, cls) -> str:

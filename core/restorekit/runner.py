@@ -13,7 +13,7 @@ import torch
 from restorekit import dsp, graph
 from restorekit.audio import Audio
 from restorekit.device import resolve_device, stage_device
-from restorekit.errors import PipelineError, Problem, StageError
+from restorekit.errors import PipelineError, Problem, StageError, describe_failure
 from restorekit.stage import Stage
 
 log = logging.getLogger("restorekit")
@@ -62,6 +62,24 @@ class Node:
     id: str
     stage: Stage
     input: str | list[str] | None = None
+    plugin: str | None = None  #: the plugin that registered the stage (None: look it up when needed)
+
+    def owner(self) -> str | None:
+        """The plugin that registered the stage's class (looked up for pipelines built in code)."""
+        if self.plugin is None:
+            from restorekit.plugins import get_registry
+
+            try:
+                stages = get_registry().stages
+                if stages.get(self.stage.id) is type(self.stage):
+                    self.plugin = stages.owner(self.stage.id)
+            except Exception:  # noqa: BLE001 - a message must never fail (e.g. strict mode)
+                pass
+        return self.plugin
+
+    def label(self) -> str:
+        """`stage 'gate' (denoise.spectral_gate, plugin 'denoise')`, for messages."""
+        return str(Problem("", stage=self.id, use=self.stage.id, plugin=self.owner())).rstrip(": ")
 
     def input_list(self) -> list[str] | None:
         if self.input is None:
@@ -105,15 +123,8 @@ class Pipeline:
         spec: dict[str, Any] | None = None,
         locate: graph.Locator | None = None,
     ) -> None:
-        nodes = []
-        used: dict[str, int] = {}
-        for item in stages:
-            if isinstance(item, Node):
-                nodes.append(item)
-                continue
-            base = item.id.split(".")[-1]
-            used[base] = used.get(base, 0) + 1
-            nodes.append(Node(base if used[base] == 1 else f"{base}_{used[base]}", item))
+        counts: dict[str, int] = {}
+        nodes = [item if isinstance(item, Node) else Node(graph.default_id(item.id, counts), item) for item in stages]
         self.nodes = nodes
         self.name = name
         self.description = description
@@ -129,7 +140,9 @@ class Pipeline:
             [n.input_list() for n in nodes],
             locate or graph._no_location,
         )
-        self.device: str | None = None
+        self.device: str | None = None  #: the resolved device, once `prepare` ran
+        self._device_spec_resolved: str | None = None
+        self._placed = False
 
     # -- setup -----------------------------------------------------------------------
     def stage(self, node_id: str) -> Stage:
@@ -156,20 +169,30 @@ class Pipeline:
         for node in self.nodes:
             reason = node.stage.unavailable()
             if reason:
-                raise PipelineError(Problem(f"cannot run here: {reason}", stage=node.id, use=node.stage.id))
+                raise PipelineError(Problem(f"cannot run here: {reason}", stage=node.id, use=node.stage.id,
+                                            plugin=node.owner()))
+
+    def resolve(self, device: str | None = None) -> str:
+        """The concrete device for `device` (default: the pipeline's spec), resolved once per spec,
+        after checking every stage can run here; no model is loaded."""
+        spec = device or self.device_spec
+        if self.device is None or spec != self._device_spec_resolved:
+            resolved = resolve_device(spec)
+            self.check_available()
+            self.device, self._device_spec_resolved = resolved, spec
+        return self.device
 
     def prepare(self, device: str | None = None) -> str:
-        """Resolve the device, check every stage can run here, place each stage, and load models (once)."""
-        resolved = resolve_device(device or self.device_spec)
-        self.check_available()
-        if resolved != self.device:
-            for node in self.nodes:
-                node.stage.device = stage_device(resolved, node.stage.accepts.devices)
-                node.stage._loaded = False
-            self.device = resolved
+        """Resolve the device (once), check every stage can run here, place each stage (loading its models).
+
+        `device` overrides the pipeline's own spec; a stage that does not support the
+        device's type runs on the CPU.
+        """
+        self.resolve(device)
         for node in self.nodes:
-            node.stage.ensure_loaded()
-        return resolved
+            node.stage.place(stage_device(self.device, node.stage.accepts.devices))
+        self._placed = True
+        return self.device
 
     # -- running ---------------------------------------------------------------------
     def __call__(self, audio: Audio) -> Audio | dict[str, Audio]:
@@ -186,7 +209,7 @@ class Pipeline:
         """
         if isinstance(audio, list):
             audio = audio.pop()
-        if self.device is None:
+        if not self._placed:
             self.prepare()
         if not _all_finite(audio.samples):
             raise StageError("the input contains NaN or Inf samples")
@@ -205,10 +228,10 @@ class Pipeline:
                     values.pop(r)
             if on_stage:
                 on_stage(node.id)
-            node.stage.seed = (seed * 1000 + i) % SEED_MODULUS
-            torch.manual_seed(node.stage.seed)
+            stage_seed = (seed * 1000 + i) % SEED_MODULUS
+            torch.manual_seed(stage_seed)
             start = time.perf_counter()
-            out = self._run_stage(node, inputs, result.notes)
+            out = self._run_stage(node, inputs, stage_seed, result.notes)
             if node.stage.device.startswith("cuda"):
                 torch.cuda.synchronize()
             result.timings[node.id] = time.perf_counter() - start
@@ -228,31 +251,30 @@ class Pipeline:
                 result.outputs[name] = self._finish(values[graph.Ref(last.id, name)], result.notes)
         return result
 
-    def _run_stage(self, node: Node, inputs: list[Audio], notes: list[str]) -> Any:
+    def _run_stage(self, node: Node, inputs: list[Audio], seed: int, notes: list[str]) -> Any:
+        """The stage's output(s), on the CPU; any failure becomes a StageError naming the stage and plugin."""
         stage = node.stage
-        label = f"stage '{node.id}' ({stage.id})"
+        label = node.label()
         try:
             adapted = [self._adapt(node, a, notes) for a in inputs]
             if stage.merges:
                 adapted = self._align(node, adapted, notes)
-            stage.take_notes()  # drop notes left by a failed earlier run
-            out = stage.process(adapted if stage.merges else adapted[0])
-        except StageError as exc:
-            raise StageError(f"{label}: {exc}") from exc
-        notes.extend(f"{node.id}: {message}" for message in stage.take_notes())
+            out, stage_notes = stage.run(adapted if stage.merges else adapted[0], seed)
+        except Exception as exc:  # noqa: BLE001 - expected or not, the message names the stage
+            raise StageError(f"{label}: {describe_failure(exc)}") from exc
+        notes.extend(f"{node.id}: {message}" for message in stage_notes)
         names = stage.output_names()
-        outs = [out] if names is None else None
-        if names is not None:
-            if not isinstance(out, dict) or set(out) != set(names):
-                got = sorted(out) if isinstance(out, dict) else type(out).__name__
-                raise StageError(f"{label} returned {got}, expected outputs {list(names)}")
-            outs = [out[n] for n in names]
-        for a in outs:
+        if names is not None and (not isinstance(out, dict) or set(out) != set(names)):
+            got = sorted(out) if isinstance(out, dict) else type(out).__name__
+            raise StageError(f"{label} returned {got}, expected outputs {list(names)}")
+        outs = {None: out} if names is None else out
+        for key, a in outs.items():
             if not isinstance(a, Audio):
                 raise StageError(f"{label} returned {type(a).__name__}, expected Audio")
             if not _all_finite(a.samples):
                 raise StageError(f"{label} produced NaN or Inf samples")
-        return out
+            outs[key] = a.to("cpu")  # whole tracks live on the CPU between stages
+        return outs[None] if names is None else outs
 
     def _adapt(self, node: Node, audio: Audio, notes: list[str]) -> Audio:
         accepts = node.stage.accepts
@@ -264,7 +286,7 @@ class Pipeline:
             target = self._pick_channels(node, audio.channels, accepts.channels)
             notes.append(f"{node.id}: converted {audio.channels} -> {target} channels")
             audio = dsp.convert_channels(audio, target)
-        return audio.to(node.stage.device)
+        return audio
 
     @staticmethod
     def _pick_channels(node: Node, have: int, accepted: frozenset[int]) -> int:
@@ -289,7 +311,7 @@ class Pipeline:
                 a = dsp.resample(a, rate)
             if a.channels != channels:
                 a = dsp.convert_channels(a, channels)
-            aligned.append(a.to(node.stage.device))
+            aligned.append(a)
         return aligned
 
     def _finish(self, audio: Audio, notes: list[str]) -> Audio:

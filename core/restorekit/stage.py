@@ -7,7 +7,7 @@ This module must not import torch: plugins import it at registration time, and
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -28,6 +28,14 @@ class StageParams(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+@dataclass
+class RunContext:
+    """What one `Stage.run` call knows: its seed, and the notes the stage adds."""
+
+    seed: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -89,8 +97,10 @@ class Stage:
     - `unavailable()`: why the stage cannot run on this machine (missing optional package
       or model file); the runner refuses it with that reason, contract tests skip with it.
 
-    Expensive resources (model weights) load in `load()`, which the runner calls once
-    before the first `process`; share them across instances with `restorekit.cache.load_once`.
+    Expensive resources (model weights) load in `load()`, which runs once per device
+    (`place`) before the first `process`; share them across instances with
+    `restorekit.cache.load_once`. During `process`, `self.device`, `self.seed`,
+    `self.rng()` and `self.note()` give the run-time context.
     """
 
     id: ClassVar[str] = ""
@@ -102,9 +112,9 @@ class Stage:
 
     def __init__(self, params: StageParams | dict[str, Any] | None = None, /, **kwargs: Any) -> None:
         self.params = build_params(self.Params, params, kwargs, self.id)
-        self.device = "cpu"
-        self.seed = 0
-        self._loaded = False
+        self.device = "cpu"  #: where the stage runs; set by `place`
+        self._loaded_on: str | None = None
+        self._context = RunContext()
 
     # -- hooks a stage may override -------------------------------------------------
     @classmethod
@@ -134,19 +144,45 @@ class Stage:
     def process(self, audio: Audio | list[Audio]) -> Audio | dict[str, Audio]:
         raise NotImplementedError(f"{type(self).__name__}.process")
 
+    # -- what the runner calls ------------------------------------------------------------
+    def place(self, device: str) -> None:
+        """Run on `device` from now on; `load()` runs there (once per device)."""
+        self.device = device
+        self.ensure_loaded()
+
+    def run(self, audio: Audio | list[Audio], seed: int = 0) -> tuple[Audio | dict[str, Audio], list[str]]:
+        """(output, notes) of `process` on `audio` with this call's seed.
+
+        The runner's way in, and the way a stage that wraps another calls it. The whole
+        track comes in on the CPU; a stage that works on whole tracks on its device moves
+        them there itself (`audio.to(self.device)`), chunked stages move only pieces.
+        """
+        outer, self._context = self._context, RunContext(seed)
+        try:
+            return self.process(audio), self._context.notes
+        finally:
+            self._context = outer
+
     # -- helpers ----------------------------------------------------------------------
+    @property
+    def seed(self) -> int:
+        """This call's seed (from `run`; 0 when `process` is called directly)."""
+        return self._context.seed
+
     def ensure_loaded(self) -> None:
-        if not self._loaded:
+        """Load on `self.device` unless that was done already."""
+        if self._loaded_on != self.device:
             self.load()
-            self._loaded = True
+            self._loaded_on = self.device
 
     def note(self, message: str) -> None:
         """Add a line to this file's notes (the manifest's `notes`), e.g. which backend ran."""
-        self.__dict__.setdefault("_notes", []).append(message)
+        self._context.notes.append(message)
 
     def take_notes(self) -> list[str]:
-        """The notes added since the last call; the runner collects them after each `process`."""
-        return self.__dict__.pop("_notes", [])
+        """Notes added by `process` calls made directly, outside `run` (for tests); clears them."""
+        notes, self._context.notes = self._context.notes, []
+        return notes
 
     def rng(self) -> np.random.Generator:
         """A numpy generator seeded from the run seed and this stage; same seed, same result."""

@@ -187,7 +187,8 @@ def check_stage(cls: type[Stage], params: dict[str, Any] | None = None,
         try:
             outputs = pipeline.run(audio, seed=seed).outputs
         except Exception as exc:
-            raise AssertionError(f"{case}: {type(exc).__name__}: {exc}") from exc
+            cause = exc.__cause__ or exc  # the runner wraps the stage's own exception, naming the stage
+            raise AssertionError(f"{case}: {type(cause).__name__}: {cause}") from exc
         assert torch.equal(audio.samples, before), f"{case}: the stage modified its input in place"
         check_outputs(case, outputs, rate, channels)
         return outputs

@@ -101,6 +101,7 @@ class HarmonicBWE(Stage):
         from restorekit.dsp import resample
 
         p = self.params
+        audio = audio.to(self.device)  # a whole-track stage: it moves the track to its device itself
         with torch.no_grad():
             finding = self.find(audio)
             self.note(finding.describe(audio.sample_rate, p.sample_rate_hz))

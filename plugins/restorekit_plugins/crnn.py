@@ -147,7 +147,7 @@ class CRNNRestore(Stage):
                                    max_gain_db=p.max_gain_db, iterations=p.griffin_lim_iters)
             return out.reshape(b, c, n)
 
-        out = process_in_chunks(run, audio.samples.cpu(), plan, batch_size=p.batch_size, device=self.device,
+        out = process_in_chunks(run, audio.samples, plan, batch_size=p.batch_size, device=self.device,
                                 precision=p.precision)
         return audio.with_samples(out)  # no clamp: the level is the writer's and the mastering's business
 

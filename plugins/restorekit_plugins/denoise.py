@@ -171,6 +171,8 @@ class SpectralGate(Stage):
 
         p = self.params
         self.ensure_loaded()
+        if p.implementation != "noisereduce":
+            audio = audio.to(self.device)  # a whole-track stage: it moves the track to its device itself
         noise = self._noise_for(audio)
         active = None
         if p.detect_noise_floor and noise is None:

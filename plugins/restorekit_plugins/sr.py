@@ -372,7 +372,7 @@ class FlowSuperResolution(Stage):
         log.info("sr.flow: %s", line)
         if finding.cutoff_hz is None:
             return resample(audio, p.sample_rate_hz)
-        added = self.generate(resample(audio, self.model_rate).samples.cpu(), finding.cutoff_hz, finding.top_hz)
+        added = self.generate(resample(audio, self.model_rate).samples, finding.cutoff_hz, finding.top_hz)
         # the input goes to the output rate once (untouched at the same rate); only the generated band is
         # resampled from the model's rate and added
         out = resample(audio, p.sample_rate_hz)

@@ -166,7 +166,7 @@ class UNetRestore(Stage):
             b, c, n = batch.shape
             return model(batch.reshape(b * c, 1, n)).reshape(b, c, n)
 
-        out = process_in_chunks(run, audio.samples.cpu(), plan, batch_size=self.params.batch_size,
+        out = process_in_chunks(run, audio.samples, plan, batch_size=self.params.batch_size,
                                 device=self.device, precision=self.params.precision)
         return audio.with_samples(out)  # no clamp: the level is the writer's and the mastering's business
 

@@ -1,1 +1,1 @@
-"""Training learned stages: model specs (registered by plugins), data, and the trainer."""
+"""Trainable model families: the `ModelSpec` contract and the lookup of registered families."""

@@ -153,7 +153,7 @@ class Demucs(Stage):
         from restorekit_plugins.separate import _demucs
 
         p = self.params
-        x = audio.samples.detach().cpu()  # the whole track stays on the CPU, segments visit the device
+        x = audio.samples.detach()  # the whole track stays on the CPU, segments visit the device
         out = _demucs.separate(self._backend, self._model, x, audio.sample_rate, segment_s=p.segment_s,
                                overlap=p.overlap, shifts=p.shifts, device=self.device, seed=self.seed)
         names = list(self._model.sources)
@@ -279,24 +279,23 @@ class Auto(Stage):
 
         params = self.params.model_dump()
         inner: Stage = Demucs(params)
-        inner.device = self.device
         try:
-            inner.ensure_loaded()
+            inner.place(self.device)
             self.choice = inner.describe_backend()
             self.reason = None
             log.info("%s: using %s", self.id, self.choice)
         except (BackendMissing, WeightsUnavailable) as exc:
             inner = Hpss(two_stems=self.params.two_stems)
-            inner.device = self.device
-            inner.ensure_loaded()
+            inner.place(self.device)
             self.choice = "separate.hpss"
             self.reason = str(exc).replace(f"; {ALTERNATIVES}", "")
             log.warning("%s: Demucs cannot run, using separate.hpss (rough stems). Why: %s", self.id, self.reason)
         self.inner = inner
 
     def process(self, audio):
-        self.inner.seed = self.seed
-        out = self.inner.process(audio)
+        out, notes = self.inner.run(audio, self.seed)
+        for message in notes:
+            self.note(message)
         if self.choice == "separate.hpss":
             self.note(f"separated with separate.hpss (vocal method {self.inner.last_method}), not Demucs: "
                       f"{self.reason.split(' (', 1)[0]}")

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from restorekit.compare.stats import Stat, SummaryRow, summarize
+from restorekit_tools.compare.stats import ROW_KEYS, Stat, SummaryRow, summarize
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from restorekit.audio import Audio
-    from restorekit.compare.run import CompareRun
+    from restorekit_tools.compare.run import CompareRun
 
 CSV_NAME = "results.csv"
 SUMMARY_NAME = "summary.md"
@@ -241,7 +241,6 @@ def write_report(run: CompareRun, out: Path, assets: ReportAssets | None = None)
 
 def write_csv(rows: list[dict], path: Path) -> None:
     """One row per file x pipeline x metric: file, pipeline, metric, value, unit, error, notes."""
-    from restorekit.compare.run import ROW_KEYS
 
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)

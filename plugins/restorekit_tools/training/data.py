@@ -17,6 +17,7 @@ from restorekit.audio import Audio
 from restorekit.dsp import convert_channels, resample
 from restorekit.errors import RestorekitError
 from restorekit.io import READ_EXTENSIONS, read_audio
+from restorekit.io import find_audio_files as audio_files_below
 
 log = logging.getLogger("restorekit")
 SPLITS = ("train", "val", "test")
@@ -29,7 +30,7 @@ def find_audio_files(dirs: Sequence[Path]) -> list[Path]:
         if d.is_file():
             files.append(d)
         elif d.is_dir():
-            files += sorted(p for p in d.rglob("*") if p.suffix.lower() in READ_EXTENSIONS)
+            files += audio_files_below(d)
         else:
             raise RestorekitError(f"--data {d}: no such file or directory")
     if not files:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from restorekit.errors import RestorekitError, UsageError
+from restorekit.errors import RestorekitError, UsageError, describe_failure
+from restorekit_tools.compare.report import ReportAssets, write_report
+from restorekit_tools.compare.stats import ROW_KEYS  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from restorekit.audio import Audio
@@ -23,7 +24,6 @@ DEGRADED = "degraded"
 INPUT = "input"
 CLEAN = "clean"
 RESERVED = (DEGRADED, INPUT, CLEAN)
-ROW_KEYS = ("file", "pipeline", "metric", "value", "unit", "error", "notes")
 
 
 @dataclass
@@ -125,7 +125,7 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
     from tqdm import tqdm
 
     from restorekit.batch import check_output_dir, collect_jobs, file_seed
-    from restorekit.metrics import resolve_metrics
+    from restorekit_tools.measure import resolve_metrics
     from restorekit.pipeline import find_degradation, load_pipeline
     from restorekit.runner import Pipeline
 
@@ -163,7 +163,7 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
     if out is not None:
         check_output_dir(out)
     resolved = None
-    for _, pipe in labelled:
+    for _, pipe in labelled:  # pipelines loaded here already carry `device`; given Pipeline objects get it now
         resolved = pipe.prepare(device)
     if degrade_pipe is not None:
         degrade_pipe.prepare(device)
@@ -177,7 +177,6 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
         run.rows.append(_row(m.input, "", "", error=f"cannot read: {m.error}"))
     assets = None
     if out is not None:
-        from restorekit.compare.report import ReportAssets
 
         assets = ReportAssets(out)
     ref_free = [m for m in chosen if not m.needs_reference]
@@ -211,7 +210,7 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
                     result = degrade_pipe.run(source, seed=fseed)
                     given, notes = _single_output(result, "the degradation"), list(result.notes)
                 except Exception as exc:  # noqa: BLE001 - recorded, the other files go on
-                    run.rows.append(_row(name, DEGRADED, "", error=f"degradation failed: {_describe(exc)}"))
+                    run.rows.append(_row(name, DEGRADED, "", error=f"degradation failed: {describe_failure(exc)}"))
                     for label, _ in labelled:
                         run.rows.append(_row(name, label, "", error="not run: the degradation failed"))
                     bar.update(len(labelled) + 1)
@@ -228,9 +227,9 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
                     result = pipe.run(given, seed=fseed)
                     output = _single_output(result, f"pipeline {label}")
                 except Exception as exc:  # noqa: BLE001 - recorded, the others go on
-                    run.rows.append(_row(name, label, "", error=_describe(exc)))
+                    run.rows.append(_row(name, label, "", error=describe_failure(exc)))
                     if assets:
-                        assets.add_failure(name, label, _describe(exc))
+                        assets.add_failure(name, label, describe_failure(exc))
                 else:
                     _measure_rows(run, name, label, chosen, output, ref, max_delay_ms, result.notes)
                     if assets:
@@ -242,8 +241,6 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
     finally:
         bar.close()
     if out is not None:
-        from restorekit.compare.report import write_report
-
         write_report(run, out, assets)
     return run
 
@@ -261,15 +258,6 @@ def _single_output(result, what: str) -> Audio:
     return result.outputs[None]
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, RestorekitError):
-        return str(exc)
-    if isinstance(exc, MemoryError):
-        return "out of memory"
-    log.debug("%s", traceback.format_exc())
-    return f"internal error: {type(exc).__name__}: {exc}"
-
-
 def _row(file: str, pipeline: str, metric: str, value: float | None = None, unit: str = "",
          error: str | None = None, notes: str = "") -> dict:
     return {"file": file, "pipeline": pipeline, "metric": metric, "value": value, "unit": unit,
@@ -277,7 +265,7 @@ def _row(file: str, pipeline: str, metric: str, value: float | None = None, unit
 
 
 def _measure_rows(run: CompareRun, name: str, label: str, chosen, est, ref, max_delay_ms, notes) -> None:
-    from restorekit.metrics import measure_with
+    from restorekit_tools.measure import measure_with
 
     m = measure_with(chosen, est, ref, max_delay_ms=max_delay_ms)
     text = "; ".join([*notes, *m.notes])

@@ -19,7 +19,7 @@ import torch
 
 from restorekit import checkpoints
 from restorekit.device import resolve_device
-from restorekit.training.data import (Degrader, SegmentSource, find_audio_files, load_mono, make_pairs,
+from restorekit_tools.training.data import (Degrader, SegmentSource, find_audio_files, load_mono, make_pairs,
                                       split_files, write_split)
 from restorekit.training.spec import ModelSpec
 

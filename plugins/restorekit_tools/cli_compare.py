@@ -50,10 +50,10 @@ def compare(ctx, pipelines, clean, degrade, inputs, outdir, metric_ids, sets, de
     (spectrograms and audio players for listening A/B; open it in any browser,
     offline). Exit status: 0 all ran, 1 some runs failed, 2 usage error.
     """
-    from restorekit.compare.report import HTML_NAME, summary_text
-    from restorekit.compare.run import run_comparison
-    from restorekit.compare.stats import summarize
-    from restorekit.metrics import parse_metric_overrides
+    from restorekit_tools.compare.report import HTML_NAME, summary_text
+    from restorekit_tools.compare.run import run_comparison
+    from restorekit_tools.compare.stats import summarize
+    from restorekit_tools.measure import parse_metric_overrides
 
     quiet = bool((ctx.obj or {}).get("quiet"))
     run = run_comparison(list(pipelines), clean=list(clean) or None, degrade=degrade, inputs=list(inputs) or None,

@@ -6,6 +6,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+ROW_KEYS = ("file", "pipeline", "metric", "value", "unit", "error", "notes")  #: columns of results.csv
+
 CONFIDENCE = 0.95
 
 

@@ -38,7 +38,7 @@ def train_command(ctx, model, data, degrade, epochs, steps_per_epoch, batch_size
     """
     from restorekit.cli_support import handle_errors
     from restorekit.training.registry import get_model_spec
-    from restorekit.training.trainer import TrainConfig, train
+    from restorekit_tools.training.trainer import TrainConfig, train
 
     @handle_errors
     def go():

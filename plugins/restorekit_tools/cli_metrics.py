@@ -38,7 +38,7 @@ def list_metrics(as_json: bool) -> None:
     registry = get_registry()
     items = []
     for mid, cls in registry.metrics.items():
-        missing = cls.missing()
+        missing = cls.unavailable()
         items.append({"id": mid, "unit": cls.unit, "needs_reference": cls.needs_reference,
                       "higher_is_better": cls.higher_is_better, "plugin": registry.metrics.owner(mid),
                       "available": missing is None, "unavailable_reason": missing, "summary": cls.summary,
@@ -93,7 +93,7 @@ def metrics(files, metric_ids, sets, align_delay_ms, as_json, list_only):
         raise UsageError(f"give EST, or REF and EST (got {len(files)} file(s)); "
                          "`restorekit metrics --list` lists the metrics")
     from restorekit.io import read_audio
-    from restorekit.metrics import measure_with, parse_metric_overrides, resolve_metrics
+    from restorekit_tools.measure import measure_with, parse_metric_overrides, resolve_metrics
 
     ref_path, est_path = (None, files[0]) if len(files) == 1 else files
     chosen, skipped = resolve_metrics(list(metric_ids) or None, reference=ref_path is not None,

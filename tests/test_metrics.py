@@ -72,6 +72,41 @@ def test_every_builtin_metric_is_registered_and_valid():
             assert field.description, f"{mid}.{name} needs a description"
 
 
+@pytest.mark.parametrize("metric_id", sorted(get_registry().metrics))
+def test_check_metric_passes_every_registered_metric(metric_id):
+    from restorekit.testing import check_metric
+
+    cls = get_registry().metrics[metric_id]
+    check_metric(cls, {"checkpoint": "tiny"} if "checkpoint" in cls.Params.model_fields else None)
+
+
+def test_check_metric_catches_a_metric_that_prefers_noise_and_one_that_is_not_deterministic():
+    from restorekit.testing import check_metric
+
+    class PrefersNoise(Metric):
+        id = "rktest.prefers_noise"
+        summary = "Distance to the reference, wrongly declared higher-is-better."
+        unit = ""
+        higher_is_better = True
+        needs_reference = True
+
+        def compute(self, est, ref):
+            return float((est.samples - ref.samples).abs().mean())
+
+    with pytest.raises(AssertionError, match="the reference itself scores 0.0, worse than a noisy copy"):
+        check_metric(PrefersNoise)
+
+    class Random(Metric):
+        id = "rktest.random"
+        summary = "A different number every time."
+
+        def compute(self, est, ref):
+            return float(np.random.default_rng().random())
+
+    with pytest.raises(AssertionError, match="two computations on the same audio differ"):
+        check_metric(Random)
+
+
 def test_check_metric_class_reports_what_is_wrong():
     class Bad(Metric):
         id = "Bad Id"

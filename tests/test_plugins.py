@@ -490,7 +490,7 @@ def register_models(register):
 
 def test_register_models_through_an_entry_point(site):
     from restorekit.plugins import get_registry, reset_registry
-    from restorekit.training.registry import get_model_spec
+    from restorekit_tools.training import get_model_spec
 
     make_dist(site, "rktest-models", {"rkmodels": "rktest_models"}, {"rktest_models": MODELS})
     reset_registry()

@@ -1,25 +1,9 @@
-"""Quality metrics: the `Metric` contract, alignment of an estimate to its reference, measuring.
+"""The `Metric` contract (registered through `register_metrics`) and the alignment of an estimate to its reference.
 
-A metric is a small class like a stage: an `id`, a one-line `summary`, a `unit`,
-`higher_is_better`, `needs_reference`, validated `Params`, and
-`compute(est, ref) -> float`. Plugins register metric classes through the
-`register_metrics` hook; `restorekit metrics --list` shows them.
-
-Reference metrics get audio that `align` has already matched to the reference:
-
-- sample rate: the estimate is resampled (soxr) to the reference's rate;
-- channels: equal counts are kept (metrics compute per channel and average, or pool
-  all channels; each metric documents which); different counts are both downmixed to
-  mono (the mean of the channels);
-- delay (optional, `max_delay_ms` > 0): a constant delay of the estimate is found by
-  cross-correlating the mono downmixes (first 30 s) and removed;
-- length: both are trimmed to the shorter one.
-
-Every step that changed something is described in the notes that come back
-("resampled est 44100 -> 32000 Hz", "trimmed est 48012 -> 48000 frames").
-
-This module must not import torch or numpy at import time: plugins import it while
-they register, and `restorekit plugins` has to stay fast.
+Before a reference metric computes, `align` resamples the estimate to the reference's
+rate, keeps equal channel counts (else downmixes both to mono), optionally removes a
+constant delay (cross-correlation of the first 30 s), and trims both to the shorter
+length; each step that changed something is a note. No torch or numpy at import time.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def train_command(ctx, model, data, degrade, epochs, steps_per_epoch, batch_size
     split.json (which files went to train/val/test) and last_state.pt (for --resume).
     """
     from restorekit.cli_support import handle_errors
-    from restorekit.training.registry import get_model_spec
+    from restorekit_tools.training import get_model_spec
     from restorekit_tools.training.trainer import TrainConfig, train
 
     @handle_errors

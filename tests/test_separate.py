@@ -26,7 +26,7 @@ from restorekit.pipeline import pipeline_from_text
 from restorekit.runner import Node, Pipeline
 from restorekit_plugins.separate import STEMS4, Auto, Demucs, Hpss, _demucs, _hpss
 
-pytest.importorskip("demucs_infer")
+pytest.importorskip("demucs")
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"model": "demucs_unittest", "segment_s": 0.5, "shifts": 0}
 
@@ -159,6 +159,25 @@ def test_hpss_blocks_give_the_same_stems_as_one_pass(monkeypatch):
         assert level_db(blocks[i] - whole[i]) - level_db(whole[i]) < -100, STEMS4[i]
 
 
+def test_hpss_masks_are_librosas():
+    """The harmonic/percussive soft masks are librosa.decompose.hpss(mask=True) with the stage's kernels."""
+    import librosa  # the `test` extra: this comparison must run, not skip
+
+    rate = 44100
+    x = stereo_mix(music(rate, 3.0))
+    settings = _hpss.HpssSettings()
+    n_fft = _hpss.fft_size(rate)
+    hop = n_fft // 4
+    mag = np.abs(librosa.stft(x, n_fft=n_fft, hop_length=hop))  # (channels, frequency, frames)
+    h_frames = _hpss._odd(settings.harmonic_kernel_ms / 1000 * rate / hop)  # as _block_stems sizes them
+    p_bins = _hpss._odd(settings.percussive_kernel_hz / (rate / n_fft))
+    ours = _hpss.harmonic_mask(mag, h_frames, p_bins, settings.mask_power)
+    harm, perc = librosa.decompose.hpss(mag, kernel_size=(h_frames, p_bins), power=settings.mask_power, mask=True)
+    assert ours.min() < 0.01 and ours.max() > 0.99  # both kinds of content are there
+    assert np.abs(ours - harm).max() < 1e-6
+    assert np.abs((1 - ours) - perc).max() < 1e-6
+
+
 def test_hpss_two_stems_and_its_summary_is_honest():
     rate = 32000
     x = stereo_mix(music(rate, 1.0))
@@ -271,7 +290,7 @@ def save_like_demucs(model, path_stem: Path) -> Path:
                "training_args": {"dset": {"samplerate": model.samplerate}, "seed": 42}}
     cls = type(model)
     real_module = cls.__module__
-    cls.__module__ = "demucs.htdemucs"  # demucs_infer registers itself as `demucs`
+    cls.__module__ = "demucs.htdemucs"
     try:
         buf = io.BytesIO()
         torch.save(package, buf)
@@ -446,7 +465,7 @@ def test_stems_pipeline_writes_one_file_per_stem(tmp_path):
     total = sum(data for data, _ in stems.values())
     assert level_db(total - x.T) - level_db(x) < -100
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    ran = "stems: separated with separate.demucs (model demucs_unittest, demucs_infer)"
+    ran = "stems: separated with separate.demucs (model demucs_unittest, demucs)"
     assert manifest["files"][0]["notes"] == [ran]
 
 

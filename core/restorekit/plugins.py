@@ -45,6 +45,7 @@ class PluginInfo:
     error: str | None = None
     provided: dict[str, list[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
     refused: list[str] = field(default_factory=list)  #: conflicts: ids another plugin registered first
+    adds_commands: bool = False  #: implements `register_commands`
 
     @property
     def builtin(self) -> bool:
@@ -65,7 +66,7 @@ class PluginInfo:
     def provides(self) -> str:
         """'3 stage(s), 2 metric(s)': what the plugin registered."""
         parts = [f"{len(items)} {kind}(s)" for kind, items in self.provided.items() if items]
-        return ", ".join(parts) or "nothing registered"
+        return ", ".join(parts + ["commands"] * self.adds_commands) or "nothing registered"
 
     def add_error(self, message: str) -> None:
         """Record a problem; several problems of one plugin are joined with '; '."""
@@ -234,11 +235,10 @@ def load_registry(strict: bool | None = None) -> Registry:
     pm.add_hookspecs(hookspecs)
     registry.manager = pm
 
-    eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP),
-                 key=lambda e: (_distribution_of(e)[0] != BUILTIN_DISTRIBUTION, e.name))
+    eps = sorted(((ep, *_distribution_of(ep)) for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)),
+                 key=lambda item: (item[1] != BUILTIN_DISTRIBUTION, item[0].name))
     by_name: dict[str, PluginInfo] = {}
-    for ep in eps:
-        dist, version = _distribution_of(ep)
+    for ep, dist, version in eps:
         first = by_name.get(ep.name)
         if first is not None:
             if first.target == ep.value and first.distribution == dist:
@@ -278,6 +278,8 @@ def load_registry(strict: bool | None = None) -> Registry:
             _info_for(registry, by_name, impl).add_error(message)
             _fail_if_strict(strict, f"plugin '{impl.plugin_name}': {message}")
 
+    for impl in pm.hook.register_commands.get_hookimpls():
+        _info_for(registry, by_name, impl).adds_commands = True
     for kind in KINDS:
         for impl in getattr(pm.hook, REGISTER_HOOKS[kind]).get_hookimpls():  # in registration order
             _collect(registry.tables[kind], _info_for(registry, by_name, impl), impl, strict)

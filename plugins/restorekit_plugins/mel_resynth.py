@@ -57,8 +57,7 @@ def resynthesize(front: MelFrontend, spec: torch.Tensor, target_mel: torch.Tenso
         return front.istft(fixed, length)
     lo, hi = int(rows[0]), int(rows[-1]) + 1  # Griffin-Lim works on the bins between the missing ones
     missing, kept = missing[:, lo:hi], fixed[:, lo:hi]
-    density = target_mel / front.band_bins.clamp_min(1e-6)[None, :, None]  # power per bin in each band
-    fill_mag = torch.pow(10.0, front.to_bins(torch.log10(density + tiny), lo, hi) / 2)
+    fill_mag = fill_magnitude(front, target_mel, lo, hi)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     phase = torch.rand(kept.shape, generator=generator).to(spec.device) * (2 * torch.pi)
     current = fixed.clone()
@@ -70,3 +69,11 @@ def resynthesize(front: MelFrontend, spec: torch.Tensor, target_mel: torch.Tenso
         previous = projected
     current[:, lo:hi] = previous
     return front.istft(current, length)
+
+
+def fill_magnitude(front: MelFrontend, target_mel: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+    """The magnitude Griffin-Lim gives bins lo:hi (batch, bins, steps) it fills: each band's restored power
+    spread evenly over its bins, interpolated in dB with the filters' weights (1 above the mel range,
+    whose bins are never filled)."""
+    density = target_mel / front.band_bins.clamp_min(1e-6)[None, :, None]  # power per bin in each band
+    return torch.pow(10.0, front.to_bins(torch.log10(density + 1e-12), lo, hi) / 2)

@@ -269,7 +269,8 @@ def check_metric(cls: type, params: dict[str, Any] | None = None) -> None:
         assert torch.equal(noisy.samples, before[0]) and torch.equal(ref.samples, before[1]), \
             f"{case}: compute modified its input in place"
         assert isinstance(value, float) and math.isfinite(value), f"{case}: {value!r} is not a finite float"
-        assert value == again, f"{case}: two computations on the same audio differ ({value} and {again})"
+        assert math.isclose(value, again, rel_tol=1e-9, abs_tol=1e-9), \
+            f"{case}: two computations on the same audio differ ({value} and {again})"
         if same is not None and cls.higher_is_better is not None:
             better = same >= value if cls.higher_is_better else same <= value
             assert better, f"{case}: the reference itself scores {same}, worse than a noisy copy ({value})"

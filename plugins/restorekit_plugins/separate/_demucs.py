@@ -1,9 +1,9 @@
 """Demucs for `separate.demucs`: the backend package, where weights are, safe loading, separation.
 
-Backend: the upstream `demucs` package (4.x) when it imports, else `demucs_infer` (the
-inference-only fork on PyPI: the same model classes, `apply_model` and checkpoint format,
-no torchaudio). Only `pretrained.demucs_unittest`, `apply.apply_model`, `apply.BagOfModels`,
-`states.load_model`, the model classes and the packaged `remote/` model list are used.
+Backend: the upstream `demucs` package (>= 4.1, which imports no torchaudio: torchaudio is
+only in its `train` extra, and the Wiener filter it took from openunmix is vendored). Only
+`pretrained.demucs_unittest`, `apply.apply_model`, `apply.BagOfModels`, `states.load_model`,
+the model classes and the packaged `remote/` model list are used.
 
 Weights: restorekit resolves and loads checkpoints itself rather than through
 `pretrained.get_model`, so that
@@ -11,11 +11,11 @@ Weights: restorekit resolves and loads checkpoints itself rather than through
 - a missing checkpoint is found before anything is downloaded (cache, repo, or offline);
 - checkpoints load with `torch.load(weights_only=True)`, allowing only the Demucs model
   classes and `fractions.Fraction` as globals: a checkpoint cannot run code when unpickled
-  (upstream demucs and demucs_infer call `torch.load` with `weights_only=False`).
+  (demucs's own loader calls `torch.load` with `weights_only=False`).
 
 Downloaded checkpoints go where upstream demucs puts them (`<torch hub dir>/checkpoints`,
 `$TORCH_HOME/hub/checkpoints`), verified against the sha256 prefix in their file name.
-`~/.cache/demucs-infer` (demucs_infer's cache) is searched too.
+`~/.cache/demucs-infer` (the cache of the `demucs-infer` fork, the backend before) is searched too.
 
 Nothing heavy is imported at module import time.
 """
@@ -37,8 +37,9 @@ from restorekit.errors import StageError
 
 log = logging.getLogger("restorekit")
 
-BACKENDS = ("demucs", "demucs_infer")
-INSTALL_HINT = "pip install 'demucs-infer>=4.4,<5'"
+BACKENDS = ("demucs",)
+CHECKPOINT_PACKAGES = ("demucs", "demucs_infer")  # module paths model classes are pickled under
+INSTALL_HINT = "pip install 'demucs>=4.1,<5'"
 ROOT_URL = "https://dl.fbaipublicfiles.com/demucs/"
 DOWNLOAD_HOST = "dl.fbaipublicfiles.com"
 OFFLINE_ENV = "RESTOREKIT_OFFLINE"
@@ -54,7 +55,7 @@ class WeightsUnavailable(StageError):
 
 
 class BackendMissing(StageError):
-    """Neither `demucs` nor `demucs_infer` can be imported."""
+    """The `demucs` package cannot be imported."""
 
 
 # -- backend -------------------------------------------------------------------------------
@@ -93,12 +94,12 @@ def get_backend() -> Backend:
         try:
             modules = {sub: importlib.import_module(f"{name}.{sub}")
                        for sub in ("apply", "pretrained", "states", "demucs", "hdemucs", "htdemucs")}
-        except Exception as exc:  # noqa: BLE001 - e.g. upstream demucs without a working torchaudio
+        except Exception as exc:  # noqa: BLE001 - e.g. demucs < 4.1 without a working torchaudio
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
             continue
         classes = (("demucs", modules["demucs"].Demucs), ("hdemucs", modules["hdemucs"].HDemucs),
                    ("htdemucs", modules["htdemucs"].HTDemucs))
-        real = modules["apply"].__name__.split(".")[0]  # demucs_infer registers itself as `demucs` too
+        real = modules["apply"].__name__.split(".")[0]  # `demucs` is demucs_infer once that fork is imported
         return Backend(real, modules["apply"], modules["pretrained"], modules["states"], classes)
     raise BackendMissing(f"separate.demucs needs the Demucs package, and none could be imported "
                          f"({'; '.join(errors)}). Install it with: {INSTALL_HINT}; {ALTERNATIVES}.")
@@ -337,7 +338,7 @@ def safe_globals(backend: Backend) -> list:
 
     allowed: list = [Fraction]
     for sub, cls in backend.classes:
-        for package in BACKENDS:  # upstream checkpoints say `demucs.htdemucs.HTDemucs`
+        for package in CHECKPOINT_PACKAGES:  # Meta's checkpoints say `demucs.htdemucs.HTDemucs`
             allowed.append((cls, f"{package}.{sub}.{cls.__qualname__}"))
     return allowed
 

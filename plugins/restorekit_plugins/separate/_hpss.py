@@ -81,6 +81,20 @@ def _softmask(x: np.ndarray, ref: np.ndarray, power: float) -> np.ndarray:
     return np.divide(xp, total, out=np.full_like(xp, 0.5), where=total > 0)
 
 
+def harmonic_mask(mag: np.ndarray, harmonic_frames: int, percussive_bins: int, power: float) -> np.ndarray:
+    """Harmonic soft mask of a magnitude spectrogram (..., frequency, frames), as librosa.decompose.hpss(mask=True).
+
+    Median filter along time (sustained partials) against median filter along frequency
+    (broadband hits); the percussive mask is 1 minus this one.
+    """
+    from scipy.ndimage import median_filter
+
+    lead = (1,) * (mag.ndim - 2)
+    harm = median_filter(mag, size=(*lead, 1, harmonic_frames), mode="reflect")
+    perc = median_filter(mag, size=(*lead, percussive_bins, 1), mode="reflect")
+    return _softmask(harm, perc, power)
+
+
 def _repeat_mask(mag: np.ndarray, hop_s: float, power: float) -> np.ndarray:
     """REPET-SIM foreground mask (frequency, frames): what the most similar distant frames lack."""
     import numpy as np
@@ -107,7 +121,6 @@ def _block_stems(x: np.ndarray, sample_rate: int, s: HpssSettings, method: str):
     """drums, bass, vocals for one block (channels, frames) as time signals of the same shape."""
     import numpy as np
     import torch
-    from scipy.ndimage import median_filter
 
     channels, length = x.shape
     n_fft = fft_size(sample_rate)
@@ -119,10 +132,7 @@ def _block_stems(x: np.ndarray, sample_rate: int, s: HpssSettings, method: str):
     freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
     h_frames = _odd(s.harmonic_kernel_ms / 1000 * sample_rate / hop)
     p_bins = _odd(s.percussive_kernel_hz / (sample_rate / n_fft))
-    harm = median_filter(mag, size=(1, 1, h_frames), mode="reflect")
-    perc = median_filter(mag, size=(1, p_bins, 1), mode="reflect")
-    m_harm = _softmask(harm, perc, s.mask_power)
-    del harm, perc
+    m_harm = harmonic_mask(mag, h_frames, p_bins, s.mask_power)
     low = _band(freqs, None, s.bass_crossover_hz)[:, None]
     vocal_band = (_band(freqs, s.vocal_low_hz, s.vocal_high_hz)[:, None] * (1.0 - low)).astype(np.float32)
     if method == "centre":

@@ -28,7 +28,7 @@ from restorekit.plugins import ENTRY_POINT_GROUP, STRICT_ENV, load_registry
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "restorekit-plugin-example"
 EXAMPLE_SRC = EXAMPLE / "src"
-EXAMPLE_PIPELINE = EXAMPLE / "pipelines" / "trim_and_fade.yaml"
+EXAMPLE_PIPELINE = EXAMPLE_SRC / "restorekit_example" / "pipelines" / "trim_and_fade.yaml"
 WRITING_PLUGINS = ROOT / "docs" / "writing-plugins.md"
 PREFIX = "rktest_"  # every fake plugin module is named rktest_*, and dropped from sys.modules after each test
 
@@ -617,7 +617,8 @@ def test_hookimpl_signatures_match_the_hookspecs(monkeypatch):
     import restorekit_example
 
     example_hooks = {n for n, f in vars(restorekit_example).items() if hasattr(f, marker)}
-    assert example_hooks == {"register_stages", "register_commands"}, "the example demonstrates both hooks"
+    assert example_hooks == {"register_stages", "register_pipelines", "register_commands"}, \
+        "the example demonstrates a stage, a named pipeline and a command"
     assert "register_stages" in seen
 
 

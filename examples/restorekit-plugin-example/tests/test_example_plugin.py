@@ -20,7 +20,7 @@ from restorekit.testing import synth_audio
 
 from restorekit_example.fade import Fade
 
-PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "trim_and_fade.yaml"
+PIPELINE = Path(__file__).resolve().parents[1] / "src" / "restorekit_example" / "pipelines" / "trim_and_fade.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,12 @@ def test_stage_registered_through_the_entry_point(registry):
     assert info.error is None
     assert info.distribution == "restorekit-plugin-example"
     assert info.stages == ["example.fade"]
+
+
+def test_example_pipeline_is_shipped_by_name(registry):
+    assert registry.pipelines["trim_and_fade"] == PIPELINE
+    assert registry.pipelines.owner("trim_and_fade") == "example"
+    assert load_pipeline("trim_and_fade", registry=registry).nodes[1].stage.id == "example.fade"
 
 
 def test_example_pipeline_fades_between_builtin_stages(registry):

@@ -1,11 +1,13 @@
 """restorekit-plugin-example: a complete third-party restorekit plugin.
 
 restorekit imports this module through the entry point in pyproject.toml and calls the
-two hooks below. Keep this import cheap: no torch, numpy or DSP libraries here; import
+hooks below: a stage, a pipeline shipped by name, and a command. Keep this import cheap: no torch, numpy or DSP libraries here; import
 them inside `process`/`load` (restorekit loads every plugin for `restorekit --help`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from restorekit.hookspecs import hookimpl
 
@@ -13,6 +15,7 @@ from restorekit_example.fade import Fade
 
 __version__ = "0.1.0"
 STAGES = (Fade,)
+PIPELINES = (Path(__file__).parent / "pipelines" / "trim_and_fade.yaml",)  # shipped in the wheel
 
 
 @hookimpl
@@ -20,6 +23,13 @@ def register_stages(register):
     """Register the example's stages with restorekit."""
     for cls in STAGES:
         register(cls)
+
+
+@hookimpl
+def register_pipelines(register):
+    """Ship `trim_and_fade` by name: `restorekit run trim_and_fade song.wav`."""
+    for path in PIPELINES:
+        register(path)
 
 
 @hookimpl
@@ -41,4 +51,5 @@ def register_commands(cli):
         click.echo("stages:")
         for cls in STAGES:
             click.echo(f"  {cls.id}  {cls.summary}")
+        click.echo("pipelines:\n" + "".join(f"  {p.stem}\n" for p in PIPELINES).rstrip())
         click.echo("commands:\n  example-info")

@@ -5,7 +5,7 @@
     python benchmarks/bench_dsp.py --quick    # 10 s mono, 30 s stereo, CLI batch 3 x 30 s
     python benchmarks/bench_dsp.py --json results.json --only compress,eq --no-cli
 
-Inputs are synthesized here (music from restorekit.demo plus noise; nothing is committed)
+Inputs are synthesized here (music from restorekit_tools.demo plus noise; nothing is committed)
 and kept in a temporary directory for the run.
 
 In-process figures: every measurement runs in its own subprocess, which imports restorekit,
@@ -49,7 +49,7 @@ def synth_music(seconds: float, rate: int, channels: int, seed: int = 0, band_hz
     import numpy as np
     from scipy import signal
 
-    from restorekit.demo import make_clean_clip
+    from restorekit_tools.demo import make_clean_clip
 
     rng = np.random.default_rng(seed)
     frames = int(seconds * rate)

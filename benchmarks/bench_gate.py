@@ -89,7 +89,7 @@ def main() -> None:
         cases += [("noisereduce stationary (whole signal)", {"implementation": "noisereduce"})]
     for label, params in cases:
         stage = SpectralGate(params)
-        stage.device = args.device
+        stage.place(args.device)
         report(label, args.seconds, best_of(lambda s=stage: _run(s, audio, args.device), args.repeats))
     if not args.skip_bwe:
         bench_bwe(args, x)
@@ -114,7 +114,7 @@ def bench_bwe(args, x) -> None:
              ("bwe 32 kHz cut at 8 kHz -> 44.1 kHz", Audio.from_numpy(low, 32000))]
     for label, audio in cases:
         stage = HarmonicBWE()
-        stage.device = args.device
+        stage.place(args.device)
         moved = audio.to(args.device)
         report(label, args.seconds, best_of(lambda s=stage, a=moved: _run(s, a, args.device), args.repeats))
 

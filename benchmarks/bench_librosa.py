@@ -5,7 +5,7 @@
     python benchmarks/bench_librosa.py             # 30 s of 44.1 kHz stereo
     python benchmarks/bench_librosa.py --seconds 10
 
-- mel filterbank: `restorekit.metrics.mel_filterbank` vs `librosa.filters.mel(htk=True,
+- mel filterbank: `restorekit_plugins.spectral.mel_filterbank` vs `librosa.filters.mel(htk=True,
   norm=None)` on the configurations the project uses; max |difference| and time per call.
 - HPSS: the harmonic soft mask of `separate.hpss` (`_hpss.harmonic_mask`, the stage's
   kernels) vs `librosa.decompose.hpss(mask=True)` on the same magnitude; max |difference|,
@@ -70,7 +70,7 @@ def cold_imports() -> None:
 def filterbanks(repeats: int) -> None:
     import librosa
 
-    from restorekit.metrics import mel_filterbank
+    from restorekit_plugins.spectral import mel_filterbank
 
     print("\n== mel filterbank: mel_filterbank vs librosa.filters.mel(htk=True, norm=None)")
     for rate, n_fft, n_mels, fmin, fmax in [(22050, 1024, 40, 0.0, 8000.0), (32000, 1024, 128, 0.0, 16000.0),

@@ -26,12 +26,19 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from restorekit.audio import Audio  # noqa: E402
-from restorekit.chunking import native_cpu_bfloat16  # noqa: E402
-from restorekit.demo import make_clean_clip  # noqa: E402
+from restorekit_tools.demo import make_clean_clip  # noqa: E402
 from restorekit.plugins import get_registry  # noqa: E402
 from restorekit.runner import Pipeline  # noqa: E402
 
 IMPORT_S = time.perf_counter() - T0
+
+
+def native_cpu_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (not by emulation)."""
+    import torch.cpu
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def rss_bytes() -> int:

@@ -80,9 +80,9 @@ def main() -> None:
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters")
     inner = InnerTimer(backend.apply.apply_model)
     stage = Demucs(shifts=args.shifts)
-    stage.device, stage.seed = args.device, 0
+    stage.device = args.device
     stage._backend = dataclasses.replace(backend, apply=types.SimpleNamespace(apply_model=inner))
-    stage._model, stage._loaded = model, True
+    stage._model, stage._loaded_on = model, args.device  # loaded here, with the timing wrapper
     stage._check_model()
 
     print("RTF = seconds per second of audio, best of the rounds (wall clock; CPU time of the process in brackets).")

@@ -231,7 +231,7 @@ def _fmt(v, signed: bool = False) -> str:
 # -- part 2: a steady noise floor --------------------------------------------------------------------
 def noise_cases(work: Path) -> list[tuple[str, Path, float, float]]:
     """(name, file, low_hz, high_hz of the noise-only band)."""
-    from restorekit.demo import make_clean_clip, make_demo_clip
+    from restorekit_tools.demo import make_clean_clip, make_demo_clip
 
     folder = work / "noise" / "input"
     demo = make_demo_clip()
@@ -296,7 +296,7 @@ def scope_cases() -> list[tuple[str, np.ndarray, np.ndarray, float]]:
     """(name, noise-free signal, noise, cutoff Hz) at 32 kHz: make_demo_clip's recipe, noise kept apart."""
     from scipy import signal
 
-    from restorekit.demo import OUTPUT_RATE, RENDER_RATE, make_clean_clip
+    from restorekit_tools.demo import OUTPUT_RATE, RENDER_RATE, make_clean_clip
 
     cases = []
     for name, cutoff, snr_db in (("demo", 8000.0, None), ("lowres-like", 4000.0, 35.0)):

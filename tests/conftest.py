@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,10 @@ import pytest
 import soundfile as sf
 from core_fakes import tone
 
+
+# No test downloads model weights (Demucs's htdemucs would be fetched on a machine with internet);
+# tests of the download path unset this and mock the fetch. Subprocesses inherit it.
+os.environ.setdefault("RESTOREKIT_OFFLINE", "1")
 
 _LOG = logging.getLogger("restorekit")
 _PRISTINE_LOGGER = (_LOG.handlers[:], _LOG.level, _LOG.propagate)

@@ -77,12 +77,20 @@ def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
+# the only core modules that may refer to the tooling plugin, for the documented aliases
+CORE_TO_TOOLS = {"restorekit": {"restorekit_tools.compare", "restorekit_tools.measure", "restorekit_tools.demo"},
+                 "restorekit.testing": {"restorekit_tools.testing"}, "restorekit.batch": {"restorekit_tools.demo"},
+                 "restorekit.cli": {"restorekit_tools.stage_docs"}}
+
+
 def test_the_core_never_imports_a_plugin_module_by_name():
     mods = modules()
     for name, path in mods.items():
         if name.startswith("restorekit.") or name == "restorekit":
             hits = {m for m in imported(path, set(mods)) if m.startswith("restorekit_plugins")}
             assert not hits, f"{path}: the core imports {hits}"
+            tools = {m for m in imported(path, set(mods)) if m.startswith("restorekit_tools")}
+            assert tools <= CORE_TO_TOOLS.get(name, set()), f"{path}: the core imports {tools} (docs/architecture.md)"
 
 
 def test_core_size_budget():

@@ -82,7 +82,6 @@ def _one_sample(d, make_wav):
 
 
 BAD = {
-    "missing file": (_missing, "no such file or directory"),
     "empty file": (_empty, "the file is empty (0 bytes)"),
     "text file named .wav": (_text, "not a readable audio file"),
     "truncated wav": (_truncated, "truncated WAV: the header declares"),
@@ -91,6 +90,15 @@ BAD = {
     "Inf samples": (_inf, "10 samples are NaN or Inf (first at 0.002 s)"),
     "one-sample file": (_one_sample, "only 1 frame(s) of audio; restorekit needs at least 16 frames"),
 }
+
+
+def test_nothing_but_missing_inputs_is_a_usage_error_before_any_model_loads(tmp_path, gain_yaml):
+    missing = tmp_path / "in" / "missing.wav"
+    result = invoke("run", gain_yaml, missing, tmp_path / "nodir", "-o", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: nothing to restore: {missing}: no such file or directory; "
+                             f"{tmp_path / 'nodir'}: no such file or directory\n")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -125,11 +133,15 @@ def test_a_directory_of_mixed_files_restores_the_good_ones(tmp_path, make_wav, g
         assert np.abs(y - x / 2).max() < 1e-4  # really processed: -6 dB
 
 
-def test_a_directory_without_audio_fails(tmp_path, gain_yaml):
+def test_a_directory_without_audio_fails(tmp_path, gain_yaml, make_wav):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "notes.txt").write_text("x")
     result = invoke("run", gain_yaml, tmp_path / "in", "-o", tmp_path / "out")
-    assert result.exit_code == 1 and "no audio files (.wav, .flac" in result.stderr
+    assert result.exit_code == 2 and "nothing to restore" in result.stderr
+    assert "no audio files (.wav, .flac" in result.stderr
+    good = make_wav(tmp_path / "good.wav")  # beside a file that exists, it is one failure among the files
+    result = invoke("run", gain_yaml, tmp_path / "in", good, "-o", tmp_path / "out")
+    assert result.exit_code == 1 and f"FAILED {tmp_path / 'in'}: no audio files (.wav, .flac" in result.stderr
 
 
 # -- unusual but valid input ------------------------------------------------------------------------

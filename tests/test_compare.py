@@ -249,6 +249,46 @@ def test_outputs_at_another_rate_are_aligned_and_the_notes_say_so(clean_dir):
     assert r["value"] > 40
 
 
+def test_an_output_of_another_length_is_a_failed_row_naming_the_lengths_not_a_score(clean_dir, tmp_path):
+    class Truncate(Stage):
+        id = "rktest.truncate"
+        summary = "Keep only the first 20 frames (a pipeline that really changes the length)."
+
+        def process(self, audio):
+            return audio.with_samples(audio.samples[:, :20].clone())
+
+    class Double(Stage):
+        id = "rktest.double"
+        summary = "Play the audio twice."
+
+        def process(self, audio):
+            return audio.with_samples(torch.cat([audio.samples, audio.samples], dim=1))
+
+    out = tmp_path / "report"
+    rows = restorekit.compare({"cut": Pipeline([Truncate()]), "twice": Pipeline([Double()]),
+                               "noop": Pipeline([Gain()])}, clean=clean_dir, degrade=Pipeline([Gain()]),
+                              out_dir=out, metrics=["snr", "mel_cosine"])
+    for label, seconds in (("cut", 20 / RATE), ("twice", 1.0)):
+        mine = [r for r in rows if r["pipeline"] == label]
+        assert len(mine) == 4 and all(r["metric"] == "" and r["value"] is None for r in mine), mine
+        for r in mine:  # before, the common part scored 200 dB and a cosine of 1
+            assert f"the output of {label} is {seconds:.3f} s long but the clean reference 0.500 s" in r["error"]
+        assert summary_of(rows, label, "snr").errors == 4
+    assert all(r["value"] is not None for r in rows if r["pipeline"] in ("degraded", "noop"))
+    assert "the output of twice is 1.000 s long" in (out / "summary.md").read_text()
+
+
+def test_the_default_metrics_leave_out_slow_ones_with_a_note(clean_dir):
+    from restorekit_tools.compare import run_comparison
+
+    run = run_comparison([Pipeline([Gain()], name="noop")], clean=clean_dir, degrade=Pipeline([Gain()]))
+    ids = {r["metric"] for r in run.rows}
+    assert "snr" in ids and "lsd" in ids and "visqol" not in ids
+    assert any(n.startswith("metric visqol skipped: ") for n in run.notes), run.notes
+    if restorekit.get_registry().metrics["visqol"].unavailable() is None:
+        assert "metric visqol skipped: not run by default (slow: about" in "; ".join(run.notes)
+
+
 # -- statistics ---------------------------------------------------------------------------------------
 
 def test_mean_ci_is_the_t_interval():
@@ -277,7 +317,7 @@ def test_differences_are_paired_by_file():
 # -- real degradation presets --------------------------------------------------------------------------
 
 def test_every_shipped_degradation_preset_runs_in_a_comparison(tmp_path):
-    from restorekit.demo import make_clean_clip
+    from restorekit_tools.demo import make_clean_clip
     from restorekit.pipeline import named_degradations
 
     presets = named_degradations()

@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field
 
 from restorekit.plugins import get_registry
 from restorekit.stage import Accepts, Stage, StageParams
-from restorekit.stage_docs import describe_stage, param_rows
+from restorekit_tools.stage_docs import describe_stage, param_rows
 from restorekit.testing import check_stage, check_stage_declaration
 
 REGISTRY = get_registry()

@@ -16,7 +16,7 @@ import torch
 from scipy import signal
 
 from restorekit.audio import Audio
-from restorekit.demo import make_clean_clip
+from restorekit_tools.demo import make_clean_clip
 from restorekit.dsp import resample
 from restorekit.pipeline import find_degradation, load_pipeline
 from restorekit.runner import Pipeline

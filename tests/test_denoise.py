@@ -335,7 +335,7 @@ def generated_music(seconds: float = 6.0, channels: int = 1, seed: int = 0) -> n
     """
     from scipy import signal
 
-    from restorekit.demo import make_clean_clip
+    from restorekit_tools.demo import make_clean_clip
 
     rng = np.random.default_rng(seed)
     music = make_clean_clip(seconds, seed, rate=GEN_RATE).astype(np.float64)
@@ -378,7 +378,7 @@ def test_a_white_noise_floor_under_band_limited_music_is_found_and_gated(station
     as without detection, costs it 10 dB or more (measured 11.7 and 7.1 dB)."""
     from scipy import signal
 
-    from restorekit.demo import make_clean_clip
+    from restorekit_tools.demo import make_clean_clip
 
     music = make_clean_clip(6.0, 1, rate=GEN_RATE).astype(np.float64)
     music = signal.sosfiltfilt(signal.butter(12, 8000, fs=GEN_RATE, output="sos"), music)[None]

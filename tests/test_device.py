@@ -120,6 +120,18 @@ def test_pipeline_device_from_cuda_without_gpu_is_an_error(no_cuda):
 
 # -- on a real GPU --------------------------------------------------------------------------------
 
+def test_a_stage_placed_on_cuda_gets_the_track_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(runner, "resolve_device", lambda spec: "cuda")
+    cpu_stage, gpu_stage = CpuOnly(), Recorder()
+    p = Pipeline([Node("c", cpu_stage), Node("g", gpu_stage)], device="cuda")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)  # no GPU here: the runner's timing sync
+    x = synth_audio(2, 44100, frames=256)
+    out = p(x)
+    assert gpu_stage.device == "cuda" and gpu_stage.loaded_on == ["cuda"]  # placed (and loaded) on the GPU
+    assert gpu_stage.seen[0][3] == "cpu"  # one-way route: whole tracks stay on the CPU; the stage moves what it needs
+    assert out.device.type == "cpu" and torch.equal(out.samples, x.samples)
+
+
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 def test_on_a_gpu_tensors_move_only_where_needed():
     cpu_stage, gpu_stage = CpuOnly(), Recorder()
@@ -127,7 +139,7 @@ def test_on_a_gpu_tensors_move_only_where_needed():
     x = synth_audio(2, 44100)
     out = p(x)
     assert cpu_stage.seen[0][3] == "cpu"
-    assert gpu_stage.seen[0][3].startswith("cuda")
+    assert gpu_stage.device.startswith("cuda") and gpu_stage.seen[0][3] == "cpu"  # tracks stay on the CPU
     assert out.device.type == "cpu"
     assert torch.equal(out.samples, x.samples)
 

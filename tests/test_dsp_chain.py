@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from scipy import signal
 
 from restorekit.cli import cli
-from restorekit.demo import make_clean_clip
+from restorekit_tools.demo import make_clean_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAIN = ROOT / "pipelines" / "dsp_chain.yaml"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from restorekit.audio import Audio
-from restorekit.demo import make_clean_clip
+from restorekit_tools.demo import make_clean_clip
 from restorekit.dsp import resample
 from restorekit.pipeline import find_degradation, load_pipeline
 from restorekit.plugins import get_registry

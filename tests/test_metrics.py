@@ -20,7 +20,9 @@ from pydantic import ValidationError
 
 from restorekit.audio import Audio
 from restorekit.errors import UsageError
-from restorekit.metrics import MAX_RATIO_DB, Metric, MetricError, align, check_metric_class, mel_filterbank
+from restorekit.metrics import MAX_RATIO_DB, Metric, MetricError, check_metric_class
+from restorekit.metrics import LengthMismatchError, align
+from restorekit_plugins.spectral import mel_filterbank
 from restorekit_tools.measure import measure, resolve_metrics
 from restorekit.plugins import ENTRY_POINT_GROUP, get_registry, load_registry, reset_registry
 
@@ -244,12 +246,70 @@ def test_spec_psnr_is_capped_for_identical_and_falls_with_noise():
 
 
 def test_a_silent_reference_is_an_error_with_a_reason_not_a_crash():
-    result = measure(audio(noise()), audio(np.zeros(RATE)), ["snr", "si_sdr", "lsd"])
-    by_id = {v.metric: v for v in result.values}
-    assert by_id["snr"].value is None and "silent" in by_id["snr"].error
-    assert by_id["si_sdr"].value is None and "silent" in by_id["si_sdr"].error
-    assert by_id["lsd"].value is not None  # LSD is defined (log of eps) and large
-    assert by_id["lsd"].value > 3
+    # Every reference metric refuses a silent reference now, LSD included: it used to give a
+    # large "valid" number (the log of epsilon), which measured nothing about the estimate.
+    ids = [m for m, c in get_registry().metrics.items() if c.needs_reference]
+    for ref in (np.zeros(RATE), 1e-7 * noise(seed=30)):  # digital silence, and -140 dBFS
+        result = measure(audio(noise()), audio(ref), ids)
+        assert result.values and all(v.value is None for v in result.values), result.values
+        assert all("the reference is silent" in v.error and "-120 dBFS" in v.error for v in result.values)
+        with pytest.raises(MetricError, match="the reference is silent"):
+            metric("snr")(audio(noise()), audio(ref))
+    assert metric("lsd")(audio(noise()), audio(1e-4 * noise(seed=30))) > 0  # quiet (-100 dBFS) is not silent
+
+
+def test_a_length_mismatch_is_an_error_unless_trimming_is_asked():
+    ref = sine(440, 2.0) + noise(2.0, seed=31)
+    ids = ["snr", "lsd", "mel_cosine"]
+    # the probe's cases: 20 frames of a 2 s reference, and an estimate twice as long; both used
+    # to score 200 dB / 0 / 1 because everything beyond the common part was silently trimmed
+    for est in (ref[:20], np.concatenate([ref, ref])):
+        with pytest.raises(LengthMismatchError, match=r"pass trim=True") as info:
+            measure(audio(est), audio(ref), ids)
+        assert isinstance(info.value, MetricError)
+        assert f"est is {len(est) / RATE:.3f} s long and ref 2.000 s" in str(info.value)
+        with pytest.raises(MetricError, match="differ by"):
+            metric("snr")(audio(est), audio(ref))
+        with pytest.raises(MetricError, match="differ by"):
+            align(audio(est), audio(ref))
+        trimmed = measure(audio(est), audio(ref), ids, trim=True)
+        assert all(v.error is None for v in trimmed.values), trimmed.values
+        assert any(n.startswith("trimmed") and "as asked (trim)" in n for n in trimmed.notes), trimmed.notes
+        assert metric("snr")(audio(est), audio(ref), trim=True) == MAX_RATIO_DB  # the common part is identical
+    # within max(1 %, 50 ms) trimming stays automatic, with its note; the tolerance is at ref's rate
+    ok = align(audio(ref[: len(ref) - int(0.049 * RATE)]), audio(ref))
+    assert ok.notes and ok.notes[0].startswith("trimmed ref")
+    with pytest.raises(LengthMismatchError):
+        align(audio(ref[: len(ref) - int(0.052 * RATE)]), audio(ref))
+    long_ref = noise(10.0, seed=32)  # 1 % of 10 s = 100 ms
+    assert align(audio(long_ref[: -int(0.09 * RATE)]), audio(long_ref)).notes
+    with pytest.raises(LengthMismatchError):
+        align(audio(long_ref[: -int(0.11 * RATE)]), audio(long_ref))
+    up = audio(np.concatenate([ref, ref])[: 2 * 48000], 48000)  # 2 s at another rate: same length
+    assert align(up, audio(ref)).est.frames == len(ref)
+
+
+def test_channels_that_cancel_in_a_downmix_are_an_error_not_silence():
+    x = sine(440) + noise(seed=33)
+    opposite = np.stack([x, -x])  # L = -R: the mono downmix is digital silence
+    for est, ref, which in ((x, opposite, "ref"), (opposite, x, "est")):
+        result = measure(audio(est), audio(ref), ["snr", "lsd"])
+        for v in result.values:
+            assert v.value is None and f"channels of {which} cancel in the mono downmix" in v.error, v
+            assert "same channel count" in v.error
+        with pytest.raises(MetricError, match="cancel"):
+            metric("snr")(audio(est), audio(ref))
+    nearly = np.stack([x, -0.999 * x])  # 66 dB below the channels: still cancelling
+    with pytest.raises(MetricError, match="dB below the channels' own level"):
+        align(audio(x), audio(nearly))
+    assert align(audio(x), audio(np.stack([x, 0.2 * x]))).est.channels == 1  # a real stereo pair is fine
+    # with matching channel counts nothing is downmixed, so opposite channels are measured as they are
+    assert metric("snr")(audio(opposite), audio(opposite)) == MAX_RATIO_DB
+    # the delay search sums the channels' correlations instead of correlating the (silent) downmix
+    base = noise(1.1, RATE, seed=34)
+    st_ref = np.stack([base[100:100 + RATE], -base[100:100 + RATE]])
+    st_est = np.stack([base[80:80 + RATE], -base[80:80 + RATE]])
+    assert align(audio(st_est), audio(st_ref), max_delay_ms=5.0).delay_frames == 20
 
 
 # -- ViSQOL (optional) --------------------------------------------------------------------------
@@ -257,7 +317,7 @@ def test_a_silent_reference_is_an_error_with_a_reason_not_a_crash():
 def test_visqol_is_skipped_cleanly_when_its_package_is_missing(monkeypatch):
     cls = get_registry().metrics["visqol"]
     monkeypatch.setattr(cls, "requires", ("visqol_not_installed_here",))
-    assert not cls.available()
+    assert cls.unavailable() is not None
     assert "pip install 'restorekit[visqol]'" in cls.unavailable()
     chosen, skipped = resolve_metrics(None, reference=True)
     assert "visqol" not in [m.id for m in chosen] and "restorekit[visqol]" in skipped["visqol"]
@@ -279,13 +339,26 @@ def test_visqol_scores_a_light_degradation_above_a_heavy_one():
     ref = sine(440, 2.0, rate, 0.3) + sine(2500, 2.0, rate, 0.1) + 0.2 * noise(2.0, rate, seed=13)
     hiss = noise(2.0, rate, seed=14)
     vq = metric("visqol")
-    assert vq.available()
+    assert vq.unavailable() is None
     light = vq(audio(ref + 0.02 * hiss, rate), audio(ref, rate))
     heavy = vq(audio(ref + 1.0 * hiss, rate), audio(ref, rate))
     assert 1.0 <= heavy < light <= 5.0
     assert light - heavy > 0.5
     with pytest.raises(MetricError, match="at least 1 s"):
         vq(audio(ref[: rate // 2], rate), audio(ref[: rate // 2], rate))
+
+
+def test_slow_metrics_are_left_out_by_default_and_run_when_asked():
+    cls = get_registry().metrics["visqol"]
+    assert cls.slow is True and "per second of audio" in cls.cost
+    assert not any(c.slow for mid, c in get_registry().metrics.items() if mid != "visqol")
+    chosen, skipped = resolve_metrics(None, reference=True)
+    assert "visqol" not in [m.id for m in chosen] and "snr" in [m.id for m in chosen]
+    if cls.unavailable() is None:
+        assert skipped["visqol"] == f"not run by default (slow: {cls.cost}); -m visqol to include it"
+        assert "visqol" in [m.id for m in resolve_metrics(None, reference=True, include_slow=True)[0]]
+        assert [m.id for m in resolve_metrics(["visqol"], reference=True)[0]] == ["visqol"]
+    assert "visqol" not in measure(audio(sine(440)), audio(sine(440))).as_dict()
 
 
 # -- reference-free metrics -------------------------------------------------------------------------
@@ -306,6 +379,34 @@ def test_centroid_and_flatness():
     assert metric("flatness")(audio(sine(1000))) < 0.01
     with pytest.raises(MetricError, match="silent"):
         metric("flatness")(audio(np.zeros(4096)))
+
+
+@pytest.mark.parametrize("level", [0.0, 1e-7])  # digital silence, and -140 dBFS RMS noise
+def test_reference_free_metrics_on_silence_are_errors_or_documented_floors(level):
+    x = audio(level * noise(2.0, seed=44) / 0.1)  # noise() has RMS 0.1
+    for mid in ("bandwidth_hz", "centroid_hz", "flatness", "band_level_db", "band_tracking"):
+        with pytest.raises(MetricError, match="the audio is silent"):
+            metric(mid)(x)
+    with pytest.raises(MetricError, match="silent"):
+        metric("lufs")(x)
+    if level == 0:  # documented floors, finite numbers (never NaN or -inf)
+        assert metric("rms_dbfs")(x) == -200.0
+        assert metric("true_peak_dbtp")(x) == -200.0
+        assert metric("clipped_fraction")(x) == 0.0
+    with pytest.raises(MetricError, match="the clip is silent: no quality score"):
+        metric("cqs")(x)
+
+
+def test_cqs_scores_only_the_audible_windows_and_refuses_cancelling_channels():
+    music = sine(440, 4.0, 32000, 0.3) + noise(4.0, 32000, seed=45)
+    cqs = metric("cqs")  # the shipped weights: they score digital silence about 2.9, this noisy tone lower
+    alone = cqs(audio(music, 32000))
+    with_silence = cqs(audio(np.concatenate([music, np.zeros(4 * 32000)]), 32000))
+    assert abs(with_silence - alone) < 1e-6  # the silent window is left out, not averaged in
+    with pytest.raises(MetricError, match="the clip is silent: no quality score"):
+        cqs(audio(1e-6 * noise(4.0, 32000, seed=46), 32000))  # -140 dBFS: near-silence
+    with pytest.raises(MetricError, match="cancel in the mono downmix"):
+        cqs(audio(np.stack([music, -music]), 32000))
 
 
 def test_rms_of_a_full_scale_sine():
@@ -517,6 +618,80 @@ def test_cli_metrics_reference_free_by_default_and_errors(tmp_path):
     assert listing.exit_code == 0
     for mid in BUILTIN:
         assert any(line.startswith(mid + " ") for line in listing.output.splitlines()), mid
+
+
+def _write_pair(folder: Path, ref: np.ndarray, est: np.ndarray, rate: int = RATE) -> tuple[str, str]:
+    sf.write(folder / "ref.wav", np.asarray(ref, dtype=np.float32).T, rate, subtype="FLOAT")
+    sf.write(folder / "est.wav", np.asarray(est, dtype=np.float32).T, rate, subtype="FLOAT")
+    return str(folder / "ref.wav"), str(folder / "est.wav")
+
+
+@pytest.mark.parametrize("case", ["20 frames", "twice as long"])
+def test_cli_metrics_refuses_a_length_mismatch_unless_trim(tmp_path, case):
+    ref = sine(440, 2.0) + noise(2.0, seed=40)
+    est = ref[:20] if case == "20 frames" else np.concatenate([ref, ref])
+    ref_path, est_path = _write_pair(tmp_path, ref, est)
+    out = CliRunner().invoke(_cli(), ["metrics", ref_path, est_path, "-m", "snr", "-m", "lsd", "-m", "mel_cosine"])
+    assert out.exit_code == 2, out.output
+    assert f"is {len(est) / RATE:.3f} s long and" in out.output and "2.000 s" in out.output
+    assert "--trim measures the common part" in out.output
+    assert "200" not in out.output.replace("2.000", "")  # no score at all
+    trimmed = CliRunner().invoke(_cli(), ["metrics", ref_path, est_path, "-m", "snr", "--trim"])
+    assert trimmed.exit_code == 0, trimmed.output
+    assert "note: trimmed" in trimmed.output and "as asked (trim)" in trimmed.output
+    assert next(x for x in trimmed.output.splitlines() if x.startswith("snr")).split()[1] == "200.00"
+
+
+def test_cli_metrics_on_degenerate_references(tmp_path):
+    x = sine(440, 1.0) + noise(1.0, seed=41)
+    ref_path, est_path = _write_pair(tmp_path, np.stack([x, -x]), x)  # L = -R against a mono estimate
+    out = CliRunner().invoke(_cli(), ["metrics", ref_path, est_path, "-m", "snr", "-m", "mel_cosine"])
+    assert out.exit_code == 1, out.output
+    for mid in ("snr", "mel_cosine"):
+        line = next(x for x in out.output.splitlines() if x.startswith(mid))
+        assert "error" in line and "cancel in the mono downmix" in line and "same channel count" in line
+    ref_path, est_path = _write_pair(tmp_path, np.zeros(RATE), x)
+    silent = CliRunner().invoke(_cli(), ["metrics", ref_path, est_path, "-m", "snr", "-m", "lsd"])
+    assert silent.exit_code == 1, silent.output
+    assert silent.output.count("the reference is silent") == 2
+
+
+def test_cli_metrics_skips_visqol_by_default_and_runs_it_with_m(tmp_path):
+    ref = sine(440, 1.5) + noise(1.5, seed=42)
+    ref_path, est_path = _write_pair(tmp_path, ref, ref + 0.3 * noise(1.5, seed=43))
+    out = CliRunner().invoke(_cli(), ["metrics", ref_path, est_path])
+    assert out.exit_code == 0, out.output
+    ids = [line.split()[0] for line in out.output.splitlines() if line.strip()]
+    assert "snr" in ids and "visqol" not in ids
+    if importlib.util.find_spec("visqol") is None:
+        pytest.skip("visqol-python is not installed (pip install 'restorekit[visqol]'); its clean skip is tested above")
+    assert "skipped visqol: not run by default (slow: about" in out.output and "-m visqol to include it" in out.output
+    asked = CliRunner().invoke(_cli(), ["metrics", ref_path, est_path, "-m", "visqol", "-m", "snr"])
+    assert asked.exit_code == 0, asked.output
+    line = next(x for x in asked.output.splitlines() if x.startswith("visqol"))
+    assert 1.0 <= float(line.split()[1]) <= 5.0 and "MOS" in line
+    assert "measuring visqol (slow:" in asked.output  # not a terminal: one line before each slow metric
+    assert "skipped visqol" not in asked.output
+
+
+def test_cli_metrics_progress_on_a_terminal(monkeypatch):
+    import io
+
+    from restorekit_tools.cli_metrics import _Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    err = Tty()
+    monkeypatch.setattr(sys, "stderr", err)
+    progress = _Progress(2, 3.0)
+    for i, mid in enumerate(["snr", "visqol"]):
+        progress(i, get_registry().metrics[mid]())
+    progress.close()
+    text = err.getvalue()
+    assert "\rmeasuring snr [1/2]" in text and "\rmeasuring visqol [2/2] (slow:" in text
+    assert text.endswith("\r")  # the status line is erased at the end
 
 
 def test_docs_define_every_builtin_metric():

@@ -277,7 +277,8 @@ def test_register_stages_duplicate_id_keeps_the_first_and_refuses_the_newcomer_n
     make_dist(site, "rktest-dup-a", {"dup_a": "rktest_dup_a"}, {"rktest_dup_a": stage_module("dup.stage", "First")})
     make_dist(site, "rktest-dup-b", {"dup_b": "rktest_dup_b"}, {"rktest_dup_b": stage_module("dup.stage", "Second")})
     registry = load_registry()
-    refused = "stage 'dup.stage' is already registered by plugin 'dup_a'; this registration was refused (rename it)"
+    refused = ("stage 'dup.stage' is already registered by plugin 'dup_a' (distribution 'rktest-dup-a'); "
+               "this registration was refused (rename it)")
     assert registry.stages["dup.stage"].__name__ == "First" and registry.stages.owner("dup.stage") == "dup_a"
     b = next(p for p in registry.plugins if p.name == "dup_b")
     assert b.refused == [refused] and not b.error and not b.stages
@@ -324,13 +325,18 @@ IMPOSTOR = STAGE_HEADER + textwrap.dedent("""
         from pathlib import Path
 
         register(Path(__file__).with_name("zero_shot.yaml"))
+        register(Path(__file__).with_name("lowres-8k.yaml"))  # the name of a built-in preset
 """)
 
 
-def test_register_stages_an_installed_package_cannot_take_over_a_builtin_id(site, tmp_path):
-    # entry point name "aaa" sorts before every built-in one: load order alone would let it win
-    make_dist(site, "rktest-impostor", {"aaa": "rktest_impostor"}, {"rktest_impostor": IMPOSTOR})
+@pytest.mark.parametrize("marker", ["@hookimpl", "@hookimpl(trylast=True)", "@hookimpl(tryfirst=True)"])
+def test_register_stages_an_installed_package_cannot_take_over_a_builtin_id(site, tmp_path, marker, caplog):
+    # entry point name "aaa" sorts before every built-in one, and tryfirst/trylast change pluggy's
+    # own order: neither may let it win
+    make_dist(site, "rktest-impostor", {"aaa": "rktest_impostor"},
+              {"rktest_impostor": IMPOSTOR.replace("@hookimpl\n", marker + "\n")})
     (site / "zero_shot.yaml").write_text("stages:\n  - use: util.gain\n")
+    (site / "lowres-8k.yaml").write_text("stages:\n  - use: util.gain\n")
     registry = load_registry()
     assert registry.stages["denoise.spectral_gate"].__module__ == "restorekit_plugins.denoise"
     assert registry.stages.owner("denoise.spectral_gate") == "denoise"
@@ -338,10 +344,13 @@ def test_register_stages_an_installed_package_cannot_take_over_a_builtin_id(site
     assert registry.pipelines["zero_shot"].parent.name == "pipelines"
     info = next(p for p in registry.plugins if p.name == "aaa")
     assert info.stages == ["impostor.own"]
-    assert ("stage 'denoise.spectral_gate' is already registered by plugin 'denoise'; this registration was "
-            "refused (rename it)") in info.refused
+    assert ("stage 'denoise.spectral_gate' is already registered by plugin 'denoise' (distribution 'restorekit'); "
+            "this registration was refused (rename it)") in info.refused
     assert any(m.startswith("metric 'snr' is already registered by plugin 'metrics'") for m in info.refused)
     assert any(m.startswith("pipeline 'zero_shot' is already registered by plugin 'pipelines'") for m in info.refused)
+    assert any(m.startswith("pipeline 'lowres-8k' is already registered by plugin 'pipelines'")
+               for m in info.refused), "pipelines and presets share one namespace"
+    assert "plugin 'aaa' (distribution 'rktest-impostor'" in caplog.text, "a refusal is logged, not silent"
     from restorekit.pipeline import load_pipeline
 
     assert load_pipeline("dsp_chain", registry=registry).nodes  # every shipped pipeline still builds
@@ -628,3 +637,37 @@ def test_every_hookspec_has_a_test():
         names |= set(re.findall(r"^\s*def (test_\w+)", path.read_text(encoding="utf-8"), re.M))
     for hook in hookspec_functions():
         assert any(hook in n for n in names), f"no test function in tests/ is named after hook {hook}"
+
+
+SHADOWS_COMMANDS = STAGE_HEADER + textwrap.dedent("""
+    @hookimpl(tryfirst=True)
+    def register_commands(cli):
+        import click
+
+        @cli.command(name="compare")
+        def compare():
+            click.echo("IMPOSTOR")
+
+        @cli.command(name="run")
+        def run():
+            click.echo("IMPOSTOR")
+
+        @cli.command(name="rk-own")
+        def own():
+            click.echo("own command")
+""")
+
+
+@pytest.mark.slow  # starts restorekit subprocesses
+def test_register_commands_cannot_replace_a_builtin_command(site, tmp_path):
+    make_dist(site, "rktest-shadow", {"aaa": "rktest_shadow"}, {"rktest_shadow": SHADOWS_COMMANDS})
+    compared = run_cli("compare", "--help", path=[site], cwd=tmp_path)
+    assert compared.returncode == 0 and "IMPOSTOR" not in compared.stdout and "PIPELINES" in compared.stdout
+    assert run_cli("rk-own", path=[site], cwd=tmp_path).stdout == "own command\n"
+    listed = run_cli("plugins", path=[site], cwd=tmp_path)
+    lines = listed.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("aaa  "))
+    assert "    conflict: command 'compare' is already provided by plugin 'tools'; this one was refused " \
+           "(rename it)" in lines[at + 1:at + 4]
+    assert "    conflict: command 'run' is already provided by restorekit itself; this one was refused " \
+           "(rename it)" in lines[at + 1:at + 4]

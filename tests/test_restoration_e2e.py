@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from restorekit.audio import Audio
 from restorekit.cli import cli
-from restorekit.demo import make_clean_clip
+from restorekit_tools.demo import make_clean_clip
 from restorekit.pipeline import find_degradation, load_pipeline
 from restorekit_plugins.metrics import BandLevel, BandTracking
 

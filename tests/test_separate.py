@@ -8,15 +8,18 @@ The contract (rates, mono/stereo, 16 frames, seeds) is in test_contract.py for e
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
+import restorekit_plugins.separate as separate_plugin
 import soundfile as sf
 import torch
 from restorekit.audio import Audio
@@ -91,9 +94,47 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(separate_plugin, "_warned", set())  # a fresh process: nothing warned yet
+    _demucs.reset_network_state()
     clear_model_cache()
     yield tmp_path
     clear_model_cache()
+    _demucs.reset_network_state()
+
+
+class FakeNet:
+    """Stands in for the network: `probe` answers `reachable`, `fetch` records its calls and then
+    writes the file or raises `fail`."""
+
+    def __init__(self, reachable: bool = True, fail: Exception | None = None):
+        self.reachable, self.fail = reachable, fail
+        self.probes: list[str] = []
+        self.fetches: list[tuple[str, Path, str | None, bool]] = []
+
+    def probe(self, url=_demucs.ROOT_URL, timeout=_demucs.PROBE_TIMEOUT_S):
+        self.probes.append(url)
+        return None if self.reachable else "cannot reach dl.fbaipublicfiles.com (test)"
+
+    def fetch(self, url, dst, checksum, progress):
+        self.fetches.append((url, Path(dst), checksum, progress))
+        if self.fail is not None:
+            raise self.fail
+        Path(dst).write_bytes(b"weights")
+
+
+@pytest.fixture
+def online(offline, monkeypatch):
+    """Empty caches, downloads allowed, and a fake network (no socket is ever opened)."""
+    monkeypatch.delenv("RESTOREKIT_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def install(net: FakeNet) -> FakeNet:
+        monkeypatch.setattr(_demucs, "probe", net.probe)
+        monkeypatch.setattr(_demucs, "fetch", net.fetch)
+        return net
+
+    return install
 
 
 # -- separate.hpss ---------------------------------------------------------------------------------
@@ -410,17 +451,139 @@ def test_unknown_model_names_the_known_ones():
 
 # -- separate.auto -------------------------------------------------------------------------------------
 
-def test_auto_falls_back_to_hpss_and_says_so(offline, caplog):
+def warnings_of(caplog) -> list[str]:
+    """The fallback warnings (the download, when tried, announces itself in a line of its own)."""
+    return [r.getMessage() for r in caplog.records if r.name == "restorekit" and r.levelno == logging.WARNING
+            and r.getMessage().startswith("separate.auto:")]
+
+
+def assert_one_short_fallback_line(message: str, why: str) -> None:
+    """What ran instead, why in a few words, and how to get Demucs, in one line of at most 25 words."""
+    assert "\n" not in message and len(message.split()) <= 25, message
+    assert message.startswith("separate.auto: used rough HPSS stems, not Demucs htdemucs"), message
+    assert f"({why})" in message and "restorekit fetch-demucs htdemucs" in message, message
+
+
+def test_auto_falls_back_to_hpss_and_says_so_in_one_short_line(offline, caplog):
+    caplog.set_level(logging.INFO, logger="restorekit")
     rate = 32000
     x = stereo_mix(music(rate, 1.0))
-    stage = Auto()  # htdemucs, not cached, download false
+    stage = Auto()  # htdemucs, not cached, RESTOREKIT_OFFLINE=1
     result = Pipeline([Node("stems", stage)], device="cpu").run(Audio(torch.from_numpy(x), rate))
     assert stage.choice == "separate.hpss"
-    assert any("using separate.hpss" in r.getMessage() and "955717e8" in r.getMessage() for r in caplog.records)
-    assert len(result.notes) == 1 and result.notes[0].startswith("stems: separated with separate.hpss")
+    [warning] = warnings_of(caplog)
+    assert_one_short_fallback_line(warning, "offline: RESTOREKIT_OFFLINE set")
+    # the whole story (missing file, where it was looked for) is at INFO, shown with -v
+    assert any(r.levelno == logging.INFO and "955717e8-8726e21a.th" in r.getMessage() for r in caplog.records)
+    assert result.notes == [("stems: separated with separate.hpss (vocal method centre), not Demucs htdemucs: "
+                             "offline: RESTOREKIT_OFFLINE set")]
     hpss = run_stage(Hpss(), x, rate)
     for name in STEMS4:
         assert torch.equal(result.outputs[name].samples, hpss[name].samples)
+
+
+def test_the_fallback_line_is_logged_once_per_process_and_noted_for_every_file(offline, caplog):
+    x = Audio(torch.from_numpy(stereo_mix(music(32000, 0.5))), 32000)
+    notes = []
+    for _ in range(2):  # two pipelines (the Python API in a loop), two files each
+        pipeline = Pipeline([Node("stems", Auto())], device="cpu")
+        notes += [pipeline.run(x).notes for _ in range(2)]
+    assert len(warnings_of(caplog)) == 1
+    assert all(len(n) == 1 and n[0].startswith("stems: separated with separate.hpss") for n in notes)
+
+
+def test_missing_weights_are_downloaded_when_allowed(online):
+    net = online(FakeNet())
+    plan = _demucs.plan_model(_demucs.get_backend(), "htdemucs", None)
+    _demucs.ensure_weights(plan, download=True)
+    hub = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints"
+    assert net.probes and len(net.fetches) == 1
+    url, dst, checksum, progress = net.fetches[0]
+    assert url == "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/955717e8-8726e21a.th"
+    assert dst == hub / "955717e8-8726e21a.th" and checksum == "8726e21a"
+    assert progress is False  # not a terminal: no progress bar in logs
+    assert plan.missing == [] and plan.files[0].path == hub / "955717e8-8726e21a.th"
+    # cached now: found without the network
+    again = _demucs.plan_model(_demucs.get_backend(), "htdemucs", None)
+    _demucs.ensure_weights(again, download=True)
+    assert len(net.fetches) == 1
+
+
+@pytest.mark.parametrize("forbid", ["RESTOREKIT_OFFLINE", "HF_HUB_OFFLINE", "download: false"])
+def test_no_download_is_attempted_when_forbidden(online, monkeypatch, caplog, forbid):
+    net = online(FakeNet())
+    if forbid == "download: false":
+        stage, why = Auto(download=False), "not cached, download: false"
+    else:
+        monkeypatch.setenv(forbid, "1")
+        stage, why = Auto(), f"offline: {forbid} set"
+    stage.place("cpu")
+    assert stage.choice == "separate.hpss" and net.probes == [] and net.fetches == []
+    [warning] = warnings_of(caplog)
+    assert_one_short_fallback_line(warning, why)
+
+
+def test_a_failed_download_falls_back_at_once_and_is_not_retried(online, caplog):
+    net = online(FakeNet(fail=OSError("connection reset by peer")))
+    start = time.perf_counter()
+    first = Auto()
+    first.place("cpu")
+    assert time.perf_counter() - start < 2.0
+    assert first.choice == "separate.hpss" and len(net.fetches) == 1
+    [warning] = warnings_of(caplog)
+    assert_one_short_fallback_line(warning, "download failed")
+    assert any(r.getMessage().startswith("separate.demucs: downloading the weights of Demucs model 'htdemucs' once")
+               for r in caplog.records)
+    hub = Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints"
+    assert list(hub.iterdir()) == []  # nothing half-written left behind
+    second = Auto()  # same process: no second attempt, no second warning
+    second.place("cpu")
+    assert second.choice == "separate.hpss" and len(net.fetches) == 1 and len(warnings_of(caplog)) == 1
+
+
+def test_without_a_network_nothing_is_fetched_and_the_line_says_so(online, caplog):
+    net = online(FakeNet(reachable=False))
+    for _ in range(2):
+        Auto().place("cpu")
+    assert net.probes and net.fetches == []
+    [warning] = warnings_of(caplog)
+    assert_one_short_fallback_line(warning, "no network")
+
+
+def test_the_real_probe_is_bounded_and_asked_once_per_host(offline, monkeypatch):
+    """A name lookup or TLS handshake that hangs costs the probe's timeout, once per process."""
+    import urllib.request
+
+    calls = []
+
+    def hanging_urlopen(request, timeout=None):
+        calls.append(request.full_url)
+        time.sleep(2)
+        raise OSError("too late")
+
+    monkeypatch.setattr(urllib.request, "urlopen", hanging_urlopen)
+    start = time.perf_counter()
+    reason = _demucs.probe("https://dl.fbaipublicfiles.com/demucs/x.th", timeout=0.3)
+    assert time.perf_counter() - start < 1.0
+    assert reason == "no answer from dl.fbaipublicfiles.com within 0.3 s"
+    start = time.perf_counter()
+    assert _demucs.probe("https://dl.fbaipublicfiles.com/demucs/y.th", timeout=0.3) == reason
+    assert time.perf_counter() - start < 0.05 and len(calls) == 1
+    assert _demucs.PROBE_TIMEOUT_S <= 3.0
+
+
+def test_fetch_demucs_command_downloads_ahead(online, monkeypatch):
+    from click.testing import CliRunner
+    from restorekit.cli import cli
+
+    net = online(FakeNet())
+    result = CliRunner().invoke(cli, ["fetch-demucs"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(net.fetches) == 1 and "955717e8-8726e21a.th" in result.output
+    monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")
+    result = CliRunner().invoke(cli, ["fetch-demucs", "htdemucs_ft"])
+    assert result.exit_code == 1 and "RESTOREKIT_OFFLINE is set" in result.output
+    assert len(net.fetches) == 1
 
 
 def test_auto_uses_demucs_when_it_can(offline):
@@ -501,10 +664,11 @@ def test_missing_weights_through_the_cli_is_one_clean_message(tmp_path):
                                           "stems.vocals]\n")
     run = cli("run", str(tmp_path / "demucs.yaml"), str(tmp_path / "song.wav"), "-o", str(tmp_path / "out"),
               env=offline_env(tmp_path))
-    assert run.returncode == 1
+    assert run.returncode == 2  # a stage that cannot load: a pipeline error, before any file
     assert "Traceback" not in run.stderr
     lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: separate.demucs: the weights of Demucs model 'htdemucs'")
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "separate.demucs: the weights of Demucs model 'htdemucs'" in lines[0]
     assert "separate.hpss" in lines[0] and "repo" in lines[0]
 
 

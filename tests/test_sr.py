@@ -9,7 +9,7 @@ import torch
 
 from restorekit.audio import Audio
 from restorekit.chunking import ChunkPlan, process_in_chunks
-from restorekit.demo import make_clean_clip
+from restorekit_tools.demo import make_clean_clip
 from restorekit.dsp import resample
 from restorekit.pipeline import find_degradation, load_pipeline
 from restorekit.plugins import get_registry

@@ -82,10 +82,29 @@ def test_every_treatment_is_conditional_on_measured_damage(pipeline):
         limit.ceiling_db + budget_db - normalize.target_lufs)
 
 
-def test_the_shipped_file_validates():
-    run = subprocess.run([sys.executable, "-m", "restorekit", "validate", str(ZERO_SHOT)],
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert run.returncode == 0, run.stderr
+# Runs the CLI with every socket refused, so that touching the network fails loudly.
+NO_NETWORK_CLI = """
+import socket, sys
+def refuse(*args, **kwargs):
+    raise AssertionError("the network was touched")
+socket.create_connection = socket.getaddrinfo = refuse
+sys.argv = ["restorekit", *sys.argv[1:]]
+from restorekit.cli import main
+main()
+"""
+
+
+def test_the_shipped_file_validates_silently_without_loading_models(tmp_path):
+    """Downloads allowed and no weights cached, yet validation neither loads, probes nor warns."""
+    assert load_pipeline(ZERO_SHOT).stage("stems").params.download is True
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RESTOREKIT_OFFLINE", "HF_HUB_OFFLINE")}
+    env.update(TORCH_HOME=str(tmp_path / "torch_home"), HOME=str(tmp_path / "home"))
+    for pipeline in (str(ZERO_SHOT), "zero_shot", "stems"):
+        run = subprocess.run([sys.executable, "-c", NO_NETWORK_CLI, "validate", pipeline],
+                             capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert run.returncode == 0, run.stderr
+        assert run.stderr == "" and run.stdout.startswith("ok: ")
+    assert not (tmp_path / "torch_home").exists()
 
 
 def loudness_lufs(x: np.ndarray, rate: int) -> float:
@@ -98,7 +117,7 @@ def loudness_lufs(x: np.ndarray, rate: int) -> float:
 @pytest.mark.parametrize("separator", ["hpss", "demucs_unittest"])
 def test_runs_end_to_end_through_the_cli(tmp_path, separator):
     """MusicGen-like input (32 kHz mono, 8 kHz bandwidth, noise) becomes 44.1 kHz, -14 LUFS, 24-bit."""
-    from restorekit.demo import make_demo_clip
+    from restorekit_tools.demo import make_demo_clip
 
     clip = make_demo_clip(duration_s=2.0)
     sf.write(tmp_path / "song.wav", clip.numpy().T, clip.sample_rate, subtype="FLOAT")
@@ -128,7 +147,39 @@ def test_runs_end_to_end_through_the_cli(tmp_path, separator):
     assert ran[0].startswith("stems: separated with separate.hpss" if separator == "hpss"
                              else "stems: separated with separate.demucs (model demucs_unittest")
     if separator == "hpss":
-        assert "using separate.hpss" in run.stderr  # the warning says which ran, and why
+        assert ran[0].endswith("not Demucs htdemucs: offline: RESTOREKIT_OFFLINE set")
+
+
+@pytest.mark.slow
+def test_offline_first_run_says_it_in_one_line_once_for_two_files(tmp_path):
+    """No weights, no network: HPSS stems, one short warning line for the run, a note for each file."""
+    import time
+
+    from restorekit_tools.demo import make_demo_clip
+
+    clip = make_demo_clip(duration_s=1.0)
+    for name in ("a", "b"):
+        sf.write(tmp_path / f"{name}.wav", clip.numpy().T, clip.sample_rate, subtype="FLOAT")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(RESTOREKIT_OFFLINE="1", TORCH_HOME=str(tmp_path / "torch_home"), HOME=str(tmp_path / "home"),
+               OMP_NUM_THREADS="1")
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "restorekit", "run", "zero_shot", str(tmp_path / "a.wav"),
+                          str(tmp_path / "b.wav"), "-o", str(tmp_path / "out")],
+                         capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    assert time.perf_counter() - start < 120
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("WARNING: separate.auto: used rough HPSS stems, not Demucs htdemucs "
+                               "(offline: RESTOREKIT_OFFLINE set)")
+    assert "restorekit fetch-demucs htdemucs" in lines[0] and len(lines[0].split()) <= 26  # + "WARNING:"
+    files = json.loads((tmp_path / "out" / "manifest.json").read_text())["files"]
+    assert len(files) == 2
+    for entry in files:
+        assert [n for n in entry["notes"] if n.startswith("stems: ")] == [
+            ("stems: separated with separate.hpss (vocal method repeat), not Demucs htdemucs: "
+             "offline: RESTOREKIT_OFFLINE set")]
 
 
 def octave_levels_db(x: np.ndarray, rate: int) -> np.ndarray:
@@ -150,7 +201,7 @@ def test_clean_full_band_music_comes_out_nearly_unchanged(tmp_path):
     input's (measured 4.725 against 4.732; before: 4.642). Most of the residue is the true-peak limiter
     taking about 1.7 dB off the peaks."""
     from restorekit.audio import Audio
-    from restorekit.demo import make_clean_clip
+    from restorekit_tools.demo import make_clean_clip
     from restorekit_tools.measure import measure
 
     rate = 44100

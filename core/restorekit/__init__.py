@@ -11,30 +11,22 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "Audio": "restorekit.audio",
-    "read_audio": "restorekit.io",
-    "write_audio": "restorekit.io",
-    "Stage": "restorekit.stage",
-    "StageParams": "restorekit.stage",
-    "Accepts": "restorekit.stage",
-    "hookimpl": "restorekit.hookspecs",
-    "Pipeline": "restorekit.runner",
-    "Node": "restorekit.runner",
-    "load_pipeline": "restorekit.pipeline",
-    "PipelineError": "restorekit.errors",
-    "RestorekitError": "restorekit.errors",
-    "get_registry": "restorekit.plugins",
-    "make_demo_clip": "restorekit.demo",
-    "compare": "restorekit_tools.compare",  # the tooling plugin's; kept here for existing callers
-    "measure": "restorekit_tools.measure",
+_EXPORTS = {
+    "restorekit.audio": ("Audio",), "restorekit.io": ("read_audio", "write_audio"),
+    "restorekit.stage": ("Stage", "StageParams", "Accepts"), "restorekit.hookspecs": ("hookimpl",),
+    "restorekit.runner": ("Pipeline", "Node"), "restorekit.pipeline": ("load_pipeline",),
+    "restorekit.errors": ("PipelineError", "RestorekitError"), "restorekit.plugins": ("get_registry",),
+    # the tooling plugin's, kept here for callers of the core package
+    "restorekit_tools.demo": ("make_demo_clip",), "restorekit_tools.compare": ("compare",),
+    "restorekit_tools.measure": ("measure",),
 }
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
     from restorekit.audio import Audio
-    from restorekit.demo import make_demo_clip
+    from restorekit_tools.demo import make_demo_clip
     from restorekit.errors import PipelineError, RestorekitError
     from restorekit.hookspecs import hookimpl
     from restorekit.io import read_audio, write_audio

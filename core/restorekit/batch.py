@@ -86,7 +86,7 @@ def file_seed(base_seed: int, relative: Path) -> int:
     Each file gets its own random draws (a random degradation differs per clip), yet the
     same file in the same run always gets the same ones, whatever else is in the batch.
     """
-    digest = hashlib.sha256(f"{base_seed}:{relative.as_posix()}".encode()).digest()
+    digest = hashlib.sha256(f"{base_seed}:".encode() + os.fsencode(relative.as_posix())).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
@@ -115,6 +115,11 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
 
     pipeline = load_pipeline(pipeline_ref, overrides, device=device)  # the device is given here, once
     pipeline.resolve()  # device and availability errors come before OUTDIR is made
+    results: list[FileResult] = []
+    if inputs:
+        jobs, results = collect_jobs(inputs, exclude=outdir)
+        if not jobs:  # nothing to restore at all: a usage error, before any model loads
+            raise UsageError("nothing to restore: " + "; ".join(f"{r.input}: {r.error}" for r in results))
     check_output_dir(outdir)
     resolved_device = pipeline.prepare()
     dithered = pipeline.output_bit_depth()  # the pipeline's bit_depth, else its dither stage's
@@ -127,11 +132,8 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
     names = pipeline.output_names()
     outdir_resolved = outdir.resolve()
 
-    results: list[FileResult] = []
-    if inputs:
-        jobs, results = collect_jobs(inputs, exclude=outdir)
-    else:
-        from restorekit.demo import make_demo_clip
+    if not inputs:
+        from restorekit_tools.demo import make_demo_clip
 
         demo_in = write_audio(outdir / f"{DEMO_NAME}_input.wav", make_demo_clip(), bit_depth=24)
         log.warning("no input given: restoring the built-in demo clip (%s)", demo_in)

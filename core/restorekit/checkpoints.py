@@ -98,9 +98,13 @@ def load(name_or_path: str | Path, shipped_dirs: Sequence[Path] = ()) -> Checkpo
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{config_path}: not a readable JSON config ({exc})") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: the config must be a JSON object, got {type(config).__name__}")
     for key in ("architecture", "sha256"):
-        if key not in config:
-            raise CheckpointError(f"{config_path}: the config has no '{key}'")
+        if not isinstance(config.get(key), str):
+            raise CheckpointError(f"{config_path}: the config needs '{key}' as a string")
+    if not isinstance(config.get("hparams", {}), dict):
+        raise CheckpointError(f"{config_path}: 'hparams' must be a JSON object of hyper-parameters")
     digest = sha256_file(weights)
     if digest != config["sha256"]:
         raise CheckpointError(

@@ -136,7 +136,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
     `auto` is float16 on CUDA and float32 on the CPU. `bfloat16` on the CPU is about 3x
     faster for convolutions where the CPU has native bfloat16 (AVX512-BF16 or AMX, see
-    `native_cpu_bfloat16`) and slower where it is emulated; its rounding noise (about
+    benchmarks/bench_neural.py reports which) and slower where it is emulated; its rounding noise (about
     -60 dB) is audible to log-spectral metrics in quiet high bands (docs/performance.md).
     """
     if precision not in PRECISIONS:
@@ -146,14 +146,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision != "auto":
         return getattr(torch, precision)
     return torch.float16 if device.type == "cuda" else None
-
-
-def native_cpu_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 natively (not by emulation)."""
-    import torch.cpu
-
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def _window_with_context(samples: torch.Tensor, start: int, seg: int, ctx: int, pad_mode: str) -> torch.Tensor:

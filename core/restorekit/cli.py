@@ -34,19 +34,31 @@ class PluginGroup(click.Group):
         if self._plugin_commands is None:
             from restorekit.plugins import get_registry
 
-            extra = click.Group()
             try:
-                pm = get_registry().manager
+                registry = get_registry()
             except RestorekitError as exc:  # RESTOREKIT_STRICT_PLUGINS=1 and a plugin failed
                 click.echo(f"error: {exc}", err=True)
                 sys.exit(exc.exit_code)
-            if pm is not None:
-                for impl in pm.hook.register_commands.get_hookimpls():
-                    try:
-                        impl.function(cli=extra)
-                    except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
-                        log.warning("plugin '%s' failed to add its commands: %s", impl.plugin_name, exc)
-            self._plugin_commands = {k: v for k, v in extra.commands.items() if k not in self.commands}
+            self._plugin_commands = {}
+            impls = {impl.plugin_name: impl for impl in registry.manager.hook.register_commands.get_hookimpls()}
+            owners: dict[str, str] = {}
+            for info in registry.plugins:  # in load order, built-ins first: the first name wins, as for ids
+                if info.name not in impls:  # (popped once used: a duplicate entry point name is skipped)
+                    continue
+                group = click.Group()
+                try:
+                    impls.pop(info.name).function(cli=group)
+                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+                    log.warning("plugin '%s' failed to add its commands: %s", info.name, exc)
+                for name, command in group.commands.items():
+                    holder = "restorekit itself" if name in self.commands else owners.get(name)
+                    if holder:
+                        message = f"command '{name}' is already provided by {holder}; this one was refused (rename it)"
+                        info.refused.append(message)
+                        log.warning("plugin '%s' (%s): %s", info.name, info.origin(), message)
+                        continue
+                    owners[name] = f"plugin '{info.name}'"
+                    self._plugin_commands[name] = command
         return self._plugin_commands
 
     def list_commands(self, ctx):
@@ -127,6 +139,7 @@ def plugins():
     from restorekit.plugins import get_registry
 
     registry = get_registry()
+    cli._plugins()  # adds the plugins' commands, recording refused ones on their plugin
     for info in registry.plugins:
         origin = f"{info.distribution} {info.version}" if info.distribution else "unknown distribution"
         status = "FAILED" if info.error else info.provides()
@@ -146,7 +159,7 @@ def plugins():
 def stages(stage_id):
     """List registered stages, or describe STAGE_ID's parameters."""
     from restorekit.plugins import get_registry
-    from restorekit.stage_docs import describe_stage
+    from restorekit_tools.stage_docs import describe_stage
 
     registry = get_registry()
     if stage_id:
@@ -176,6 +189,9 @@ def main() -> None:
     # torch's OpenMP threads busy-wait by default, which makes torch stages 4-100x slower
     # whenever another process shares the cores; set before torch is first imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as their bytes, as `ls` does
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
     cli(prog_name="restorekit")
 
 

@@ -16,8 +16,9 @@ def check_contract(cls: Any, base: type, base_name: str, *, name_attr: str, patt
                    summary: bool = True) -> list[str]:
     """Reasons `cls` does not fulfil the contract of `base` (empty when it does).
 
-    `base_name` and `params_name` are the public names the messages use. `name_attr` must match `pattern` (`example` shows a good one); `summary` must be one
-    non-empty line; `params_attr` must be a subclass of `params_base` rejecting unknown keys.
+    `base_name` and `params_name` are the public names the messages use. `name_attr` must
+    match `pattern` (`example` shows a good one); `summary` must be one non-empty line;
+    `params_attr` must be a subclass of `params_base` rejecting unknown keys.
     """
     if not (isinstance(cls, type) and issubclass(cls, base)):
         return [f"{cls!r} is not a subclass of {base_name}"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import glob
+import os
 import re
+import sys
 
 from restorekit.errors import DeviceError
 
@@ -23,6 +26,11 @@ def resolve_device(spec: str = "auto") -> str:
         raise DeviceError(message)
     if spec == "cpu":
         return "cpu"
+    if _surely_no_gpu():
+        if spec == "auto":
+            return "cpu"
+        raise DeviceError(f"device '{spec}' was requested but this machine has no GPU driver (no /dev/nvidia* "
+                          "or /dev/kfd); use --device cpu or --device auto")
     import torch
 
     available = torch.cuda.is_available()
@@ -46,3 +54,14 @@ def stage_device(device: str, accepted: frozenset[str]) -> str:
     """Where a stage runs: the pipeline's device if the stage supports its type, else the CPU."""
     kind = device.split(":")[0]
     return device if kind in accepted else "cpu"
+
+
+def _surely_no_gpu() -> bool:
+    """True on Linux when no GPU device node exists, decided without importing torch (seconds).
+
+    Once torch is loaded, asking it costs nothing, so it is asked instead (and tests can
+    fake a GPU through it).
+    """
+    if "torch" in sys.modules or not sys.platform.startswith("linux"):
+        return False
+    return not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd") or os.path.exists("/dev/dxg"))

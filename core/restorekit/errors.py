@@ -81,5 +81,8 @@ def describe_failure(exc: BaseException, where: str | None = None) -> str:
         return str(exc)
     if isinstance(exc, MemoryError):
         return "out of memory"
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+        return ("out of GPU memory; use --device cpu, or a smaller segment_s / batch_size for the neural stage "
+                f"({' '.join(str(exc).split())[:120]})")
     logging.getLogger("restorekit").debug("%s", "".join(traceback.format_exception(exc)))
     return f"internal error{f' in {where}' if where else ''}: {type(exc).__name__}: {exc}"

@@ -186,21 +186,31 @@ def _parse_ref(text, i, ids, index, outputs, problem) -> Ref | None:
 
 def _topological_order(ids, all_inputs, problem) -> list[int]:
     """Kahn's algorithm, stable in file order; reports a cycle if there is one."""
+    import heapq
+
     index = {node_id: i for i, node_id in enumerate(ids)}
     deps = [{index[r.node] for r in refs if r.node != PIPELINE_INPUT} for refs in all_inputs]
-    done: set[int] = set()
+    users: list[list[int]] = [[] for _ in ids]
+    for i, ds in enumerate(deps):
+        for d in ds:
+            users[d].append(i)
+    waiting = [len(ds) for ds in deps]
+    ready = [i for i, n in enumerate(waiting) if n == 0]  # a heap: the earliest ready stage in file order first
     order: list[int] = []
-    while len(order) < len(ids):
-        ready = [i for i in range(len(ids)) if i not in done and deps[i] <= done]
-        if not ready:
-            stuck = [i for i in range(len(ids)) if i not in done]
-            cycle = _find_cycle(stuck, deps)
-            path = " -> ".join(ids[i] for i in cycle)
-            problem(cycle[0], "input", f"the stages form a cycle: {path}; a stage's input must not "
-                                       "depend on its own output")
-            return order
-        order.append(ready[0])
-        done.add(ready[0])
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) < len(ids):
+        done = set(order)
+        stuck = [i for i in range(len(ids)) if i not in done]
+        cycle = _find_cycle(stuck, deps)
+        path = " -> ".join(ids[i] for i in cycle)
+        problem(cycle[0], "input", f"the stages form a cycle: {path}; a stage's input must not "
+                                   "depend on its own output")
     return order
 
 

@@ -1,4 +1,8 @@
-"""Reading and writing audio files (soundfile): clear errors, atomic writes."""
+"""Reading and writing audio files (soundfile): clear errors, atomic writes, any file name.
+
+Paths reach libsndfile as bytes (`os.fsencode`), so a name the file system accepts
+works even when it is not valid UTF-8. torch is imported only when audio is read.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,15 @@ import os
 import struct
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
-import torch
 
-from restorekit.audio import Audio
 from restorekit.errors import AudioFileError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from restorekit.audio import Audio
 
 READ_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus")
 WRITE_FORMATS = {"wav": "WAV", "flac": "FLAC"}
@@ -35,6 +41,8 @@ def find_audio_files(directory: Path, exclude: Path | None = None) -> list[Path]
 
 def read_audio(path: str | Path) -> Audio:
     """Read a file into float32 (channels, frames) Audio; raises AudioFileError saying what is wrong."""
+    from restorekit.audio import Audio
+
     path = Path(path)
     if not path.exists():
         raise AudioFileError(f"{path}: no such file")
@@ -45,7 +53,7 @@ def read_audio(path: str | Path) -> Audio:
         raise AudioFileError(f"{path}: the file is empty (0 bytes)")
     _check_wav_truncation(path, size)
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:
             if f.channels > MAX_CHANNELS:
                 raise AudioFileError(f"{path}: {f.channels} channels; restorekit reads at most {MAX_CHANNELS}")
             data = f.read(dtype="float32", always_2d=True)
@@ -67,13 +75,13 @@ def read_audio(path: str | Path) -> Audio:
         first = int(np.argmax(bad.any(axis=0)))
         raise AudioFileError(f"{path}: {int(bad.sum())} samples are NaN or Inf (first at {first / rate:.3f} s); "
                              "fix or re-export the source file")
-    return Audio(torch.from_numpy(samples), rate)
+    return Audio.from_numpy(samples, rate)
 
 
 def is_float_file(path: str | Path) -> bool:
     """True when the file stores floating-point samples (WAV/AIFF FLOAT or DOUBLE), which may exceed full scale."""
     try:
-        return sf.info(str(path)).subtype in FLOAT_SUBTYPES
+        return sf.info(os.fsencode(path)).subtype in FLOAT_SUBTYPES
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         return False
 
@@ -154,7 +162,7 @@ def write_audio(path: str | Path, audio: Audio, *, bit_depth: int = 24, format: 
         raise AudioFileError(f"{path}: cannot write to {path.parent}: {exc.strerror or exc}") from exc
     try:
         os.close(fd)
-        with sf.SoundFile(tmp, "w", audio.sample_rate, audio.channels,
+        with sf.SoundFile(os.fsencode(tmp), "w", audio.sample_rate, audio.channels,
                           subtype=subtype, format=WRITE_FORMATS[fmt]) as f:
             for start in range(0, audio.frames, WRITE_BLOCK_FRAMES):
                 block = samples[:, start:start + WRITE_BLOCK_FRAMES].T

@@ -1,9 +1,10 @@
 """The `Metric` contract (registered through `register_metrics`) and the alignment of an estimate to its reference.
 
-Before a reference metric computes, `align` resamples the estimate to the reference's
-rate, keeps equal channel counts (else downmixes both to mono), optionally removes a
-constant delay (cross-correlation of the first 30 s), and trims both to the shorter
-length; each step that changed something is a note. No torch or numpy at import time.
+`align` refuses lengths that differ beyond the tolerance (unless `trim`), a silent
+reference and channels that cancel in a needed downmix, then resamples, matches channels,
+optionally removes a constant delay and trims; each change is a note. `level_dbfs`,
+`check_audible` and `check_downmix` let a metric refuse degenerate input. No torch or
+numpy at import time.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,13 +24,28 @@ if TYPE_CHECKING:  # pragma: no cover
     from restorekit.audio import Audio
 
 METRIC_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
-DELAY_SEARCH_S = 30.0
 #: Ratios in dB (SNR, SI-SDR, PSNR) are capped here, so identical signals give a finite number.
 MAX_RATIO_DB = 200.0
+SILENCE_DBFS = -120.0  #: RMS (all samples) below this is silence: no reference, no spectral shape
+CANCEL_DB = 40.0  #: a mono downmix this far below its channels' level: they cancel (L = -R)
+DELAY_SEARCH_S = 30.0
+#: est may be longer or shorter than ref by max(1 % of ref, 50 ms) and is trimmed; more needs trim=True.
+LENGTH_TOLERANCE_FRACTION, LENGTH_TOLERANCE_S = 0.01, 0.05
 
 
 class MetricError(RestorekitError):
     """A metric cannot be computed on the audio it was given (the message says why)."""
+
+
+class LengthMismatchError(MetricError):
+    """est and ref differ in length beyond the tolerance, without trim: a problem of the pair, not of a metric."""
+
+    def __init__(self, est_s: float, ref_s: float, tolerance_s: float) -> None:
+        self.est_s, self.ref_s, self.tolerance_s = est_s, ref_s, tolerance_s
+        super().__init__(f"est is {est_s:.3f} s long and ref {ref_s:.3f} s: they differ by {abs(est_s - ref_s):.3f} s, "
+                         f"more than the tolerance of {1000 * tolerance_s:.0f} ms (max(1 % of ref, 50 ms)), and a "
+                         "score of the common part alone would hide that; pass trim=True (restorekit metrics --trim) "
+                         "to measure only the common part")
 
 
 class MetricParams(StageParams):
@@ -48,6 +63,9 @@ class Metric:
     - `requires`: importable modules an optional dependency provides; `install_hint`:
       the command that installs them. Missing ones make the metric unavailable, and
       `restorekit metrics` / `compare` skip it with that hint instead of failing.
+    - `slow`: True for a metric much slower than the rest (ViSQOL). The default selection
+      of `restorekit metrics` and `compare` leaves it out with a note built from `cost`
+      ("about 1 s per second of audio"); asking for it by id (`-m visqol`) runs it.
 
     `compute(est, ref)` gets CPU audio (aligned to `ref` when `needs_reference`) and
     returns a finite float, or raises `MetricError` saying what to do.
@@ -60,6 +78,8 @@ class Metric:
     needs_reference: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
     install_hint: ClassVar[str] = ""
+    slow: ClassVar[bool] = False
+    cost: ClassVar[str] = ""
     Params: ClassVar[type[MetricParams]] = MetricParams
 
     def __init__(self, params: MetricParams | dict[str, Any] | None = None, /, **kwargs: Any) -> None:
@@ -77,22 +97,24 @@ class Metric:
         return f"needs the Python module(s) {', '.join(absent)}, which are not installed{hint}"
 
     @classmethod
-    def available(cls) -> bool:
-        """True when every optional dependency is installed."""
-        return cls.unavailable() is None
+    def slow_note(cls) -> str:
+        """Why a slow metric is left out of the default selection, and how to include it."""
+        how = f"slow: {cls.cost}" if cls.cost else "slow"
+        return f"not run by default ({how}); -m {cls.id} to include it"
 
     def compute(self, est: Audio, ref: Audio | None) -> float:
         raise NotImplementedError(f"{type(self).__name__}.compute")
 
-    def __call__(self, est: Audio, ref: Audio | None = None, *, max_delay_ms: float = 0.0) -> float:
-        """Align (for reference metrics) and compute; raises MetricError on a problem."""
+    def __call__(self, est: Audio, ref: Audio | None = None, *, max_delay_ms: float = 0.0,
+                 trim: bool = False) -> float:
+        """Align (for reference metrics, see `align`) and compute; raises MetricError on a problem."""
         reason = self.unavailable()
         if reason:
             raise MetricError(f"{self.id} is unavailable: {reason}")
         if self.needs_reference:
             if ref is None:
                 raise MetricError(f"{self.id} compares against a reference; give one")
-            aligned = align(est, ref, max_delay_ms=max_delay_ms)
+            aligned = align(est, ref, max_delay_ms=max_delay_ms, trim=trim)
             est, ref = aligned.est, aligned.ref
         return finite_value(self, self.compute(est.to("cpu"), None if ref is None else ref.to("cpu")))
 
@@ -122,10 +144,12 @@ def check_metric_class(cls: Any) -> list[str]:
         problems.append(f"{cls.__name__}.higher_is_better must be True, False or None")
     if not isinstance(cls.unit, str):
         problems.append(f"{cls.__name__}.unit must be a string")
+    if not isinstance(cls.slow, bool) or not isinstance(cls.cost, str):
+        problems.append(f"{cls.__name__}.slow must be True or False, and cost a string")
     return problems
 
 
-# -- alignment --------------------------------------------------------------------------------
+# -- alignment ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -138,16 +162,27 @@ class Aligned:
     delay_frames: int = 0
 
 
-def align(est: Audio, ref: Audio, *, max_delay_ms: float = 0.0) -> Aligned:
+def align(est: Audio, ref: Audio, *, max_delay_ms: float = 0.0, trim: bool = False) -> Aligned:
     """Match `est` to `ref`: rate (resample est), channels, optional constant delay, length.
 
     See the module docstring for each rule. `max_delay_ms` > 0 searches a delay of est
-    relative to ref within +/- that many milliseconds and removes it.
+    relative to ref within +/- that many milliseconds and removes it. Lengths beyond the
+    tolerance raise `LengthMismatchError` unless `trim` (then the common part, with a note).
     """
     from restorekit import dsp
 
     notes: list[str] = []
     est, ref = est.to("cpu"), ref.to("cpu")
+    est_frames = round(est.frames * ref.sample_rate / est.sample_rate)  # at ref's rate
+    tolerance = max(LENGTH_TOLERANCE_FRACTION * ref.frames, LENGTH_TOLERANCE_S * ref.sample_rate)
+    if abs(est_frames - ref.frames) > tolerance and not trim:
+        raise LengthMismatchError(est.duration_s, ref.duration_s, tolerance / ref.sample_rate)
+    if ref.frames == 0:
+        raise MetricError("the reference is empty (0 frames): there is nothing to compare with")
+    level = level_dbfs(ref.numpy())
+    if level < SILENCE_DBFS:
+        raise MetricError(f"the reference is silent (RMS {level:.0f} dBFS, below {SILENCE_DBFS:g} dBFS): "
+                          "reference metrics compare against it and would mean nothing")
     if est.sample_rate != ref.sample_rate:
         notes.append(f"resampled est {est.sample_rate} -> {ref.sample_rate} Hz")
         est = dsp.resample(est, ref.sample_rate)
@@ -155,6 +190,9 @@ def align(est: Audio, ref: Audio, *, max_delay_ms: float = 0.0) -> Aligned:
         for name in ("est", "ref"):
             audio = est if name == "est" else ref
             if audio.channels != 1:
+                check_downmix(audio, name, f"the channel counts differ (est {est.channels}, ref {ref.channels}), "
+                              "which is why both are downmixed; give files with the same channel count, so each "
+                              "channel is compared with its own")
                 notes.append(f"downmixed {name} {audio.channels} -> 1 channel (est has {est.channels}, "
                              f"ref has {ref.channels})")
         est, ref = dsp.convert_channels(est, 1), dsp.convert_channels(ref, 1)
@@ -173,7 +211,9 @@ def align(est: Audio, ref: Audio, *, max_delay_ms: float = 0.0) -> Aligned:
         n = min(est.frames, ref.frames)
         which = "est" if est.frames > n else "ref"
         longer = max(est.frames, ref.frames)
-        notes.append(f"trimmed {which} {longer} -> {n} frames ({(longer - n) / ref.sample_rate * 1000:.1f} ms)")
+        asked = " as asked (trim)" if trim and abs(est_frames - ref.frames) > tolerance else ""
+        notes.append(f"trimmed {which} {longer} -> {n} frames ({(longer - n) / ref.sample_rate * 1000:.1f} ms)"
+                     f"{asked}")
         est = est.with_samples(est.samples[:, :n])
         ref = ref.with_samples(ref.samples[:, :n])
     if est.frames == 0:
@@ -181,10 +221,37 @@ def align(est: Audio, ref: Audio, *, max_delay_ms: float = 0.0) -> Aligned:
     return Aligned(est, ref, notes, delay)
 
 
+def level_dbfs(x: np.ndarray) -> float:
+    """RMS level of all samples of (channels, frames) `x` in dBFS (-inf for digital silence or no samples)."""
+    import numpy as np
+
+    step = 1 << 18
+    ms = sum(float(np.square(x[:, a:a + step], dtype=np.float64).sum()) for a in range(0, x.shape[-1], step))
+    return 10 * math.log10(ms / x.size) if ms > 0 else -math.inf
+
+
+def check_audible(audio: Audio, what: str) -> None:
+    """Raise MetricError when `audio` is silent (RMS below SILENCE_DBFS); `what` starts the message."""
+    level = level_dbfs(audio.to("cpu").numpy())
+    if level < SILENCE_DBFS:
+        raise MetricError(f"{what}: the audio is silent (RMS {level:.0f} dBFS, below {SILENCE_DBFS:g} dBFS)")
+
+
+def check_downmix(audio: Audio, what: str, advice: str = "") -> None:
+    """Raise MetricError when the channels of `audio` cancel in its mono downmix (> CANCEL_DB below them)."""
+    x = audio.to("cpu").numpy()
+    drop = level_dbfs(x) - level_dbfs(x.mean(axis=0, keepdims=True)) if x.shape[0] > 1 else 0.0
+    if drop > CANCEL_DB:  # silence gives nan (-inf - -inf): not cancelling
+        amount = "to digital silence" if drop == math.inf else f"{drop:.0f} dB below the channels' own level"
+        raise MetricError(f"the {audio.channels} channels of {what} cancel in the mono downmix (it falls {amount}, "
+                          f"as with L = -R), so a score would describe silence" + (f"; {advice}" if advice else ""))
+
+
 def find_delay(est: Audio, ref: Audio, max_lag: int) -> int:
     """Frames by which `est` lags `ref` (negative: leads), within +/- `max_lag`, by cross-correlation.
 
-    Uses the mono downmixes of the first 30 s; both must be at the same rate.
+    The cross-correlations of each channel pair over the first 30 s are summed (so channels
+    that would cancel in a downmix still count); both must have the same rate and channels.
     """
     import numpy as np
     from scipy import fft
@@ -192,74 +259,15 @@ def find_delay(est: Audio, ref: Audio, max_lag: int) -> int:
     if max_lag <= 0:
         return 0
     n = min(est.frames, ref.frames, int(DELAY_SEARCH_S * ref.sample_rate))
-    a = est.numpy()[:, :n].mean(axis=0, dtype=np.float64)
-    b = ref.numpy()[:, :n].mean(axis=0, dtype=np.float64)
+    a = est.numpy()[:, :n].astype(np.float64)
+    b = ref.numpy()[:, :n].astype(np.float64)
+    if a.shape[0] != b.shape[0]:
+        a, b = a.mean(axis=0, keepdims=True), b.mean(axis=0, keepdims=True)
     if not a.any() or not b.any():
         return 0
     size = fft.next_fast_len(2 * n)
-    xc = fft.irfft(fft.rfft(a, size) * np.conj(fft.rfft(b, size)), size)
+    xc = fft.irfft((fft.rfft(a, size, axis=-1) * np.conj(fft.rfft(b, size, axis=-1))).sum(axis=0), size)
     max_lag = min(max_lag, n - 1)
     lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
     values = np.concatenate([xc[:max_lag + 1], xc[size - max_lag:]]) if max_lag else xc[:1]
     return int(lags[int(np.argmax(values))])
-
-
-# -- spectral helpers for metric authors ---------------------------------------------------------
-
-
-def stft_blocks(x: np.ndarray, n_fft: int, hop: int, block_frames: int = 256,
-                center: bool = True) -> Iterator[np.ndarray]:
-    """Complex STFT of (channels, frames) `x` in blocks of STFT frames, (channels, frames, bins) each.
-
-    Periodic Hann window. With `center`, frames are centred (zero padding of n_fft/2 at
-    both ends), so n samples give 1 + n // hop frames; without it, only frames that lie
-    inside the signal are taken, 1 + (n - n_fft) // hop of them (a signal shorter than
-    n_fft is zero-padded to one frame). Memory stays at one block, whatever the length
-    of `x`; within a block everything is vectorized.
-    """
-    import numpy as np
-    from numpy.lib.stride_tricks import sliding_window_view
-    from scipy import fft
-
-    x = np.asarray(x, dtype=np.float32)
-    n = x.shape[-1]
-    pad = n_fft // 2 if center else 0
-    total = 1 + n // hop if center else 1 + max(0, n - n_fft) // hop
-    window = hann(n_fft).astype(np.float32)
-    for f0 in range(0, total, block_frames):
-        nb = min(block_frames, total - f0)
-        start = f0 * hop - pad
-        stop = start + (nb - 1) * hop + n_fft
-        seg = x[:, max(start, 0):min(stop, n)]
-        if start < 0 or stop > n:
-            seg = np.pad(seg, ((0, 0), (max(0, -start), max(0, stop - n))))
-        frames = sliding_window_view(seg, n_fft, axis=-1)[:, ::hop][:, :nb]
-        yield fft.rfft(frames * window, axis=-1)
-
-
-def hann(n: int) -> np.ndarray:
-    """Periodic Hann window of length n (float64)."""
-    import numpy as np
-
-    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
-
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin_hz: float = 0.0,
-                   fmax_hz: float | None = None) -> np.ndarray:
-    """Triangular mel filters (HTK mel scale, peak 1), shaped (n_mels, n_fft // 2 + 1)."""
-    import numpy as np
-
-    fmax_hz = sample_rate / 2 if fmax_hz is None else min(fmax_hz, sample_rate / 2)
-    if fmin_hz >= fmax_hz:
-        raise MetricError(f"mel band {fmin_hz:g}-{fmax_hz:g} Hz is empty at {sample_rate} Hz")
-    mel = np.linspace(_hz_to_mel(fmin_hz), _hz_to_mel(fmax_hz), n_mels + 2)
-    edges = 700.0 * (10 ** (mel / 2595.0) - 1)
-    freqs = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    up = (freqs - lo) / (mid - lo)
-    down = (hi - freqs) / (hi - mid)
-    return np.maximum(0.0, np.minimum(up, down))
-
-
-def _hz_to_mel(hz: float) -> float:
-    return 2595.0 * math.log10(1 + hz / 700.0)

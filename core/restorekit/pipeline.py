@@ -35,6 +35,7 @@ TOP_KEYS = {
     "stages": "the list of stages",
 }
 STAGE_KEYS = {"id", "use", "with", "input"}
+MAX_STAGES = 10_000  #: validation is linear in the stage count; real pipelines have a handful
 BIT_DEPTHS = (16, 24, 32)
 
 
@@ -54,35 +55,28 @@ def _registry() -> Registry:
     return get_registry()
 
 
-def find_pipeline(path_or_name: str | Path, registry: Registry | None = None) -> Path:
-    """A pipeline file from a path, or a registered pipeline or degradation preset by name."""
-    path = Path(path_or_name)
+def find_pipeline(path_or_name: str | Path, registry: Registry | None = None, *, presets_only: bool = False) -> Path:
+    """A pipeline file from a path, or a registered pipeline or degradation preset by name
+    (only presets with `presets_only`, as `find_degradation`)."""
+    path, name = Path(path_or_name), str(path_or_name)
     if path.is_file():
         return path
     if path.exists():
         raise PipelineError(f"{path}: is not a file")
-    named = {**named_degradations(registry), **named_pipelines(registry)}
-    if str(path_or_name) in named:
-        return named[str(path_or_name)]
-    shipped = named_pipelines(registry)
-    close = difflib.get_close_matches(str(path_or_name), list(named), n=1)
+    shown = named_degradations(registry) if presets_only else named_pipelines(registry)
+    named = shown if presets_only else {**named_degradations(registry), **shown}  # one namespace
+    if name in named:
+        return named[name]
+    close = difflib.get_close_matches(name, list(named), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise PipelineError(f"{path_or_name}: no such pipeline file or named pipeline.{hint} "
-                        f"Named pipelines: {', '.join(shipped) or 'none found'} (`restorekit pipelines`)")
+    what = ("degradation preset or pipeline file", "Presets") if presets_only else (
+        "pipeline file or named pipeline", "Named pipelines")
+    raise PipelineError(f"{name}: no such {what[0]}.{hint} {what[1]}: {', '.join(shown) or 'none found'}")
 
 
 def find_degradation(preset: str | Path, registry: Registry | None = None) -> Path:
     """A degradation preset by name (`lowres-8k`) or any pipeline file that degrades audio."""
-    path = Path(preset)
-    if path.is_file():
-        return path
-    shipped = named_degradations(registry)
-    if str(preset) in shipped:
-        return shipped[str(preset)]
-    close = difflib.get_close_matches(str(preset), list(shipped), n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise PipelineError(f"{preset}: no such degradation preset or pipeline file.{hint} "
-                        f"Presets: {', '.join(shipped) or 'none found'}")
+    return find_pipeline(preset, registry, presets_only=True)
 
 
 def parse_assignments(items: Sequence[str] | None, form: str = "stage_id.param=value",
@@ -194,7 +188,7 @@ class _Builder:
                     "device": device or data.get("device", "auto")}
         for key in ("name", "description"):
             if not isinstance(settings[key], str):
-                self.problem(f"must be a string, got {settings[key]!r}", (key,), key)
+                self.problem(f"must be a string, got {_short(settings[key])}", (key,), key)
         if device is None and check_device_spec(settings["device"]):
             self.problem(check_device_spec(settings["device"]), ("device",), "device")
         for key in ("sample_rate", "channels", "bit_depth", "seed"):
@@ -203,7 +197,7 @@ class _Builder:
                 continue
             settings[key] = value
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
-                self.problem(f"must be a positive integer, got {value!r}", (key,), key)
+                self.problem(f"must be a positive integer, got {_short(value)}", (key,), key)
             elif key == "bit_depth" and value not in BIT_DEPTHS:
                 self.problem(f"must be one of {', '.join(map(str, BIT_DEPTHS))}, got {value}", (key,), key)
             elif key == "sample_rate" and not 1000 <= value <= 768000:
@@ -216,6 +210,9 @@ class _Builder:
         raw_stages = self.data.get("stages")
         if not isinstance(raw_stages, list) or not raw_stages:
             self.problem("`stages` must be a non-empty list of stages (each with `use`)", ("stages",), "stages")
+            raise PipelineError(self.problems)
+        if len(raw_stages) > MAX_STAGES:
+            self.problem(f"{len(raw_stages)} stages; a pipeline may have at most {MAX_STAGES}", ("stages",), "stages")
             raise PipelineError(self.problems)
         counts: dict[str, int] = {}
         specs = []
@@ -249,13 +246,13 @@ class _Builder:
             return None
         params = {} if raw.get("with") is None else raw["with"]
         if not isinstance(params, dict):
-            self.problem(f"`with` must be a mapping of parameters, got {params!r}", (*here, "with"), "with",
+            self.problem(f"`with` must be a mapping of parameters, got {_short(params)}", (*here, "with"), "with",
                          node_id=node_id, use=use)
             return None
         inp = raw.get("input")
         if inp is not None and not (isinstance(inp, str) or
                                     (isinstance(inp, list) and all(isinstance(x, str) for x in inp))):
-            self.problem(f"`input` must be a stage id, 'stage.output', or a list of them; got {inp!r}",
+            self.problem(f"`input` must be a stage id, 'stage.output', or a list of them; got {_short(inp)}",
                          (*here, "input"), "input", node_id=node_id, use=use)
             return None
         return StageSpec(i, node_id, use, dict(params), inp)
@@ -279,7 +276,7 @@ class _Builder:
                 target = target.setdefault(part, {})
                 if not isinstance(target, dict):
                     where = ".".join(parents[:depth + 1])
-                    self.problems.append(Problem(f"--set {key}={value}: with.{where} is {target!r}, not a mapping, "
+                    self.problems.append(Problem(f"--set {key}={value}: with.{where} is {_short(target)}, not a mapping, "
                                                  "so it has no parameters to set", self.filename))
                     break
             else:
@@ -341,6 +338,14 @@ def _build(data, lines, filename, overrides, device, registry) -> Pipeline:
                     seed=settings.get("seed", 0), spec=spec, locate=locate)
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """repr of a value for a message, cut to `limit` characters (hostile files hold huge values)."""
+    import reprlib
+
+    text = reprlib.repr(value)  # bounded work even on huge or deeply nested values
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _describe_error(err: dict, cls) -> str:
     if err["type"] == "extra_forbidden":
         name = str(err["loc"][-1])
@@ -351,5 +356,5 @@ def _describe_error(err: dict, cls) -> str:
                 f"(`restorekit stages {cls.id}` describes them)")
     msg = err["msg"]
     if err["type"] != "missing":
-        msg += f" (got {err.get('input')!r})"
+        msg += f" (got {_short(err.get('input'))})"
     return msg

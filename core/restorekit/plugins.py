@@ -8,6 +8,7 @@ fails with that error. `RESTOREKIT_STRICT_PLUGINS=1` makes any failure fatal.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import traceback
@@ -26,6 +27,7 @@ from restorekit.stage import check_stage_class
 if TYPE_CHECKING:  # pragma: no cover
     from restorekit.stage import Stage
 
+log = logging.getLogger("restorekit")
 ENTRY_POINT_GROUP = "restorekit"
 STRICT_ENV = "RESTOREKIT_STRICT_PLUGINS"
 
@@ -47,21 +49,10 @@ class PluginInfo:
     refused: list[str] = field(default_factory=list)  #: conflicts: ids another plugin registered first
     adds_commands: bool = False  #: implements `register_commands`
 
-    @property
-    def builtin(self) -> bool:
-        return self.distribution == BUILTIN_DISTRIBUTION
-
-    @property
-    def stages(self) -> list[str]:
-        return self.provided["stage"]
-
-    @property
-    def metrics(self) -> list[str]:
-        return self.provided["metric"]
-
-    @property
-    def models(self) -> list[str]:
-        return self.provided["model"]
+    builtin = property(lambda self: self.distribution == BUILTIN_DISTRIBUTION)
+    stages = property(lambda self: self.provided["stage"])
+    metrics = property(lambda self: self.provided["metric"])
+    models = property(lambda self: self.provided["model"])
 
     def provides(self) -> str:
         """'3 stage(s), 2 metric(s)': what the plugin registered."""
@@ -96,6 +87,7 @@ class Table(Mapping):
     def __init__(self, kind: str, check: Callable[[Any], list[str]], key: Callable[[Any], str]) -> None:
         self.kind, self.check, self.key = kind, check, key
         self.entries: dict[str, Entry] = {}
+        self.siblings: list[Table] = []
 
     def __getitem__(self, name: str) -> Any:
         return self.entries[name].value
@@ -112,18 +104,18 @@ class Table(Mapping):
         return entry.plugin if entry else None
 
     def add(self, value: Any, plugin: str) -> tuple[list[str], str | None]:
-        """Register `value` for `plugin`: (contract problems, conflict message); both empty when it took."""
+        """Register `value` for `plugin`: (contract problems, the plugin already holding its id); both
+        empty when it took. Names are shared with the `siblings` tables (pipelines and presets)."""
         problems = self.check(value)
         if problems:
             return problems, None
         name = self.key(value)
-        held = self.entries.get(name)
+        held = self.entries.get(name) or next((t.entries[name] for t in self.siblings if name in t.entries), None)
         if held is None:
             self.entries[name] = Entry(value, plugin)
             return [], None
         if held.plugin != plugin:
-            return [], (f"{self.kind} '{name}' is already registered by plugin '{held.plugin}'; "
-                        f"this registration was refused (rename it)")
+            return [], held.plugin
         if held.value != value:
             return [f"registers two {self.kind}s named '{name}' ({_label(held.value)} and {_label(value)})"], None
         return [], None
@@ -165,6 +157,7 @@ class Registry:
                                  ("pipeline", check_pipeline_file, lambda p: p.stem),
                                  ("degradation", check_pipeline_file, lambda p: p.stem)):
             self.tables.setdefault(kind, Table(kind, check, key))
+        self.pipelines.siblings, self.degradations.siblings = [self.degradations], [self.pipelines]  # one namespace
 
     @property
     def stages(self) -> Table:
@@ -201,14 +194,11 @@ class Registry:
         close = difflib.get_close_matches(stage_id, list(self.stages), n=3, cutoff=0.6)
         if close:
             msg += " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-        failed = self.failed()
+        failed = [p for p in self.plugins if p.error]
         if failed:
             names = ", ".join(f"'{p.name}' ({p.error.splitlines()[0]})" for p in failed)
             msg += f" These plugins failed to load and may provide it: {names}."
         return msg + " (`restorekit stages` lists them all)"
-
-    def failed(self) -> list[PluginInfo]:
-        return [p for p in self.plugins if p.error]
 
 
 def _distribution_of(ep: metadata.EntryPoint) -> tuple[str | None, str | None]:
@@ -280,9 +270,21 @@ def load_registry(strict: bool | None = None) -> Registry:
 
     for impl in pm.hook.register_commands.get_hookimpls():
         _info_for(registry, by_name, impl).adds_commands = True
-    for kind in KINDS:
-        for impl in getattr(pm.hook, REGISTER_HOOKS[kind]).get_hookimpls():  # in registration order
-            _collect(registry.tables[kind], _info_for(registry, by_name, impl), impl, strict)
+    # Plugin by plugin in load order (built-ins first), all kinds of each, whatever pluggy's own
+    # order (tryfirst/trylast change it): that order alone decides conflicts.
+    impls = {kind: {impl.plugin_name: impl for impl in getattr(pm.hook, REGISTER_HOOKS[kind]).get_hookimpls()}
+             for kind in KINDS}
+    for kind_impls in impls.values():
+        for impl in kind_impls.values():
+            _info_for(registry, by_name, impl)  # registered on the manager by other means than an entry point
+    done: set[str] = set()
+    for info in list(registry.plugins):  # a name refused as a duplicate entry point comes after the loaded one
+        if info.name in done:
+            continue
+        done.add(info.name)
+        for kind in KINDS:
+            if info.name in impls[kind]:
+                _collect(registry, kind, info, impls[kind][info.name], strict)
     return registry
 
 
@@ -299,22 +301,31 @@ def _info_for(registry: Registry, by_name: dict[str, PluginInfo], impl: pluggy.H
     return info
 
 
-def _collect(table: Table, info: PluginInfo, impl: pluggy.HookImpl, strict: bool) -> None:
-    """Call one plugin's register hook for `table`; record what was refused and why."""
+def _collect(registry: Registry, kind: str, info: PluginInfo, impl: pluggy.HookImpl, strict: bool) -> None:
+    """Call one plugin's register hook for `kind`; record what was refused and why."""
+    table = registry.tables[kind]
     errors: list[str] = []
+    if impl.hookwrapper or getattr(impl, "wrapper", False):
+        errors.append(f"{impl.function.__name__} is declared as a hook wrapper; register hooks must be plain")
 
     def register(value: Any) -> None:
-        problems, conflict = table.add(value, info.name)
+        problems, holder = table.add(value, info.name)
         errors.extend(problems)
-        if conflict:
-            info.refused.append(conflict)
-        elif not problems and table.key(value) not in info.provided[table.kind]:
-            info.provided[table.kind].append(table.key(value))
+        if holder is not None:
+            owner = next((p for p in registry.plugins if p.name == holder), None)
+            where = f" ({owner.origin().split(' (')[0]})" if owner is not None else ""
+            message = (f"{kind} '{table.key(value)}' is already registered by plugin '{holder}'{where}; "
+                       "this registration was refused (rename it)")
+            info.refused.append(message)
+            log.warning("plugin '%s' (%s): %s", info.name, info.origin(), message)
+        elif not problems and table.key(value) not in info.provided[kind]:
+            info.provided[kind].append(table.key(value))
 
-    try:
-        impl.function(register=register)
-    except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
-        errors.append(f"{impl.function.__name__} raised {_short_error(exc)}")
+    if not errors:
+        try:
+            impl.function(register=register)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
+            errors.append(f"{impl.function.__name__} raised {_short_error(exc)}")
     if errors:
         info.add_error("; ".join(errors))
         _fail_if_strict(strict, f"plugin '{info.name}': {info.error}")

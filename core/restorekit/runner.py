@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from restorekit import dsp, graph
-from restorekit.audio import Audio
+from restorekit import graph
 from restorekit.device import resolve_device, stage_device
 from restorekit.errors import PipelineError, Problem, StageError, describe_failure
 from restorekit.stage import Stage
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from restorekit.audio import Audio
 
 log = logging.getLogger("restorekit")
 SEED_MODULUS = 1 << 63  # stage seeds stay non-negative and fit numpy and torch.manual_seed
@@ -27,6 +30,8 @@ def _all_finite(samples: torch.Tensor) -> bool:
     overflow it): no temporary, and ~10x faster than torch.isfinite on long audio.
     """
     if samples.device.type != "cpu":
+        import torch
+
         return bool(torch.isfinite(samples).all())
     import numpy as np
 
@@ -40,19 +45,25 @@ def release_freed_memory() -> None:
     glibc keeps freed blocks below its (self-raising) mmap threshold in the heap, so a
     stage's temporaries would otherwise stay in the RSS while the next stage allocates.
     """
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            import ctypes
-
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
+    trim = _malloc_trim()
+    if trim:
+        trim(0)
 
 
-_malloc_trim = None
+@functools.cache
+def _malloc_trim():
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def _dsp():
+    from restorekit import dsp  # imports torch and soxr: only once audio runs
+
+    return dsp
 
 
 @dataclass
@@ -71,11 +82,11 @@ class Node:
 
             try:
                 stages = get_registry().stages
-                if stages.get(self.stage.id) is type(self.stage):
-                    self.plugin = stages.owner(self.stage.id)
+                found = stages.owner(self.stage.id) if stages.get(self.stage.id) is type(self.stage) else None
             except Exception:  # noqa: BLE001 - a message must never fail (e.g. strict mode)
-                pass
-        return self.plugin
+                found = None
+            self.plugin = found or ""  # looked up once, found or not
+        return self.plugin or None
 
     def label(self) -> str:
         """`stage 'gate' (denoise.spectral_gate, plugin 'denoise')`, for messages."""
@@ -190,7 +201,11 @@ class Pipeline:
         """
         self.resolve(device)
         for node in self.nodes:
-            node.stage.place(stage_device(self.device, node.stage.accepts.devices))
+            try:
+                node.stage.place(stage_device(self.device, node.stage.accepts.devices))
+            except Exception as exc:  # noqa: BLE001 - a stage that cannot load makes the pipeline unusable
+                raise PipelineError(Problem(f"cannot load: {describe_failure(exc)}", stage=node.id,
+                                            use=node.stage.id, plugin=node.owner())) from exc
         self._placed = True
         return self.device
 
@@ -207,6 +222,8 @@ class Pipeline:
         runner then frees it as soon as its last consumer has it, instead of the caller
         keeping the whole decoded input alive for the whole run.
         """
+        import torch
+
         if isinstance(audio, list):
             audio = audio.pop()
         if not self._placed:
@@ -253,26 +270,27 @@ class Pipeline:
 
     def _run_stage(self, node: Node, inputs: list[Audio], seed: int, notes: list[str]) -> Any:
         """The stage's output(s), on the CPU; any failure becomes a StageError naming the stage and plugin."""
+        from restorekit.audio import Audio
+
         stage = node.stage
-        label = node.label()
         try:
             adapted = [self._adapt(node, a, notes) for a in inputs]
             if stage.merges:
                 adapted = self._align(node, adapted, notes)
             out, stage_notes = stage.run(adapted if stage.merges else adapted[0], seed)
         except Exception as exc:  # noqa: BLE001 - expected or not, the message names the stage
-            raise StageError(f"{label}: {describe_failure(exc)}") from exc
+            raise StageError(f"{node.label()}: {describe_failure(exc)}") from exc
         notes.extend(f"{node.id}: {message}" for message in stage_notes)
         names = stage.output_names()
         if names is not None and (not isinstance(out, dict) or set(out) != set(names)):
             got = sorted(out) if isinstance(out, dict) else type(out).__name__
-            raise StageError(f"{label} returned {got}, expected outputs {list(names)}")
+            raise StageError(f"{node.label()} returned {got}, expected outputs {list(names)}")
         outs = {None: out} if names is None else out
         for key, a in outs.items():
             if not isinstance(a, Audio):
-                raise StageError(f"{label} returned {type(a).__name__}, expected Audio")
+                raise StageError(f"{node.label()} returned {type(a).__name__}, expected Audio")
             if not _all_finite(a.samples):
-                raise StageError(f"{label} produced NaN or Inf samples")
+                raise StageError(f"{node.label()} produced NaN or Inf samples")
             outs[key] = a.to("cpu")  # whole tracks live on the CPU between stages
         return outs[None] if names is None else outs
 
@@ -281,11 +299,11 @@ class Pipeline:
         rate = accepts.pick_sample_rate(audio.sample_rate)
         if rate != audio.sample_rate:
             notes.append(f"{node.id}: resampled {audio.sample_rate} -> {rate} Hz")
-            audio = dsp.resample(audio, rate)
+            audio = _dsp().resample(audio, rate)
         if accepts.channels is not None and audio.channels not in accepts.channels:
             target = self._pick_channels(node, audio.channels, accepts.channels)
             notes.append(f"{node.id}: converted {audio.channels} -> {target} channels")
-            audio = dsp.convert_channels(audio, target)
+            audio = _dsp().convert_channels(audio, target)
         return audio
 
     @staticmethod
@@ -308,9 +326,9 @@ class Pipeline:
         for a in inputs:
             if a.sample_rate != rate:
                 notes.append(f"{node.id}: resampled an input {a.sample_rate} -> {rate} Hz to merge")
-                a = dsp.resample(a, rate)
+                a = _dsp().resample(a, rate)
             if a.channels != channels:
-                a = dsp.convert_channels(a, channels)
+                a = _dsp().convert_channels(a, channels)
             aligned.append(a)
         return aligned
 
@@ -318,10 +336,10 @@ class Pipeline:
         audio = audio.to("cpu")
         if self.sample_rate is not None and audio.sample_rate != self.sample_rate:
             notes.append(f"output: resampled {audio.sample_rate} -> {self.sample_rate} Hz")
-            audio = dsp.resample(audio, self.sample_rate)
+            audio = _dsp().resample(audio, self.sample_rate)
         if self.channels is not None and audio.channels != self.channels:
             notes.append(f"output: converted {audio.channels} -> {self.channels} channels")
-            audio = dsp.convert_channels(audio, self.channels)
+            audio = _dsp().convert_channels(audio, self.channels)
         return audio
 
     def describe(self) -> str:

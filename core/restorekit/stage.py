@@ -21,13 +21,15 @@ STAGE_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 
 
 class StageParams(BaseModel):
-    """Base for stage parameters: unknown keys are rejected, values validated on assignment.
+    """Base for stage parameters: unknown keys are rejected, values validated on assignment, and
+    NaN and infinite numbers refused (a field that means "no limit" with inf says so with
+    `Field(..., allow_inf_nan=True)`).
 
     Name parameters with their unit (`threshold_db`, `cutoff_hz`, `attack_ms`), give
     each a default, a range (`ge`/`le`) where one applies, and a `description`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 @dataclass

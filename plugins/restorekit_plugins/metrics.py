@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, model_validator
 
 from restorekit.hookspecs import hookimpl
-from restorekit.metrics import MAX_RATIO_DB, Metric, MetricError, MetricParams
+from restorekit.metrics import MAX_RATIO_DB, Metric, MetricError, MetricParams, check_audible
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -53,14 +53,14 @@ def _check_same(est: Audio, ref: Audio) -> None:
 
 def _power_norm(n_fft: int) -> float:
     """Divide |STFT|^2 by this so a full-scale sine peaks near 1 (0 dB)."""
-    from restorekit.metrics import hann
+    from restorekit_plugins.spectral import hann
 
     return float(hann(n_fft).sum() / 2) ** 2
 
 
 def _paired_power(est: Audio, ref: Audio, n_fft: int, hop: int, scale: float = 1.0):
     """(est power, ref power) STFT blocks, (channels, frames, bins) each, unnormalized."""
-    from restorekit.metrics import stft_blocks
+    from restorekit_plugins.spectral import stft_blocks
 
     for xe, xr in zip(stft_blocks(_x(est), n_fft, hop), stft_blocks(_x(ref), n_fft, hop), strict=True):
         pe = xe.real ** 2 + xe.imag ** 2
@@ -256,7 +256,7 @@ class MelL1(Metric):
     def _accumulate(self, est, ref):
         import numpy as np
 
-        from restorekit.metrics import mel_filterbank
+        from restorekit_plugins.spectral import mel_filterbank
 
         _check_same(est, ref)
         p = self.params
@@ -339,6 +339,8 @@ class ViSQOL(Metric):
     needs_reference = True
     requires = ("visqol",)
     install_hint = "pip install 'restorekit[visqol]'  (or: pip install visqol-python)"
+    slow = True
+    cost = "about 0.5-2 s per second of audio"
     RATE = 48000
     MIN_S = 1.0
 
@@ -349,10 +351,13 @@ class ViSQOL(Metric):
         import soxr
 
         from restorekit.cache import load_once
+        from restorekit.metrics import check_downmix
 
         _check_same(est, ref)
         if ref.duration_s < self.MIN_S:
             raise MetricError(f"visqol needs at least {self.MIN_S:g} s of audio, got {ref.duration_s:.3f} s")
+        for audio, name in ((ref, "ref"), (est, "est")):
+            check_downmix(audio, name, "ViSQOL's audio mode scores the mono downmix, which would be silence here")
 
         def prepare(audio):
             mono = audio.numpy().mean(axis=0, dtype=np.float64)
@@ -381,7 +386,7 @@ def _mean_power_spectrum(audio: Audio, n_fft: int, hop: int) -> np.ndarray:
     """Long-term power spectrum: normalized |STFT|^2 averaged over frames (inside the signal) and channels."""
     import numpy as np
 
-    from restorekit.metrics import stft_blocks
+    from restorekit_plugins.spectral import stft_blocks
 
     total = np.zeros(n_fft // 2 + 1)
     count = 0
@@ -427,6 +432,7 @@ class Bandwidth(Metric):
     def compute(self, est, ref=None):
         import numpy as np
 
+        check_audible(est, "bandwidth_hz")
         p = self.params
         psd = _mean_power_spectrum(est, p.n_fft, p.hop_length)
         bin_hz = est.sample_rate / p.n_fft
@@ -464,6 +470,7 @@ class Centroid(Metric):
     def compute(self, est, ref=None):
         import numpy as np
 
+        check_audible(est, "centroid_hz")
         p = self.params
         psd = _mean_power_spectrum(est, p.n_fft, p.hop_length)
         if psd.sum() <= 0:
@@ -484,8 +491,9 @@ class Flatness(Metric):
     def compute(self, est, ref=None):
         import numpy as np
 
-        from restorekit.metrics import stft_blocks
+        from restorekit_plugins.spectral import stft_blocks
 
+        check_audible(est, "flatness")
         p = self.params
         norm = _power_norm(p.n_fft)
         total, count = 0.0, 0
@@ -658,6 +666,7 @@ class BandLevel(Metric):
     def compute(self, est, ref=None):
         import math
 
+        check_audible(est, "band_level_db")
         p = self.params
         psd = _mean_power_spectrum(est, p.n_fft, p.hop_length)
         band, reference = psd[p.bins(est.sample_rate, psd.size, "band")], psd[p.bins(est.sample_rate, psd.size, "ref")]
@@ -686,8 +695,9 @@ class BandTracking(Metric):
     def compute(self, est, ref=None):
         import numpy as np
 
-        from restorekit.metrics import stft_blocks
+        from restorekit_plugins.spectral import stft_blocks
 
+        check_audible(est, "band_tracking")
         p = self.params
         n_bins = p.n_fft // 2 + 1
         band, reference = p.bins(est.sample_rate, n_bins, "band"), p.bins(est.sample_rate, n_bins, "ref")

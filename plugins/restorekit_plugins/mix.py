@@ -13,7 +13,7 @@ from restorekit.stage import Accepts, Stage, StageParams
 class MixSum(Stage):
     id = "mix.sum"
     summary = "Sum several inputs (stems) with a gain in dB for each; remixes a separated track."
-    accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
+    accepts = Accepts(devices=frozenset({"cpu"}))  # a weighted sum: cheaper on the CPU the tracks live on
     merges = True
 
     class Params(StageParams):

@@ -66,7 +66,7 @@ class CQSSpec(ModelSpec):
 
         target = self.hparams.target
         visqol = get_registry().metrics.get("visqol")
-        if target == "visqol" and (visqol is None or not visqol.available()):
+        if target == "visqol" and (visqol is None or visqol.unavailable() is not None):
             log.warning("ViSQOL is not installed (pip install 'restorekit[visqol]'): "
                         "training the quality estimator on SNR-based targets instead")
             target = "snr"
@@ -107,7 +107,13 @@ def quality_loss(audio, checkpoint: str = SHIPPED):
 
 
 class CQS(Metric):
-    """Mean predicted score over 4 s windows of the mono downmix at 32 kHz."""
+    """Mean predicted score over 4 s windows of the mono downmix at 32 kHz; silent windows are left out.
+
+    The network references its log-mel to the clip's own loudest bin, so it would score
+    any level, digital silence included (about 2.9): windows whose RMS is below
+    `silence_dbfs` are not scored, and a clip with no audible window is a MetricError,
+    never a score. Stereo whose channels cancel in the downmix (L = -R) is an error too.
+    """
 
     id = "cqs"
     summary = "Learned quality estimate (CQS), 1-5, reference-free; trained to predict ViSQOL MOS-LQO."
@@ -118,12 +124,17 @@ class CQS(Metric):
     class Params(MetricParams):
         checkpoint: str = Field(SHIPPED, description="Checkpoint name or path; 'cqs' = shipped weights.")
         window_s: float = Field(4.0, ge=1.0, le=30.0, description="Length of each scored window in seconds.")
+        silence_dbfs: float = Field(-90.0, ge=-200, le=0, description=(
+            "Windows whose RMS level (of the mono downmix) is below this many dBFS are silent and not "
+            "scored; a clip with no louder window has no score (an error)."))
 
     def compute(self, est, ref=None):
         import torch
 
         from restorekit.dsp import convert_channels, resample
+        from restorekit.metrics import check_downmix
 
+        check_downmix(est, "the clip", "cqs scores the mono downmix; give one channel (or a real stereo mix)")
         audio = resample(convert_channels(est, 1), SAMPLE_RATE)
         x = audio.samples[0]
         win = int(self.params.window_s * SAMPLE_RATE)
@@ -134,9 +145,15 @@ class CQS(Metric):
         else:
             n = x.shape[0] // win
             windows = x[: n * win].reshape(n, win)
+        power = windows.double().pow(2).mean(dim=1)
+        audible = power >= 10 ** (self.params.silence_dbfs / 10)
+        if not bool(audible.any()):
+            level = 10 * torch.log10(power.max()).item() if bool(power.max() > 0) else float("-inf")
+            raise MetricError(f"cqs: the clip is silent: no quality score (RMS {level:.0f} dBFS in its loudest "
+                              f"window, below silence_dbfs = {self.params.silence_dbfs:g} dBFS)")
         model = load_cqs(self.params.checkpoint, "cpu")
         with torch.inference_mode():
-            return float(model(windows[:, None]).mean())
+            return float(model(windows[audible][:, None]).mean())
 
 
 @hookimpl

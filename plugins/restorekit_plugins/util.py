@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from restorekit.hookspecs import hookimpl
 from restorekit.stage import Accepts, Stage, StageParams
 
-ANY_DEVICE = frozenset({"cpu", "cuda"})
+ANY_DEVICE = frozenset({"cpu"})  # gains, trims and channel maps: cheaper on the CPU the track lives on
 
 
 class Resample(Stage):

@@ -60,6 +60,30 @@ def list_metrics(as_json: bool) -> None:
             click.echo(f"note: plugin '{p.name}' had problems (it may provide more metrics): {p.error}", err=True)
 
 
+class _Progress:
+    """Progress on stderr: on a terminal, a status line per metric (erased at the end); otherwise
+    one line before each slow metric, so a long wait is explained."""
+
+    def __init__(self, total: int, seconds: float) -> None:
+        self.total, self.seconds = total, seconds
+        self.tty = sys.stderr.isatty()
+        self.width = 0
+
+    def __call__(self, i: int, metric) -> None:
+        slow = f" (slow: {metric.cost or 'may take a while'}; {self.seconds:.1f} s of audio)" if metric.slow else ""
+        if self.tty:
+            text = f"measuring {metric.id} [{i + 1}/{self.total}]{slow}"
+            click.echo("\r" + text.ljust(self.width), nl=False, err=True)
+            self.width = len(text)
+        elif metric.slow:
+            click.echo(f"measuring {metric.id}{slow} ...", err=True)
+
+    def close(self) -> None:
+        if self.tty and self.width:
+            click.echo("\r" + " " * self.width + "\r", nl=False, err=True)
+            self.width = 0
+
+
 @click.command("metrics")
 @click.argument("files", nargs=-1, metavar="[REF] EST", type=click.Path(path_type=Path))
 @click.option("-m", "--metric", "metric_ids", multiple=True, metavar="ID",
@@ -68,10 +92,13 @@ def list_metrics(as_json: bool) -> None:
               help="Set a metric parameter, e.g. --set lsd_band.low_hz=8000 (repeatable).")
 @click.option("--align-delay-ms", type=click.FloatRange(0, 10000), default=0.0, show_default=True,
               help="Search and remove a constant delay of EST up to this many ms (cross-correlation).")
+@click.option("--trim", is_flag=True,
+              help="Measure the common part when EST and REF differ in length by more than max(1 %, 50 ms) "
+                   "(otherwise that is an error).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--list", "list_only", is_flag=True, help="List the registered metrics and exit.")
 @handle_errors
-def metrics(files, metric_ids, sets, align_delay_ms, as_json, list_only):
+def metrics(files, metric_ids, sets, align_delay_ms, trim, as_json, list_only):
     """Measure EST against REF, or EST alone (reference-free metrics) when one file is given.
 
     \b
@@ -80,9 +107,11 @@ def metrics(files, metric_ids, sets, align_delay_ms, as_json, list_only):
     restorekit metrics --list
 
     EST is aligned to REF first (resampled to its rate, channels matched, trimmed to
-    the shorter length); the notes say what was done. Unavailable metrics (an optional
-    package is missing) are skipped with the command that installs them. Exit status:
-    0 every metric measured, 1 some failed, 2 usage error.
+    the shorter length); the notes say what was done. Lengths that differ by more than
+    max(1 % of REF, 50 ms) are an error unless --trim is given. Slow metrics (visqol)
+    run only when asked for with -m. Unavailable metrics (an optional package is
+    missing) are skipped with the command that installs them. Exit status: 0 every
+    metric measured, 1 some failed, 2 usage error.
     """
     from restorekit.errors import UsageError
 
@@ -93,6 +122,7 @@ def metrics(files, metric_ids, sets, align_delay_ms, as_json, list_only):
         raise UsageError(f"give EST, or REF and EST (got {len(files)} file(s)); "
                          "`restorekit metrics --list` lists the metrics")
     from restorekit.io import read_audio
+    from restorekit.metrics import LengthMismatchError
     from restorekit_tools.measure import measure_with, parse_metric_overrides, resolve_metrics
 
     ref_path, est_path = (None, files[0]) if len(files) == 1 else files
@@ -100,7 +130,16 @@ def metrics(files, metric_ids, sets, align_delay_ms, as_json, list_only):
                                       params=parse_metric_overrides(sets))
     est = read_audio(est_path)
     ref = read_audio(ref_path) if ref_path is not None else None
-    result = measure_with(chosen, est, ref, max_delay_ms=align_delay_ms, skipped=skipped)
+    progress = _Progress(len(chosen), est.duration_s)
+    try:
+        result = measure_with(chosen, est, ref, max_delay_ms=align_delay_ms, trim=trim, skipped=skipped,
+                              on_metric=progress)
+    except LengthMismatchError as exc:
+        raise UsageError(f"{est_path} is {exc.est_s:.3f} s long and {ref_path} {exc.ref_s:.3f} s: they differ "
+                         f"by more than {1000 * exc.tolerance_s:.0f} ms (max(1 % of REF, 50 ms)), so a score "
+                         "would describe only part of them; --trim measures the common part") from exc
+    finally:
+        progress.close()
     if as_json:
         click.echo(json.dumps({
             "reference": None if ref_path is None else str(ref_path), "estimate": str(est_path),

@@ -7,12 +7,13 @@ the tooling `restorekit metrics` and `compare` use.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from restorekit.errors import RestorekitError, UsageError, describe_failure
-from restorekit.metrics import Metric, align, finite_value
+from restorekit.metrics import Metric, finite_value
+from restorekit.metrics import LengthMismatchError, align
 from restorekit.pipeline import parse_assignments
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,22 +66,32 @@ def resolve_metrics(
     reference: bool,
     params: dict[str, dict[str, Any]] | None = None,
     registry: Registry | None = None,
+    include_slow: bool = False,
 ) -> tuple[list[Metric], dict[str, str]]:
-    """Metric instances to run, and {id: reason} for those skipped because they are unavailable.
+    """Metric instances to run, and {id: reason} for those skipped (unavailable, or slow).
 
     With no `selection`, every registered metric that fits: reference metrics when
-    `reference` is True, reference-free ones otherwise. Asking for a reference metric
-    without a reference, an unknown id, or invalid parameters raises UsageError
-    before any audio is touched.
+    `reference` is True, reference-free ones otherwise, except slow ones (`Metric.slow`,
+    e.g. ViSQOL) unless `include_slow`; those are skipped with a note saying how to ask
+    for them. A metric named in `selection` always runs (when available). Asking for a
+    reference metric without a reference, an unknown id, or invalid parameters raises
+    UsageError before any audio is touched.
     """
     from pydantic import ValidationError
 
     classes = metric_classes(registry)
     params = dict(params or {})
-    if selection is None:
-        selection = [mid for mid, cls in classes.items() if cls.needs_reference == reference]
     chosen: list[Metric] = []
     skipped: dict[str, str] = {}
+    if selection is None:
+        selection = []
+        for mid, cls in classes.items():
+            if cls.needs_reference != reference:
+                continue
+            if cls.slow and not include_slow:
+                skipped[mid] = cls.unavailable() or cls.slow_note()
+                continue
+            selection.append(mid)
     for item in selection:
         if isinstance(item, Metric):
             instance = item
@@ -117,35 +128,48 @@ def measure(
     metrics: Sequence[str | Metric] | None = None,
     *,
     max_delay_ms: float = 0.0,
+    trim: bool = False,
     registry: Registry | None = None,
 ) -> Measurement:
-    """Measure `est` (against `ref` when given) with `metrics` (default: all that fit).
+    """Measure `est` (against `ref` when given) with `metrics` (default: all that fit, but not slow ones).
 
     The alignment is done once and shared by every reference metric. A metric that
-    fails gives a value of None with its error; it never stops the others.
+    fails gives a value of None with its error; it never stops the others. est and ref
+    whose lengths differ beyond the tolerance raise `LengthMismatchError` (a
+    MetricError) unless `trim` is True: that is a problem of the pair, not of a metric.
     """
     chosen, skipped = resolve_metrics(metrics, reference=ref is not None, registry=registry)
-    return measure_with(chosen, est, ref, max_delay_ms=max_delay_ms, skipped=skipped)
+    return measure_with(chosen, est, ref, max_delay_ms=max_delay_ms, trim=trim, skipped=skipped)
 
 
 def measure_with(chosen: Sequence[Metric], est: Audio, ref: Audio | None, *, max_delay_ms: float = 0.0,
-                 skipped: dict[str, str] | None = None) -> Measurement:
-    """`measure` with metric instances already resolved (used by compare for every row)."""
+                 trim: bool = False, skipped: dict[str, str] | None = None,
+                 on_metric: Callable[[int, Metric], None] | None = None) -> Measurement:
+    """`measure` with metric instances already resolved (used by compare for every row).
+
+    `on_metric(i, metric)` is called before the i-th metric (from 0) computes (progress).
+    Raises `LengthMismatchError` as `measure` does; any other alignment problem (a silent
+    reference, channels that cancel in a downmix) is the error of every reference metric.
+    """
     result = Measurement(skipped=dict(skipped or {}))
     est = est.to("cpu")
     aligned, align_error = None, None
     if ref is not None and any(m.needs_reference for m in chosen):
         try:
-            aligned = align(est, ref, max_delay_ms=max_delay_ms)
+            aligned = align(est, ref, max_delay_ms=max_delay_ms, trim=trim)
             result.notes.extend(aligned.notes)
+        except LengthMismatchError:
+            raise
         except RestorekitError as exc:
             align_error = f"cannot align est to ref: {exc}"
-    for metric in chosen:
+    for i, metric in enumerate(chosen):
         mv = MetricValue(metric.id, None, metric.unit, metric.higher_is_better)
         if metric.needs_reference and aligned is None:
             mv.error = align_error or f"{metric.id} compares against a reference; none was given"
             result.values.append(mv)
             continue
+        if on_metric is not None:
+            on_metric(i, metric)
         a, r = (aligned.est, aligned.ref) if metric.needs_reference else (est, None)
         try:
             mv.value = finite_value(metric, metric.compute(a, r))

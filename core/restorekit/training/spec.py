@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -26,7 +26,7 @@ TINY = "tiny"  #: the checkpoint name of every family's tiny random-weight varia
 class Hparams(BaseModel):
     """Architecture hyper-parameters; unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec:
@@ -75,8 +75,24 @@ class ModelSpec:
         if ckpt.architecture != self.architecture:
             raise checkpoints.CheckpointError(
                 f"{ckpt.path}: architecture '{ckpt.architecture}', expected '{self.architecture}'")
-        model = self.build(self.Hparams(**{**self.legacy_hparams, **ckpt.hparams}))
-        model.load_state_dict(ckpt.tensors)
+        config = ckpt.path.with_suffix(".json")
+        try:
+            hparams = self.Hparams(**{**self.legacy_hparams, **ckpt.hparams})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "hparams"
+            fields = ", ".join(self.Hparams.model_fields)
+            raise checkpoints.CheckpointError(
+                f"{config}: hparams.{field}: {err['msg']} (got {err.get('input')!r:.60}); {self.architecture} "
+                f"takes {fields}") from None
+        model = self.build(hparams)
+        try:
+            model.load_state_dict(ckpt.tensors)
+        except RuntimeError as exc:  # missing, unexpected or differently shaped tensors
+            detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+            raise checkpoints.CheckpointError(
+                f"{ckpt.path}: the weights do not fit the network its config ({config.name}) describes: "
+                f"{detail.rstrip('.')}") from None
         return model, ckpt
 
     def load_for_inference(self, checkpoint: str | Path, device: str = "cpu") -> tuple[Any, dict]:

@@ -13,7 +13,7 @@ class LogMel(nn.Module):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        from restorekit.metrics import mel_filterbank
+        from restorekit_plugins.spectral import mel_filterbank
 
         fb = torch.from_numpy(mel_filterbank(sample_rate, n_fft, n_mels)).to(torch.float32)
         self.register_buffer("fb", fb, persistent=False)

@@ -34,7 +34,7 @@ class MelFrontend(nn.Module):
 
     def __init__(self, sample_rate: int, n_mels: int = 128):
         super().__init__()
-        from restorekit.metrics import mel_filterbank
+        from restorekit_plugins.spectral import mel_filterbank
 
         if sample_rate < 2 * FMAX_HZ:
             raise ValueError(f"the mel front end needs at least {2 * FMAX_HZ:g} Hz, got {sample_rate}")

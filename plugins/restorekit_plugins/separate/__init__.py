@@ -15,6 +15,7 @@ import logging
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
+from restorekit.device import stage_device
 from restorekit.hookspecs import hookimpl
 from restorekit.stage import Accepts, Stage, StageParams
 
@@ -86,9 +87,11 @@ class Demucs(Stage):
     and back. The model loads once per process and device.
 
     Weights download on first use from dl.fbaipublicfiles.com into the torch hub cache
-    (`$TORCH_HOME/hub/checkpoints`, as the demucs CLI does), or come from `repo`. They load
-    with `torch.load(weights_only=True)` (only the Demucs classes and `Fraction` allowed),
-    so a checkpoint cannot run code. `RESTOREKIT_OFFLINE=1` forbids downloads.
+    (`$TORCH_HOME/hub/checkpoints`, as demucs's legacy loader does), or come from `repo`;
+    `restorekit fetch-demucs` fetches them ahead. They load with `torch.load(weights_only=True)`
+    (only the Demucs classes and `Fraction` allowed), so a checkpoint cannot run code.
+    `RESTOREKIT_OFFLINE=1` (or `HF_HUB_OFFLINE=1`) forbids downloads; without a network the
+    attempt ends after a 3 s probe, once per process.
     """
 
     id = "separate.demucs"
@@ -235,9 +238,10 @@ class Hpss(Stage):
 
 
 class AutoParams(DemucsParams):
-    download: bool = Field(False, description=(
-        "Also try to download missing Demucs weights before falling back to separate.hpss; false: use "
-        "Demucs only when its weights are already here (no network)."))
+    download: bool = Field(True, description=(
+        "Download missing Demucs weights once (a 3 s reachability probe first; RESTOREKIT_OFFLINE=1 "
+        "forbids it) before falling back to separate.hpss; false: use Demucs only when its weights are "
+        "already here (no network)."))
 
     @model_validator(mode="after")
     def _hpss_can_stand_in(self):
@@ -256,9 +260,10 @@ class Auto(Stage):
     """Demucs when it can run here, else the weightless HPSS separator; says which one ran.
 
     Demucs runs when its package imports and the model's weights are on disk (cache or
-    `repo`), or can be downloaded with `download: true`. Otherwise `separate.hpss` runs
-    with its defaults, and a warning says why. Each file's notes in the manifest record
-    which separator ran.
+    `repo`), or can be downloaded (`download: true`, the default: once, with a progress bar
+    on a terminal). Otherwise `separate.hpss` runs with its defaults, and one short warning
+    line says so, once per process (what ran, why, how to get Demucs; the full reason is
+    logged with -v). Each file's notes in the manifest record which separator ran, and why.
     """
 
     id = "separate.auto"
@@ -286,10 +291,11 @@ class Auto(Stage):
             log.info("%s: using %s", self.id, self.choice)
         except (BackendMissing, WeightsUnavailable) as exc:
             inner = Hpss(two_stems=self.params.two_stems)
-            inner.place(self.device)
+            inner.place(stage_device(self.device, inner.accepts.devices))
             self.choice = "separate.hpss"
-            self.reason = str(exc).replace(f"; {ALTERNATIVES}", "")
-            log.warning("%s: Demucs cannot run, using separate.hpss (rough stems). Why: %s", self.id, self.reason)
+            self.reason = exc.short
+            log.info("%s: Demucs cannot run: %s", self.id, str(exc).replace(f"; {ALTERNATIVES}", ""))
+            warn_once(fallback_message(self.params.model, exc.short, exc.fix))
         self.inner = inner
 
     def process(self, audio):
@@ -297,14 +303,47 @@ class Auto(Stage):
         for message in notes:
             self.note(message)
         if self.choice == "separate.hpss":
-            self.note(f"separated with separate.hpss (vocal method {self.inner.last_method}), not Demucs: "
-                      f"{self.reason.split(' (', 1)[0]}")
+            self.note(f"separated with separate.hpss (vocal method {self.inner.last_method}), not Demucs "
+                      f"{self.params.model}: {self.reason}")
         else:
             self.note(f"separated with {self.choice}")
         return out
+
+
+_warned: set[str] = set()  # fallback lines already logged in this process
+
+
+def fallback_message(model: str, why: str, fix: str) -> str:
+    """The one line that says separate.auto fell back: what ran, why in a few words, how to get Demucs."""
+    return f"separate.auto: used rough HPSS stems, not Demucs {model} ({why}); for Demucs: {fix}"
+
+
+def warn_once(message: str) -> None:
+    """Log a warning the first time this process sees it (a batch or a loop of pipelines: one line)."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
 
 
 @hookimpl
 def register_stages(register):
     for cls in (Demucs, Hpss, Auto):
         register(cls)
+
+
+@hookimpl
+def register_commands(cli):
+    import click
+    from restorekit.cli_support import handle_errors
+
+    @cli.command("fetch-demucs")
+    @click.argument("models", nargs=-1)
+    @handle_errors
+    def fetch_demucs(models):
+        """Download Demucs weights (default: htdemucs) into the torch hub cache, for later offline use."""
+        from restorekit_plugins.separate import _demucs
+
+        backend = _demucs.get_backend()
+        for model in models or ("htdemucs",):
+            paths = _demucs.fetch_model(backend, model)
+            click.echo(f"{model}: " + (", ".join(map(str, paths)) or "built in, nothing to download"))

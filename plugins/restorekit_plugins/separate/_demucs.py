@@ -13,8 +13,11 @@ Weights: restorekit resolves and loads checkpoints itself rather than through
   classes and `fractions.Fraction` as globals: a checkpoint cannot run code when unpickled
   (demucs's own loader calls `torch.load` with `weights_only=False`).
 
-Downloaded checkpoints go where upstream demucs puts them (`<torch hub dir>/checkpoints`,
-`$TORCH_HOME/hub/checkpoints`), verified against the sha256 prefix in their file name.
+Downloaded checkpoints go where upstream demucs's legacy loader puts them (`<torch hub
+dir>/checkpoints`, `$TORCH_HOME/hub/checkpoints`), verified against the sha256 prefix in their
+file name. A download is tried at most once per process and file, only after a reachability
+probe of the host (an HTTPS HEAD request, at most 3 s), so an offline machine loses 3 s at most, once;
+`RESTOREKIT_OFFLINE=1` (or `HF_HUB_OFFLINE=1`) forbids it outright.
 `~/.cache/demucs-infer` (the cache of the `demucs-infer` fork, the backend before) is searched too.
 
 Nothing heavy is imported at module import time.
@@ -27,6 +30,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,19 +47,33 @@ INSTALL_HINT = "pip install 'demucs>=4.1,<5'"
 ROOT_URL = "https://dl.fbaipublicfiles.com/demucs/"
 DOWNLOAD_HOST = "dl.fbaipublicfiles.com"
 OFFLINE_ENV = "RESTOREKIT_OFFLINE"
+OFFLINE_ENVS = (OFFLINE_ENV, "HF_HUB_OFFLINE")  # either one forbids downloads
 UNITTEST_MODEL = "demucs_unittest"
-PROBE_TIMEOUT_S = 5.0
-DOWNLOAD_TIMEOUT_S = 60.0
+PROBE_TIMEOUT_S = 3.0  # connect (and name lookup) to the download host; the probe runs once per process
+DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation while downloading: a stalled transfer fails, not hangs
+FETCH_COMMAND = "restorekit fetch-demucs"
 ALTERNATIVES = ("or use `separate.hpss` (no weights needed) or `separate.auto` (Demucs when its weights "
                 "are here, else hpss) in the pipeline")
 
 
 class WeightsUnavailable(StageError):
-    """The checkpoints of a Demucs model are not on this machine and cannot be downloaded."""
+    """The checkpoints of a Demucs model are not on this machine and cannot be downloaded.
+
+    `short` says why in a few words (for one-line warnings and the manifest's notes), `fix`
+    how to get them (a command or where to look).
+    """
+
+    def __init__(self, message: str, short: str = "weights unavailable", fix: str | None = None):
+        super().__init__(message)
+        self.short = short
+        self.fix = fix or "see docs/stages/separate.md"
 
 
 class BackendMissing(StageError):
     """The `demucs` package cannot be imported."""
+
+    short = "demucs not installed"
+    fix = INSTALL_HINT
 
 
 # -- backend -------------------------------------------------------------------------------
@@ -229,7 +247,8 @@ def _plan_local(model: str, repo: Path) -> ModelPlan:
     if not repo.is_dir():
         raise WeightsUnavailable(f"separate.demucs: repo {repo} is not a directory; give `repo` the folder "
                                  f"holding the model's .th checkpoints (and its .yaml for a bag), or leave "
-                                 f"it empty to use the download cache; {ALTERNATIVES}")
+                                 f"it empty to use the download cache; {ALTERNATIVES}",
+                                 short="`repo` is not a directory", fix="set `repo` right (docs/stages/separate.md)")
     checkpoints: dict[str, WeightFile] = {}
     for path in sorted(repo.glob("*.th")):
         sig, checksum = _split_name(path.name)
@@ -250,11 +269,13 @@ def _plan_local(model: str, repo: Path) -> ModelPlan:
         raise WeightsUnavailable(
             f"separate.demucs: repo {repo} has no model '{model}' (looked for {model}.th, {model}-<sha>.th "
             f"and {model}.yaml; it holds: {', '.join(have) or 'nothing'}); copy the model's checkpoints "
-            f"there, or set `model` to one of those; {ALTERNATIVES}")
+            f"there, or set `model` to one of those; {ALTERNATIVES}",
+            short=f"`repo` has no {model}", fix="copy its checkpoints into `repo` (docs/stages/separate.md)")
     if plan.missing:
         raise WeightsUnavailable(
             f"separate.demucs: repo {repo} lacks checkpoint(s) {', '.join(f.sig for f in plan.missing)} "
-            f"listed in {model}.yaml; copy them there (as <sig>.th or <sig>-<sha8>.th); {ALTERNATIVES}")
+            f"listed in {model}.yaml; copy them there (as <sig>.th or <sig>-<sha8>.th); {ALTERNATIVES}",
+            short=f"`repo` lacks checkpoints of {model}", fix="copy them into `repo` (docs/stages/separate.md)")
     return plan
 
 
@@ -264,44 +285,106 @@ def missing_message(plan: ModelPlan, reason: str) -> str:
     dirs = cache_dirs()
     return (f"separate.demucs: the weights of Demucs model '{plan.name}' are not on this machine and cannot "
             f"be downloaded ({reason}). Missing: {names}; looked in {dirs[0]} (the torch hub cache that "
-            f"demucs uses; TORCH_HOME moves it) and {dirs[1]}. To fix: run once with internet access and "
-            f"`download: true` (the files go to {dirs[0]}), or copy those files there from a machine that "
-            f"has them, or set `repo` to a directory holding them; {ALTERNATIVES}.")
+            f"demucs uses; TORCH_HOME moves it) and {dirs[1]}. To fix: run `{FETCH_COMMAND} {plan.name}` "
+            f"once with internet access (or any pipeline with `download: true`, the default; the files go "
+            f"to {dirs[0]}), or copy those files there from a machine that has them, or set `repo` to a "
+            f"directory holding them; {ALTERNATIVES}.")
 
 
-def offline_reason() -> str | None:
-    """Why downloading is impossible right now, or None when the download host answers."""
-    if os.environ.get(OFFLINE_ENV, "") not in ("", "0", "false", "no"):
-        return f"offline: {OFFLINE_ENV} is set"
-    import socket
+def offline_setting() -> str | None:
+    """The environment variable that forbids downloads (RESTOREKIT_OFFLINE, HF_HUB_OFFLINE), if set."""
+    for name in OFFLINE_ENVS:
+        if os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off"):
+            return name
+    return None
+
+
+_probe_results: dict[str, str | None] = {}  # host -> why unreachable, or None; once per process
+_failed_downloads: dict[str, str] = {}  # url -> why its download failed; tried once per process
+
+
+def reset_network_state() -> None:
+    """Forget the probe and failed downloads of this process (for tests; a new process starts clean)."""
+    _probe_results.clear()
+    _failed_downloads.clear()
+
+
+def probe(url: str = ROOT_URL, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why `url` cannot be fetched now (a few words), or None when its host answers an HTTPS HEAD
+    request. At most `timeout` seconds in all (name lookup included, which has no timeout of its
+    own: the request runs in a daemon thread), once per process and host. Goes through the
+    HTTPS proxy when one is configured, as the download does."""
+    import urllib.parse
+
+    host = urllib.parse.urlsplit(url).hostname or url
+    if host in _probe_results:
+        return _probe_results[host]
+    import urllib.error
+    import urllib.request
 
     result: list[str | None] = []
 
-    def probe() -> None:
+    def head() -> None:
         try:
-            socket.create_connection((DOWNLOAD_HOST, 443), timeout=PROBE_TIMEOUT_S).close()
-            result.append(None)
-        except OSError as exc:
-            result.append(f"offline: cannot reach {DOWNLOAD_HOST} ({exc})")
+            request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "restorekit"})
+            with urllib.request.urlopen(request, timeout=timeout):
+                result.append(None)
+        except urllib.error.HTTPError as exc:  # the host answered: only a missing file is a problem
+            result.append(None if exc.code < 500 and exc.code != 407 else f"{host} answered HTTP {exc.code}")
+        except (OSError, ValueError) as exc:  # URLError, timeouts, TLS errors
+            result.append(f"cannot reach {host} ({getattr(exc, 'reason', exc)})")
 
-    thread = threading.Thread(target=probe, daemon=True)  # name resolution has no timeout of its own
+    thread = threading.Thread(target=head, daemon=True)
     thread.start()
-    thread.join(PROBE_TIMEOUT_S + 1)
-    return result[0] if result else f"offline: no answer from {DOWNLOAD_HOST} within {PROBE_TIMEOUT_S:.0f} s"
+    thread.join(timeout)
+    reason = result[0] if result else f"no answer from {host} within {timeout:g} s"
+    _probe_results[host] = reason
+    return reason
+
+
+def offline_reason(url: str = ROOT_URL) -> tuple[str, str] | None:
+    """(long, short) reason why downloading `url` is impossible now, or None when its host answers."""
+    setting = offline_setting()
+    if setting:
+        return f"offline: {setting} is set", f"offline: {setting} set"
+    reason = probe(url)
+    return (f"offline: {reason}", "no network") if reason else None
+
+
+def fetch(url: str, dst: Path, checksum: str | None, progress: bool) -> None:
+    """Download `url` to `dst` (atomically, checked against the sha256 prefix), as torch.hub does."""
+    import torch.hub
+
+    torch.hub.download_url_to_file(url, str(dst), hash_prefix=checksum, progress=progress)
+
+
+def _show_progress() -> bool:
+    """A progress bar on a terminal, unless logging is quieter than warnings (restorekit -q)."""
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)()) and log.isEnabledFor(logging.WARNING)
 
 
 def ensure_weights(plan: ModelPlan, download: bool) -> None:
-    """Download what `plan` is missing (or raise WeightsUnavailable saying why it cannot be had)."""
+    """Download what `plan` is missing (or raise WeightsUnavailable saying why it cannot be had).
+
+    Fails fast: with a download setting forbidding it, after a failed reachability probe
+    (at most PROBE_TIMEOUT_S, once per process), or at once for a file whose download
+    already failed in this process.
+    """
     if not plan.missing:
         return
+    fix = f"run `{FETCH_COMMAND} {plan.name}` online"
     if not download:
-        raise WeightsUnavailable(missing_message(plan, "not cached, and `download` is false"))
-    reason = offline_reason()
-    if reason:
-        raise WeightsUnavailable(missing_message(plan, reason))
+        raise WeightsUnavailable(missing_message(plan, "not cached, and `download` is false"),
+                                 short="not cached, download: false", fix=fix)
+    offline = offline_reason(plan.missing[0].url or ROOT_URL)
+    if offline:
+        raise WeightsUnavailable(missing_message(plan, offline[0]), short=offline[1], fix=fix)
+    for f in plan.missing:
+        if f.url in _failed_downloads:
+            raise WeightsUnavailable(missing_message(plan, _failed_downloads[f.url]), short="download failed",
+                                     fix=fix)
     import socket
-
-    import torch.hub
 
     target = hub_checkpoint_dir()
     target.mkdir(parents=True, exist_ok=True)
@@ -309,15 +392,26 @@ def ensure_weights(plan: ModelPlan, download: bool) -> None:
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a stalled transfer fails instead of hanging
     try:
         for f in plan.missing:
-            log.warning("separate.demucs: downloading %s to %s", f.url, target)
+            log.warning("separate.demucs: downloading the weights of Demucs model '%s' once, to %s (%s)",
+                        plan.name, target, f.url)
             try:
-                torch.hub.download_url_to_file(f.url, str(target / f.filename), hash_prefix=f.checksum,
-                                               progress=True)
-            except Exception as exc:  # network errors, hash mismatch
-                raise WeightsUnavailable(missing_message(plan, f"download of {f.url} failed: {exc}")) from exc
+                fetch(f.url, target / f.filename, f.checksum, _show_progress())
+            except Exception as exc:  # network errors, hash mismatch, full disk
+                _failed_downloads[f.url] = f"download of {f.url} failed: {type(exc).__name__}: {exc}"
+                raise WeightsUnavailable(missing_message(plan, _failed_downloads[f.url]),
+                                         short="download failed", fix=fix) from exc
             f.path = target / f.filename
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def fetch_model(backend: Backend, model: str) -> list[Path]:
+    """Make sure every checkpoint of `model` is in the cache, downloading what is missing; their paths."""
+    plan = plan_model(backend, model, None)
+    if plan.kind == "unittest":
+        return []
+    ensure_weights(plan, download=True)
+    return [f.path for f in plan.files if f.path is not None]
 
 
 # -- loading ----------------------------------------------------------------------------------

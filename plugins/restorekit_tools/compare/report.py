@@ -120,7 +120,7 @@ def spectrogram_db(audio: Audio) -> np.ndarray:
     """A display spectrogram of the mono downmix in dB re full scale, at most MAX_BINS x MAX_COLUMNS."""
     import numpy as np
 
-    from restorekit.metrics import hann, stft_blocks
+    from restorekit_plugins.spectral import hann, stft_blocks
 
     rate = audio.sample_rate
     n_fft = 1024 if rate >= 32000 else 512 if rate >= 16000 else 256

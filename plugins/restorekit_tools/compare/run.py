@@ -108,6 +108,12 @@ def compare(
     Each file gets its own seed (`restorekit.batch.file_seed(seed, relative path)`),
     used for both the degradation and the pipelines.
 
+    The default metrics leave out slow ones (`Metric.slow`: ViSQOL), with a note; name
+    them in `metrics` to include them. An output (or the degraded input) whose length
+    differs from the clean reference's by more than max(1 %, 50 ms) is not measured
+    against it: that row is a failed run naming both lengths (resampling rounding is
+    well within the tolerance, and trimmed with a note).
+
     A row is a dict with file, pipeline, metric, value (None on failure), unit, error
     and notes. A failed run is one row with an empty metric and the error; it never
     stops the other files or pipelines. With `out_dir`, results.csv, summary.md and
@@ -265,9 +271,18 @@ def _row(file: str, pipeline: str, metric: str, value: float | None = None, unit
 
 
 def _measure_rows(run: CompareRun, name: str, label: str, chosen, est, ref, max_delay_ms, notes) -> None:
+    from restorekit.metrics import LengthMismatchError
     from restorekit_tools.measure import measure_with
 
-    m = measure_with(chosen, est, ref, max_delay_ms=max_delay_ms)
+    try:
+        m = measure_with(chosen, est, ref, max_delay_ms=max_delay_ms)
+    except LengthMismatchError as exc:  # not a score of part of the audio: one failed row that says why
+        what = "the degraded input" if label == DEGRADED else f"the output of {label}"
+        run.rows.append(_row(name, label, "", error=(
+            f"{what} is {exc.est_s:.3f} s long but the clean reference {exc.ref_s:.3f} s (more than "
+            f"{1000 * exc.tolerance_s:.0f} ms apart): compare measures only outputs as long as their input"),
+            notes="; ".join(notes)))
+        return
     text = "; ".join([*notes, *m.notes])
     for v in m.values:
         run.rows.append(_row(name, label, v.metric, v.value, v.unit, v.error, text))

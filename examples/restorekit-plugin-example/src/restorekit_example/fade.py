@@ -20,7 +20,7 @@ class Fade(Stage):
 
     id = "example.fade"
     summary = "Fade the start in from silence and the end out to silence (linear or cosine)."
-    accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
+    accepts = Accepts(devices=frozenset({"cpu"}))  # a gain curve: cheapest on the CPU, where the track lives
 
     class Params(StageParams):
         fade_in_ms: float = Field(10.0, ge=0, le=60_000,

@@ -266,7 +266,9 @@ def test_a_failed_output_of_a_splitter_removes_its_other_outputs(tmp_path, make_
     src = make_wav(tmp_path / "x.wav")
     yaml = write_yaml(tmp_path, "stages:\n  - use: test.split\n")
     (tmp_path / "out" / "x.quarter.wav").mkdir(parents=True)  # the second output cannot be written
-    result = invoke("run", yaml, src, "-o", tmp_path / "out")
+    refused = invoke("run", yaml, src, "-o", tmp_path / "out")  # not written by this project: refused up front
+    assert refused.exit_code == 2 and "refusing to replace 1 file(s) this project did not write" in refused.stderr
+    result = invoke("run", yaml, src, "-o", tmp_path / "out", "--overwrite")
     assert result.exit_code == 1
     assert "x.quarter.wav: cannot write" in result.stderr
     assert not (tmp_path / "out" / "x.half.wav").exists()

@@ -1,21 +1,18 @@
-"""Running a pipeline over files: input discovery, output paths, failures, manifest."""
+"""Running a pipeline over files: input discovery, output paths, per-file work and failures."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
 import platform
 import tempfile
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from restorekit.hashing import sha256_file
-from restorekit.errors import AudioFileError, UsageError, describe_failure
+from restorekit.errors import UsageError, describe_failure
 from restorekit.io import READ_EXTENSIONS, find_audio_files, is_float_file, read_audio, write_audio
 
 log = logging.getLogger("restorekit")
@@ -37,6 +34,7 @@ class FileResult:
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     output_bit_depth: int | None = None
+    settings: str | None = None  #: which pipeline, settings and version made the outputs (resume checks it)
 
 
 @dataclass
@@ -44,10 +42,12 @@ class BatchReport:
     files: list[FileResult]
     device: str
     manifest_path: Path | None
+    manifest_error: str | None = None  #: why the manifest could not be written (the outputs are there)
+    skipped: int = 0  #: files whose outputs were already up to date
 
     @property
     def failures(self) -> list[FileResult]:
-        return [f for f in self.files if f.status != "ok"]
+        return [f for f in self.files if f.status == "failed"]
 
 
 @dataclass(frozen=True)
@@ -105,13 +105,114 @@ def output_paths(job_relative: Path, outdir: Path, names: tuple[str, ...] | None
     return [outdir / job_relative.parent / (job_relative.name + s) for s in suffixes]
 
 
-def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None, device=None, fmt="wav",
-              bit_depth=None, seed=None, progress=True) -> BatchReport:
-    """Restore every input; one failure never stops the others. Raises only for usage errors."""
-    from tqdm import tqdm
+@dataclass(frozen=True)
+class FileTask:
+    """What one worker needs to restore one file (picklable, for worker processes and Ray)."""
 
-    from restorekit.pipeline import load_pipeline
+    source: str
+    relative: str
+    targets: tuple[str, ...]
+    seed: int
+    fmt: str
+    bits: int
+    depth_is_set: bool
+    input_sha256: str
+
+
+def process_file(pipeline, task: FileTask, on_stage=None) -> FileResult:
+    """Restore one file with a prepared pipeline; never raises for a per-file problem."""
     from restorekit.runner import release_freed_memory
+
+    result = FileResult(task.source, input_sha256=task.input_sha256)
+    try:
+        box = [read_audio(task.source)]  # handed over: the runner frees the input after its last use
+        result.input_sample_rate, result.input_channels = box[0].sample_rate, box[0].channels
+        result.duration_s = round(box[0].duration_s, 6)
+        file_bits, in_peak = task.bits, 0.0
+        if not task.depth_is_set and task.fmt == "wav" and is_float_file(task.source):
+            in_peak = float(box[0].samples.abs().max())
+            if in_peak > 1.0:  # the source needs float to hold its level: keep it float
+                file_bits = FLOAT_BITS
+        run_result = pipeline.run(box, seed=task.seed, on_stage=on_stage)
+        result.timings_s = {k: round(v, 6) for k, v in run_result.timings.items()}
+        result.notes = run_result.notes
+        if file_bits != task.bits:
+            result.notes.append(f"written as {FLOAT_BITS}-bit float, not {task.bits}-bit PCM: the input is a float "
+                                f"file peaking at {20 * math.log10(in_peak):+.2f} dBFS, above full scale, and "
+                                "neither --bit-depth, the pipeline's bit_depth nor a dither stage sets the depth")
+        names = pipeline.output_names()
+        outs = [run_result.outputs[None]] if names is None else [run_result.outputs[n] for n in names]
+        for target, out in zip(task.targets, outs):
+            peak = float(out.samples.abs().max())
+            if file_bits != FLOAT_BITS and peak > 1.0:
+                fix = "--bit-depth 32" if task.fmt == "wav" else "--format wav --bit-depth 32 (FLAC has no float)"
+                message = (f"{Path(target).name}: peaks at {20 * math.log10(peak):+.2f} dBFS are clipped to full "
+                           f"scale in {file_bits}-bit PCM; end the pipeline with dynamics.limit or use {fix}")
+                result.notes.append(message)
+                log.warning("%s", message)
+            write_audio(target, out, bit_depth=file_bits, format=task.fmt)
+            result.outputs.append(target)
+        result.output_bit_depth, result.status = file_bits, "ok"
+    except Exception as exc:  # noqa: BLE001 - keep going with the other files
+        result.status, result.error = "failed", describe_failure(exc)
+        log.info("%s: %s", task.source, result.error)
+    finally:
+        if result.status != "ok":  # a failed (or interrupted) input leaves no outputs behind, not even some
+            for written in result.outputs:
+                Path(written).unlink(missing_ok=True)
+            result.outputs.clear()
+        run_result = outs = out = box = None  # this file's audio must not live on into the next file
+        release_freed_memory()
+    return result
+
+
+class Executor:
+    """Runs a batch's files elsewhere: worker processes, a cluster. Subclass it and register the class
+    with the `register_executors` hook; `restorekit run --executor NAME` (or `--workers N`) picks it.
+
+    The instance gets how to rebuild the pipeline where it runs (`pipeline_ref`, a YAML path,
+    `overrides`, `device`) and the options; `run` must call `record(FileResult)` in this
+    process for every task, in any order, from `process_file(pipeline, task)` run anywhere
+    with the pipeline loaded once per worker. Results are bit-identical to a serial run
+    because every task carries its own seed.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    def __init__(self, *, pipeline_ref: str, overrides: list[str], device: str | None, workers: int = 1,
+                 address: str | None = None, gpus_per_worker: float = 0.0) -> None:
+        self.pipeline_ref, self.overrides, self.device = pipeline_ref, overrides, device
+        self.workers, self.address, self.gpus_per_worker = workers, address, gpus_per_worker
+
+    def run(self, pipeline, tasks: list[FileTask], record, on_stage) -> None:
+        raise NotImplementedError(f"{type(self).__name__}.run")
+
+
+def check_executor_class(cls) -> list[str]:
+    """Reasons a class is not a valid executor (empty when it is)."""
+    if not (isinstance(cls, type) and issubclass(cls, Executor)):
+        return [f"{cls!r} is not a subclass of restorekit.batch.Executor"]
+    if not (isinstance(cls.name, str) and cls.name.replace("_", "").isalnum() and cls.name.islower()):
+        return [f"{cls.__name__}.name {cls.name!r} must be a short lowercase name"]
+    return [] if cls.summary and "\n" not in cls.summary else [f"{cls.__name__}.summary must be one line"]
+
+
+def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None, device=None, fmt="wav",
+              bit_depth=None, seed=None, progress=True, overwrite=False, executor: Executor | None = None
+              ) -> BatchReport:
+    """Restore every input into OUTDIR; one failure never stops the others. Raises only for usage errors
+    and `Interrupted` (SIGINT/SIGTERM), after the manifest is written.
+
+    Files whose outputs are up to date (the manifest shows this pipeline, settings and
+    restorekit version made them from an input with the same sha256) are skipped, so a rerun
+    after an interruption does only the rest; an existing file the manifest does not show
+    this project wrote is never replaced unless `overwrite`. One run at a time per OUTDIR.
+    `executor` (from `register_executors`, e.g. worker processes or Ray) runs the files;
+    None runs them here, one after the other.
+    """
+    from restorekit.outdir import OutputDir
+    from restorekit.pipeline import load_pipeline
 
     pipeline = load_pipeline(pipeline_ref, overrides, device=device)  # the device is given here, once
     pipeline.resolve()  # device and availability errors come before OUTDIR is made
@@ -120,96 +221,37 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
         jobs, results = collect_jobs(inputs, exclude=outdir)
         if not jobs:  # nothing to restore at all: a usage error, before any model loads
             raise UsageError("nothing to restore: " + "; ".join(f"{r.input}: {r.error}" for r in results))
+    if executor is None:
+        pipeline.prepare()  # models load (or fail: a pipeline error) before OUTDIR is touched
     check_output_dir(outdir)
-    resolved_device = pipeline.prepare()
     dithered = pipeline.output_bit_depth()  # the pipeline's bit_depth, else its dither stage's
     bits = bit_depth or dithered or 24
-    depth_is_set = bool(bit_depth or dithered)
     if bit_depth and dithered and bit_depth < dithered:
         log.warning("the pipeline dithers to %d bits; --bit-depth %d rounds that without new dither. "
                     "To dither to %d bits, set the dither stage's bit_depth (e.g. --set dither.bit_depth=%d)",
                     dithered, bit_depth, bit_depth, bit_depth)
-    names = pipeline.output_names()
-    outdir_resolved = outdir.resolve()
-
-    if not inputs:
-        from restorekit_tools.demo import make_demo_clip
-
-        demo_in = write_audio(outdir / f"{DEMO_NAME}_input.wav", make_demo_clip(), bit_depth=24)
-        log.warning("no input given: restoring the built-in demo clip (%s)", demo_in)
-        jobs = [Job(demo_in, Path(DEMO_NAME))]
     base_seed = pipeline.seed if seed is None else seed
-    input_paths = {j.source.resolve() for j in jobs}
-    claimed: dict[Path, str] = {}
-    float_inputs: list[str] = []  # float inputs above full scale, written as float (the bit-depth policy)
+    with OutputDir(outdir, pipeline, fmt=fmt, bits=bits, seed=base_seed, overwrite=overwrite) as out:
+        if not inputs:
+            from restorekit_tools.demo import make_demo_clip
 
-    # disable=None: tqdm shows the bar on a terminal only; the postfix names the running stage
-    bar = tqdm(jobs, desc="files", unit="file", disable=None if progress else True, leave=False)
-    for job in bar:
-        result = FileResult(str(job.source))
-        results.append(result)
-        try:
-            targets = output_paths(job.relative, outdir, names, fmt)
-            for t in targets:
-                tr = t.resolve()
-                if tr in input_paths:
-                    raise AudioFileError(f"refusing to write {t}: it is an input file; choose another -o")
-                if not tr.is_relative_to(outdir_resolved):
-                    raise AudioFileError(f"refusing to write {t}: outside the output directory")
-                if tr in claimed:
-                    raise AudioFileError(f"{t} is also the output of {claimed[tr]}; rename one input")
-            for t in targets:
-                claimed[t.resolve()] = str(job.source)
-            result.input_sha256 = sha256_file(job.source)
-            box = [read_audio(job.source)]  # handed over: the runner frees the input after its last use
-            result.input_sample_rate, result.input_channels = box[0].sample_rate, box[0].channels
-            result.duration_s = round(box[0].duration_s, 6)
-            file_bits = bits
-            if not depth_is_set and fmt == "wav" and is_float_file(job.source):
-                in_peak = float(box[0].samples.abs().max())
-                if in_peak > 1.0:  # the source needs float to hold its level: keep it float
-                    file_bits = FLOAT_BITS
-                    float_inputs.append(job.source.name)
-            run_result = pipeline.run(box, seed=file_seed(base_seed, job.relative),
-                                      on_stage=lambda s: bar.set_postfix_str(s, refresh=False))
-            result.timings_s = {k: round(v, 6) for k, v in run_result.timings.items()}
-            result.notes = run_result.notes
-            if file_bits != bits:
-                result.notes.append(f"written as {FLOAT_BITS}-bit float, not {bits}-bit PCM: the input is a float "
-                                    f"file peaking at {20 * math.log10(in_peak):+.2f} dBFS, above full scale, "
-                                    "and neither --bit-depth, the pipeline's bit_depth nor a dither stage sets "
-                                    "the depth")
-            outs = [run_result.outputs[None]] if names is None else [run_result.outputs[n] for n in names]
-            for target, out in zip(targets, outs):
-                peak = float(out.samples.abs().max())
-                if file_bits != FLOAT_BITS and peak > 1.0:
-                    fix = "--bit-depth 32" if fmt == "wav" else "--format wav --bit-depth 32 (FLAC has no float)"
-                    message = (f"{target.name}: peaks at {20 * math.log10(peak):+.2f} dBFS are clipped to full "
-                               f"scale in {file_bits}-bit PCM; end the pipeline with dynamics.limit or use {fix}")
-                    result.notes.append(message)
-                    log.warning("%s", message)
-                write_audio(target, out, bit_depth=file_bits, format=fmt)
-                result.outputs.append(str(target))
-            result.output_bit_depth = file_bits
-            result.status = "ok"
-        except Exception as exc:  # noqa: BLE001 - keep going with the other files
-            result.status, result.error = "failed", describe_failure(exc)
-        if result.status != "ok":
-            for written in result.outputs:  # a failed input leaves no outputs behind, not even some
-                Path(written).unlink(missing_ok=True)
-            result.outputs.clear()
-            log.info("%s: %s", job.source, result.error)
-        run_result = outs = out = box = None  # this file's audio must not live on into the next file
-        release_freed_memory()
-    depth = None
-    if float_inputs:
-        depth = {"float_input_bit_depth": FLOAT_BITS,
-                 "bit_depth_reason": (f"{bits}-bit PCM by default (no --bit-depth, pipeline bit_depth or dither "
-                                      f"stage sets the depth); {len(float_inputs)} float input(s) peaking above "
-                                      f"full scale written as {FLOAT_BITS}-bit float so their level is not "
-                                      f"clipped: {', '.join(float_inputs)}")}
-    manifest = write_manifest(outdir, pipeline, resolved_device, bits, fmt, seed, results, depth)
-    return BatchReport(results, resolved_device, manifest)
+            demo_in = write_audio(outdir / f"{DEMO_NAME}_input.wav", make_demo_clip(), bit_depth=24)
+            log.warning("no input given: restoring the built-in demo clip (%s)", demo_in)
+            jobs = [Job(demo_in, Path(DEMO_NAME))]
+        tasks, skipped = out.plan(jobs, results, pipeline.output_names(), base_seed, bool(bit_depth or dithered))
+        device_used = pipeline.device
+        if tasks:
+            run = executor.run if executor is not None else _run_here
+            out.progress(tasks, enabled=progress)
+            run(pipeline, tasks, out.record, out.stage)
+        out.finish(device_used)
+        return BatchReport(out.results, device_used or "cpu", out.manifest_path, out.manifest_error, skipped)
+
+
+def _run_here(pipeline, tasks: list[FileTask], record, on_stage) -> None:
+    """The default executor: every file in this process, one after the other."""
+    for task in tasks:
+        record(process_file(pipeline, task, on_stage=on_stage))
 
 
 def environment_info() -> dict[str, Any]:
@@ -239,25 +281,3 @@ def environment_info() -> dict[str, Any]:
     }
 
 
-def write_manifest(outdir: Path, pipeline, device: str, bits: int, fmt: str, seed, results,
-                   depth: dict[str, Any] | None = None) -> Path:
-    """Write OUTDIR/manifest.json atomically.
-
-    `output.bit_depth` is the run's depth; `depth` adds the float-input exception when it applied
-    (`float_input_bit_depth`, `bit_depth_reason`); each file's `output_bit_depth` is what it got.
-    """
-    data = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "pipeline": pipeline.spec or {"name": pipeline.name, "stages": [n.stage.id for n in pipeline.nodes]},
-        "device": device,
-        "output": {"format": fmt, "bit_depth": bits, "seed": pipeline.seed if seed is None else seed, **(depth or {})},
-        "environment": environment_info(),
-        "files": [asdict(r) for r in results],
-    }
-    path = outdir / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=outdir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from restorekit import __version__
-from restorekit.cli_support import handle_errors
+from restorekit.cli_support import batch_options, handle_errors, make_executor, report_batch
 from restorekit.errors import RestorekitError
 
 log = logging.getLogger("restorekit")
@@ -97,26 +97,26 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default=None,
               help="16/24-bit PCM or 32-bit float (default: the pipeline's, else 24).")
 @click.option("--seed", type=int, default=None, help="Random seed (default: the pipeline's, else 0).")
+@batch_options
 @click.pass_context
 @handle_errors
-def run(ctx, pipeline, inputs, outdir, overrides, device, fmt, bit_depth, seed):
+def run(ctx, pipeline, inputs, outdir, overrides, device, fmt, bit_depth, seed, overwrite, workers, executor,
+        address, gpus_per_worker):
     """Run PIPELINE (a YAML file or a shipped name) on INPUTS (files or directories).
 
     With no INPUTS, restores the built-in demo clip (synthesized music, degraded the
-    way text-to-music output is). Exit status: 0 all restored, 1 some failed, 2 usage
-    or pipeline error.
+    way text-to-music output is). A rerun into the same -o skips files that are up to
+    date, so an interrupted batch resumes; files this project did not write are never
+    replaced without --overwrite. Exit status: 0 all restored, 1 some failed, 2 usage or
+    pipeline error, 130/143 interrupted (SIGINT/SIGTERM; the manifest says what is done).
     """
     from restorekit.batch import run_batch
 
+    runner = make_executor(executor, workers, address, gpus_per_worker, pipeline, overrides, device)
     report = run_batch(pipeline, list(inputs), outdir, overrides=list(overrides), device=device, fmt=fmt,
                        bit_depth=int(bit_depth) if bit_depth else None, seed=seed,
-                       progress=not ctx.obj["quiet"])
-    for failure in report.failures:
-        click.echo(f"FAILED {failure.input}: {failure.error}", err=True)
-    ok = len(report.files) - len(report.failures)
-    click.echo(f"restored {ok} of {len(report.files)} file(s) into {outdir} "
-               f"(device {report.device}; manifest: {report.manifest_path})", err=ctx.obj["quiet"])
-    sys.exit(1 if report.failures else 0)
+                       progress=not ctx.obj["quiet"], overwrite=overwrite, executor=runner)
+    report_batch(report, outdir, "restored", ctx.obj["quiet"])
 
 
 @cli.command()

@@ -49,3 +49,8 @@ def register_pipelines(register: Callable[[Path], None]) -> None:
 @hookspec
 def register_degradations(register: Callable[[Path], None]) -> None:
     """Ship degradation presets by name: call `register(path)` for each YAML file (named by its stem)."""
+
+
+@hookspec
+def register_executors(register: Callable[[type], None]) -> None:
+    """Register batch executors (worker processes, clusters) by calling `register(ExecutorClass)`."""

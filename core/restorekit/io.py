@@ -171,7 +171,29 @@ def write_audio(path: str | Path, audio: Audio, *, bit_depth: int = 24, format: 
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise AudioFileError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+        if isinstance(exc, (OSError, sf.LibsndfileError)):
+            raise AudioFileError(f"{path}: cannot write: {write_failure(exc, path.parent)}") from exc
         raise
     return path
+
+
+def write_failure(exc: BaseException, where: Path) -> str:
+    """Why a write failed, naming a full disk (libsndfile says only "System error")."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        free = None
+    if getattr(exc, "errno", None) == errno.ENOSPC or (free is not None and free < (1 << 20)):
+        return f"the disk is full ({free} bytes free in {where})"
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def audio_seconds(path: str | Path) -> float:
+    """The duration of an audio file from its header (0 when it cannot be read)."""
+    try:
+        return float(sf.info(os.fsencode(path)).duration)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
+        return 0.0

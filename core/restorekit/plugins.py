@@ -32,7 +32,7 @@ ENTRY_POINT_GROUP = "restorekit"
 STRICT_ENV = "RESTOREKIT_STRICT_PLUGINS"
 
 
-KINDS = ("stage", "metric", "model", "pipeline", "degradation")
+KINDS = ("stage", "metric", "model", "pipeline", "degradation", "executor")
 BUILTIN_DISTRIBUTION = "restorekit"
 
 
@@ -155,7 +155,8 @@ class Registry:
                                  ("metric", check_metric_class, lambda c: c.id),
                                  ("model", check_model_spec, lambda c: c.name),
                                  ("pipeline", check_pipeline_file, lambda p: p.stem),
-                                 ("degradation", check_pipeline_file, lambda p: p.stem)):
+                                 ("degradation", check_pipeline_file, lambda p: p.stem),
+                                 ("executor", _check_executor, lambda c: c.name)):
             self.tables.setdefault(kind, Table(kind, check, key))
         self.pipelines.siblings, self.degradations.siblings = [self.degradations], [self.pipelines]  # one namespace
 
@@ -289,7 +290,14 @@ def load_registry(strict: bool | None = None) -> Registry:
 
 
 REGISTER_HOOKS = {"stage": "register_stages", "metric": "register_metrics", "model": "register_models",
-                  "pipeline": "register_pipelines", "degradation": "register_degradations"}
+                  "pipeline": "register_pipelines", "degradation": "register_degradations",
+                  "executor": "register_executors"}
+
+
+def _check_executor(cls: Any) -> list[str]:
+    from restorekit.batch import check_executor_class  # batch is torch-free at import
+
+    return check_executor_class(cls)
 
 
 def _info_for(registry: Registry, by_name: dict[str, PluginInfo], impl: pluggy.HookImpl) -> PluginInfo:

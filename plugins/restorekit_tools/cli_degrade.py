@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
+
+from restorekit.cli_support import batch_options, make_executor, report_batch
 
 
 def list_presets() -> list[tuple[str, Path, str]]:
@@ -39,8 +40,10 @@ def list_presets() -> list[tuple[str, Path, str]]:
               help="16/24-bit PCM or 32-bit float (default: the preset's, else 24).")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the preset's, else auto).")
 @click.option("--list", "list_only", is_flag=True, help="List the shipped presets and exit.")
+@batch_options
 @click.pass_context
-def degrade(ctx, inputs, preset, outdir, seed, overrides, fmt, bit_depth, device, list_only):
+def degrade(ctx, inputs, preset, outdir, seed, overrides, fmt, bit_depth, device, list_only, overwrite, workers,
+            executor, address, gpus_per_worker):
     """Degrade INPUTS (files or directories) with a preset, to test or train restoration.
 
     \b
@@ -53,10 +56,11 @@ def degrade(ctx, inputs, preset, outdir, seed, overrides, fmt, bit_depth, device
     """
     from restorekit.cli_support import handle_errors
 
-    handle_errors(_degrade)(ctx, inputs, preset, outdir, seed, overrides, fmt, bit_depth, device, list_only)
+    handle_errors(_degrade)(ctx, inputs, preset, outdir, seed, overrides, fmt, bit_depth, device, list_only,
+                            overwrite, (executor, workers, address, gpus_per_worker))
 
 
-def _degrade(ctx, inputs, preset, outdir, seed, overrides, fmt, bit_depth, device, list_only):
+def _degrade(ctx, inputs, preset, outdir, seed, overrides, fmt, bit_depth, device, list_only, overwrite, spread):
     from restorekit.errors import UsageError
 
     if list_only:
@@ -75,11 +79,9 @@ def _degrade(ctx, inputs, preset, outdir, seed, overrides, fmt, bit_depth, devic
     from restorekit.pipeline import find_degradation
 
     quiet = (ctx.obj or {}).get("quiet", False)
-    report = run_batch(find_degradation(preset), list(inputs), outdir, overrides=list(overrides), device=device,
-                       fmt=fmt, bit_depth=int(bit_depth) if bit_depth else None, seed=seed, progress=not quiet)
-    for failure in report.failures:
-        click.echo(f"FAILED {failure.input}: {failure.error}", err=True)
-    ok = len(report.files) - len(report.failures)
-    click.echo(f"degraded {ok} of {len(report.files)} file(s) with {preset} into {outdir} "
-               f"(manifest: {report.manifest_path})", err=quiet)
-    sys.exit(1 if report.failures else 0)
+    path = find_degradation(preset)
+    runner = make_executor(*spread, path, overrides, device)
+    report = run_batch(path, list(inputs), outdir, overrides=list(overrides), device=device, fmt=fmt,
+                       bit_depth=int(bit_depth) if bit_depth else None, seed=seed, progress=not quiet,
+                       overwrite=overwrite, executor=runner)
+    report_batch(report, outdir, f"degraded with {preset}:", quiet)

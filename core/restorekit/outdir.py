@@ -1,0 +1,278 @@
+"""An output directory a batch owns while it runs: lock, stale temporaries, merged manifest, resume, signals.
+
+One run at a time per directory (an OS lock; a second run is a usage error). Files this
+project did not write are never replaced without `overwrite`. The manifest merges every
+run's entries and is rewritten atomically after each file, also after SIGINT or SIGTERM
+(the run is then marked interrupted and `Interrupted` raised), so a `kill -9` at any
+moment leaves a valid manifest; the next run removes the temporaries it left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from restorekit.errors import AudioFileError, UsageError
+from restorekit.hashing import sha256_file
+from restorekit.io import write_failure
+
+log = logging.getLogger("restorekit")
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".restorekit.lock"
+STALE = re.compile(r"^\..+\.\w{8}\.part$|^\.manifest\.\w{8}$")  # write_audio's and the manifest's temporaries
+
+
+class Interrupted(BaseException):
+    """The run was stopped by SIGINT or SIGTERM; `exit_code` is 128 + the signal number."""
+
+    def __init__(self, signum: int, done: int, total: int, manifest: Path | None) -> None:
+        self.signum, self.exit_code = signum, 128 + signum
+        super().__init__(f"interrupted ({signal.Signals(signum).name}) after {done} of {total} file(s); "
+                         f"run the same command again to do the rest (manifest: {manifest})")
+
+
+def settings_key(pipeline, fmt: str, bits: int, seed: int) -> str:
+    """A digest of what decides an output: the resolved pipeline (with overrides), format, depth, seed, version."""
+    from restorekit import __version__
+
+    spec = {k: v for k, v in (pipeline.spec or {"stages": repr(pipeline.nodes)}).items() if k != "source"}
+    text = json.dumps({"pipeline": spec, "format": fmt, "bit_depth": bits, "seed": seed, "restorekit": __version__},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class OutputDir:
+    """Use as a context manager around one batch run (see the module docstring)."""
+
+    def __init__(self, path: Path, pipeline, *, fmt: str, bits: int, seed: int, overwrite: bool = False) -> None:
+        self.path, self.pipeline, self.fmt, self.bits, self.seed = Path(path), pipeline, fmt, bits, seed
+        self.overwrite, self.key = overwrite, settings_key(pipeline, fmt, bits, seed)
+        self.manifest_path: Path = self.path / MANIFEST_NAME
+        self.manifest_error: str | None = None
+        self.results: list = []
+        self.previous: list[dict] = []
+        self.runs: list[dict] = []
+        self.total = 0
+        self.status = "running"
+        self.device: str | None = None
+        self._bar = None
+
+    # -- entering and leaving ---------------------------------------------------------------
+    def __enter__(self) -> OutputDir:
+        self._take_lock()
+        self._remove_stale()
+        self._read_manifest()
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self._old_term = signal.signal(signal.SIGTERM, self._on_term) if _main_thread() else None
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if self._old_term is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
+        if self._bar is not None:
+            self._bar.close()
+        try:
+            if kind is not None and issubclass(kind, (KeyboardInterrupt, Interrupted)):
+                self.status = "interrupted"
+                self._write()
+                signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+                done = sum(r.status != "pending" for r in self.results)
+                raise Interrupted(signum, done, self.total, self.manifest_path) from None
+        finally:
+            Path(self._lock.name).unlink(missing_ok=True)  # still held: a waiting run re-checks the inode
+            self._lock.close()
+
+    def _take_lock(self) -> None:
+        """An exclusive lock on OUTDIR/.restorekit.lock, removed at the end; a second run is refused."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            fcntl = None
+        path = self.path / LOCK_NAME
+        while True:
+            self._lock = open(path, "a+")  # noqa: SIM115 - held for the whole run
+            if fcntl is None:
+                break
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self._lock.seek(0)
+                holder = self._lock.read().strip() or "another process"
+                self._lock.close()
+                raise UsageError(f"another restorekit run ({holder}) is writing to {self.path}; wait for it to "
+                                 "finish or choose another -o") from None
+            try:
+                if os.stat(path).st_ino == os.fstat(self._lock.fileno()).st_ino:
+                    break  # the file we locked is still the lock (its holder may have removed it meanwhile)
+            except FileNotFoundError:
+                pass
+            self._lock.close()
+        self._lock.seek(0), self._lock.truncate(), self._lock.write(f"pid {os.getpid()}"), self._lock.flush()
+
+    def _on_term(self, signum, frame) -> None:
+        raise Interrupted(signum, 0, 0, None)
+
+    def _remove_stale(self) -> None:
+        for p in self.path.rglob(".*"):
+            if p.is_file() and STALE.match(p.name):
+                p.unlink(missing_ok=True)
+                log.info("removed %s, left by an interrupted run", p)
+
+    def _read_manifest(self) -> None:
+        if not self.manifest_path.exists():
+            return
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            ours = isinstance(data, dict) and isinstance(data.get("files"), list) and "pipeline" in data
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            if not self.overwrite:
+                raise UsageError(f"{self.manifest_path} exists and is not a restorekit manifest; it would be "
+                                 "replaced: move it, choose another -o, or pass --overwrite")
+            return
+        self.previous = [f for f in data["files"] if isinstance(f, dict)]
+        self.runs = [r for r in data.get("runs", []) if isinstance(r, dict)]
+
+    # -- planning -----------------------------------------------------------------------
+    def plan(self, jobs, failures, names, base_seed: int, depth_is_set: bool):
+        """(tasks to run, count of up-to-date files skipped); refuses, before any work, to replace files
+        this project did not write."""
+        from restorekit.batch import FileResult, FileTask, file_seed, output_paths
+
+        by_output = {o: f for f in self.previous for o in f.get("outputs") or []}
+        inputs = {j.source.resolve() for j in jobs}
+        root, claimed, foreign, tasks, skipped = self.path.resolve(), {}, [], [], 0
+        self.results = list(failures)
+        for job in jobs:
+            targets = [str(t) for t in output_paths(job.relative, self.path, names, self.fmt)]
+            result = FileResult(str(job.source))
+            try:
+                for t in map(Path, targets):
+                    tr = t.resolve()
+                    if tr in inputs:
+                        raise AudioFileError(f"refusing to write {t}: it is an input file; choose another -o")
+                    if not tr.is_relative_to(root):
+                        raise AudioFileError(f"refusing to write {t}: outside the output directory")
+                    if tr in claimed:
+                        raise AudioFileError(f"{t} is also the output of {claimed[tr]}; rename one input")
+                    claimed[tr] = str(job.source)
+                digest = sha256_file(job.source)
+            except (AudioFileError, OSError) as exc:
+                result.status, result.error = "failed", str(exc) if isinstance(exc, AudioFileError) else f"{exc}"
+                self.results.append(result)
+                continue
+            entries = [by_output.get(t) for t in targets]
+            if all(e is not None and e.get("settings") == self.key and e.get("input_sha256") == digest
+                   and e.get("status") == "ok" for e in entries) and all(Path(t).is_file() for t in targets):
+                self.results.append(_result_from(entries[0], FileResult))  # up to date: skipped
+                skipped += 1
+                continue
+            foreign += [t for t, e in zip(targets, entries) if e is None and Path(t).exists()]
+            result.input_sha256 = digest
+            self.results.append(result)
+            tasks.append(FileTask(str(job.source), job.relative.as_posix(), tuple(targets),
+                                  file_seed(base_seed, job.relative), self.fmt, self.bits, depth_is_set, digest))
+        if foreign and not self.overwrite:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise UsageError(f"refusing to replace {len(foreign)} file(s) this project did not write (no entry in "
+                             f"{self.manifest_path.name}): {shown}; move them, choose another -o, or pass --overwrite")
+        self.total = len(tasks)
+        if skipped:
+            log.warning("%d file(s) already up to date in %s: skipped (--overwrite redoes them)", skipped, self.path)
+        self._write()
+        return tasks, skipped
+
+    # -- while it runs -------------------------------------------------------------------
+    def progress(self, tasks, enabled: bool) -> None:
+        """One bar over the seconds of audio on a terminal; a line per file on stderr otherwise; nothing if not enabled."""
+        from restorekit.io import audio_seconds
+
+        self.enabled, self.tty = enabled, enabled and sys.stderr.isatty()
+        self.seconds = {t.source: audio_seconds(t.source) for t in tasks} if enabled else {}
+        if self.tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=round(sum(self.seconds.values()), 1), unit="s", desc="audio", leave=False,
+                             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]{postfix}")
+
+    def stage(self, name: str) -> None:
+        """The running stage of the current file (the executors' `on_stage` callback)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(name)
+
+    def record(self, result) -> None:
+        """Take one finished file: into the results, the manifest (atomically, now) and the progress."""
+        for i, r in enumerate(self.results):
+            if r.input == result.input and r.status == "pending" and r.input_sha256 == result.input_sha256:
+                result.settings = self.key if result.status == "ok" else None
+                self.results[i] = result
+                break
+        self._write()
+        seconds = self.seconds.get(result.input, 0.0) if getattr(self, "enabled", False) else 0.0
+        if self._bar is not None:
+            self._bar.update(round(seconds, 1))
+            self._bar.set_postfix_str(Path(result.input).name)
+        elif getattr(self, "enabled", False):
+            self.done = getattr(self, "done", 0) + 1
+            took = sum(result.timings_s.values())
+            print(f"[{self.done}/{self.total}] {result.status} {result.input}: {seconds:.1f} s of audio in {took:.1f} s"
+                  + (f" ({result.error})" if result.error else ""), file=sys.stderr, flush=True)
+
+    def finish(self, device: str | None) -> None:
+        self.device, self.status = device, "complete"
+        self._write()
+        if self.manifest_error:
+            log.error("%s", self.manifest_error)
+
+    # -- the manifest ---------------------------------------------------------------------
+    def _write(self) -> None:
+        from restorekit.batch import environment_info
+
+        mine = {r.input for r in self.results}
+        files = [f for f in self.previous if f.get("input") not in mine] + [asdict(r) for r in self.results]
+        run = {"started": self.started, "status": self.status, "settings": self.key, "files": len(self.results)}
+        data = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pipeline": self.pipeline.spec or {"name": self.pipeline.name},
+            "device": self.device, "status": self.status, "settings": self.key,
+            "output": {"format": self.fmt, "bit_depth": self.bits, "seed": self.seed},
+            "environment": self._environment if hasattr(self, "_environment") else environment_info(),
+            "runs": [*self.runs, run], "files": files,
+        }
+        self._environment = data["environment"]
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=self.path)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(data, f, indent=2)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, self.manifest_path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            self.manifest_error = None
+        except OSError as exc:
+            self.manifest_error = f"cannot write {self.manifest_path}: {write_failure(exc, self.path)}"
+
+
+def _result_from(entry: dict, cls):
+    names = {f.name for f in fields(cls)}
+    result = cls(**{k: v for k, v in entry.items() if k in names})
+    result.status = "skipped"
+    return result
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

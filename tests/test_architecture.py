@@ -10,7 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"restorekit": ROOT / "core" / "restorekit", "restorekit_tools": ROOT / "plugins" / "restorekit_tools",
             "restorekit_plugins": ROOT / "plugins" / "restorekit_plugins"}
-CORE_LINE_BUDGET = 3500
+# Issue 13 brought the core to 3,478 lines (target: under 3,500). Issue 14 then added batch safety to the
+# batch, which the core keeps: locking, resume, signals and the merged manifest (outdir.py), the executor
+# contract and the CLI's batch options. The budget stops tooling from creeping back in.
+CORE_LINE_BUDGET = 3900
 
 
 def modules() -> dict[str, Path]:

@@ -671,3 +671,52 @@ def test_register_commands_cannot_replace_a_builtin_command(site, tmp_path):
            "(rename it)" in lines[at + 1:at + 4]
     assert "    conflict: command 'run' is already provided by restorekit itself; this one was refused " \
            "(rename it)" in lines[at + 1:at + 4]
+
+
+EXECUTORS = """\
+from restorekit.executor import Executor
+from restorekit.hookspecs import hookimpl
+
+class Inline(Executor):
+    name = "rktest_inline"
+    summary = "Runs every file here, in reverse order (order must not matter)."
+
+    def run(self, pipeline, tasks, record, on_stage):
+        from restorekit.batch import process_file
+
+        pipeline.prepare()
+        for task in reversed(tasks):
+            record(process_file(pipeline, task, on_stage=on_stage))
+
+class Nameless(Executor):
+    summary = "No name: reported, not registered."
+
+@hookimpl
+def register_executors(register):
+    register(Inline)
+    register(Nameless)
+"""
+
+
+@pytest.mark.slow  # starts restorekit subprocesses
+def test_register_executors_through_an_entry_point(site, tmp_path):
+    make_dist(site, "rktest-exec", {"rkexec": "rktest_exec"}, {"rktest_exec": EXECUTORS})
+    registry = load_registry()
+    assert registry.tables["executor"]["rktest_inline"].__name__ == "Inline"
+    info = next(p for p in registry.plugins if p.name == "rkexec")
+    assert info.provided["executor"] == ["rktest_inline"] and "Nameless.name '' must be" in info.error
+    clips = [tmp_path / "in" / f"{i}.wav" for i in range(3)]
+    clips[0].parent.mkdir()
+    for i, clip in enumerate(clips):
+        write_tone(clip, seconds=0.2 + 0.1 * i)
+    pipe = tmp_path / "gain.yaml"
+    pipe.write_text("stages:\n  - use: util.gain\n    with: {gain_db: -6}\n")
+    ran = run_cli("run", str(pipe), str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--executor", "rktest_inline",
+                  path=[site], cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    here = run_cli("run", str(pipe), str(tmp_path / "in"), "-o", str(tmp_path / "here"), path=[site], cwd=tmp_path)
+    assert here.returncode == 0
+    for clip in clips:
+        assert (tmp_path / "out" / clip.name).read_bytes() == (tmp_path / "here" / clip.name).read_bytes()
+    unknown = run_cli("run", str(pipe), str(clips[0]), "--executor", "nosuch", path=[site], cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown executor 'nosuch'; known: " in unknown.stderr

@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
-import platform
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
 
 from restorekit.errors import UsageError, describe_failure
 from restorekit.io import READ_EXTENSIONS, find_audio_files, is_float_file, read_audio, write_audio
+from restorekit.executor import Executor  # noqa: F401 (re-exported: the contract executors subclass)
+from restorekit.outdir import FileResult, FileTask, OutputDir, file_seed, output_paths  # noqa: F401 (re-exported)
 
 log = logging.getLogger("restorekit")
 DEMO_NAME = "demo"
 MANIFEST_NAME = "manifest.json"
 FLOAT_BITS = 32
-
-
-@dataclass
-class FileResult:
-    input: str
-    outputs: list[str] = field(default_factory=list)
-    status: str = "pending"
-    error: str | None = None
-    input_sha256: str | None = None
-    input_sample_rate: int | None = None
-    input_channels: int | None = None
-    duration_s: float | None = None
-    timings_s: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    output_bit_depth: int | None = None
-    settings: str | None = None  #: which pipeline, settings and version made the outputs (resume checks it)
 
 
 @dataclass
@@ -80,16 +62,6 @@ def collect_jobs(inputs: list[Path], exclude: Path | None = None) -> tuple[list[
     return jobs, missing
 
 
-def file_seed(base_seed: int, relative: Path) -> int:
-    """A seed for one file: the run seed mixed with the file's relative path.
-
-    Each file gets its own random draws (a random degradation differs per clip), yet the
-    same file in the same run always gets the same ones, whatever else is in the batch.
-    """
-    digest = hashlib.sha256(f"{base_seed}:".encode() + os.fsencode(relative.as_posix())).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
 def check_output_dir(outdir: Path) -> None:
     """Create OUTDIR and prove it is writable, before any audio is processed."""
     try:
@@ -98,25 +70,6 @@ def check_output_dir(outdir: Path) -> None:
             pass
     except OSError as exc:
         raise UsageError(f"cannot write to output directory {outdir}: {exc.strerror or exc}") from exc
-
-
-def output_paths(job_relative: Path, outdir: Path, names: tuple[str, ...] | None, fmt: str) -> list[Path]:
-    suffixes = [f".{fmt}"] if names is None else [f".{n}.{fmt}" for n in names]
-    return [outdir / job_relative.parent / (job_relative.name + s) for s in suffixes]
-
-
-@dataclass(frozen=True)
-class FileTask:
-    """What one worker needs to restore one file (picklable, for worker processes and Ray)."""
-
-    source: str
-    relative: str
-    targets: tuple[str, ...]
-    seed: int
-    fmt: str
-    bits: int
-    depth_is_set: bool
-    input_sha256: str
 
 
 def process_file(pipeline, task: FileTask, on_stage=None) -> FileResult:
@@ -166,38 +119,6 @@ def process_file(pipeline, task: FileTask, on_stage=None) -> FileResult:
     return result
 
 
-class Executor:
-    """Runs a batch's files elsewhere: worker processes, a cluster. Subclass it and register the class
-    with the `register_executors` hook; `restorekit run --executor NAME` (or `--workers N`) picks it.
-
-    The instance gets how to rebuild the pipeline where it runs (`pipeline_ref`, a YAML path,
-    `overrides`, `device`) and the options; `run` must call `record(FileResult)` in this
-    process for every task, in any order, from `process_file(pipeline, task)` run anywhere
-    with the pipeline loaded once per worker. Results are bit-identical to a serial run
-    because every task carries its own seed.
-    """
-
-    name: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
-
-    def __init__(self, *, pipeline_ref: str, overrides: list[str], device: str | None, workers: int = 1,
-                 address: str | None = None, gpus_per_worker: float = 0.0) -> None:
-        self.pipeline_ref, self.overrides, self.device = pipeline_ref, overrides, device
-        self.workers, self.address, self.gpus_per_worker = workers, address, gpus_per_worker
-
-    def run(self, pipeline, tasks: list[FileTask], record, on_stage) -> None:
-        raise NotImplementedError(f"{type(self).__name__}.run")
-
-
-def check_executor_class(cls) -> list[str]:
-    """Reasons a class is not a valid executor (empty when it is)."""
-    if not (isinstance(cls, type) and issubclass(cls, Executor)):
-        return [f"{cls!r} is not a subclass of restorekit.batch.Executor"]
-    if not (isinstance(cls.name, str) and cls.name.replace("_", "").isalnum() and cls.name.islower()):
-        return [f"{cls.__name__}.name {cls.name!r} must be a short lowercase name"]
-    return [] if cls.summary and "\n" not in cls.summary else [f"{cls.__name__}.summary must be one line"]
-
-
 def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None, device=None, fmt="wav",
               bit_depth=None, seed=None, progress=True, overwrite=False, executor: Executor | None = None
               ) -> BatchReport:
@@ -211,7 +132,6 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
     `executor` (from `register_executors`, e.g. worker processes or Ray) runs the files;
     None runs them here, one after the other.
     """
-    from restorekit.outdir import OutputDir
     from restorekit.pipeline import load_pipeline
 
     pipeline = load_pipeline(pipeline_ref, overrides, device=device)  # the device is given here, once
@@ -252,32 +172,3 @@ def _run_here(pipeline, tasks: list[FileTask], record, on_stage) -> None:
     """The default executor: every file in this process, one after the other."""
     for task in tasks:
         record(process_file(pipeline, task, on_stage=on_stage))
-
-
-def environment_info() -> dict[str, Any]:
-    from importlib import metadata
-
-    import torch
-
-    from restorekit import __version__
-    from restorekit.plugins import get_registry
-
-    versions = {}
-    for name in ("torch", "numpy", "scipy", "soundfile", "soxr", "pydantic"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return {
-        "restorekit": __version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": versions,
-        "cuda": torch.version.cuda,
-        "plugins": [
-            {"name": p.name, "distribution": p.distribution, "version": p.version, "error": p.error}
-            for p in get_registry().plugins
-        ],
-    }
-
-

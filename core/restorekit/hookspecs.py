@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from pathlib import Path
 
+    from restorekit.executor import Executor
     from restorekit.metrics import Metric
     from restorekit.stage import Stage
     from restorekit.training.spec import ModelSpec
@@ -52,5 +53,5 @@ def register_degradations(register: Callable[[Path], None]) -> None:
 
 
 @hookspec
-def register_executors(register: Callable[[type], None]) -> None:
+def register_executors(register: Callable[[type[Executor]], None]) -> None:
     """Register batch executors (worker processes, clusters) by calling `register(ExecutorClass)`."""

@@ -18,8 +18,10 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict, fields
+import platform
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from restorekit.errors import AudioFileError, UsageError
 from restorekit.hashing import sha256_file
@@ -29,6 +31,78 @@ log = logging.getLogger("restorekit")
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".restorekit.lock"
 STALE = re.compile(r"^\..+\.\w{8}\.part$|^\.manifest\.\w{8}$")  # write_audio's and the manifest's temporaries
+
+
+@dataclass
+class FileResult:
+    input: str
+    outputs: list[str] = field(default_factory=list)
+    status: str = "pending"
+    error: str | None = None
+    input_sha256: str | None = None
+    input_sample_rate: int | None = None
+    input_channels: int | None = None
+    duration_s: float | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    output_bit_depth: int | None = None
+    settings: str | None = None  #: which pipeline, settings and version made the outputs (resume checks it)
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """What one worker needs to restore one file (picklable, for worker processes and Ray)."""
+
+    source: str
+    relative: str
+    targets: tuple[str, ...]
+    seed: int
+    fmt: str
+    bits: int
+    depth_is_set: bool
+    input_sha256: str
+
+
+def file_seed(base_seed: int, relative: Path) -> int:
+    """A seed for one file: the run seed mixed with the file's relative path.
+
+    Each file gets its own random draws (a random degradation differs per clip), yet the
+    same file in the same run always gets the same ones, whatever else is in the batch.
+    """
+    digest = hashlib.sha256(f"{base_seed}:".encode() + os.fsencode(relative.as_posix())).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def output_paths(job_relative: Path, outdir: Path, names: tuple[str, ...] | None, fmt: str) -> list[Path]:
+    suffixes = [f".{fmt}"] if names is None else [f".{n}.{fmt}" for n in names]
+    return [outdir / job_relative.parent / (job_relative.name + s) for s in suffixes]
+
+
+def environment_info() -> dict[str, Any]:
+    from importlib import metadata
+
+    import torch
+
+    from restorekit import __version__
+    from restorekit.plugins import get_registry
+
+    versions = {}
+    for name in ("torch", "numpy", "scipy", "soundfile", "soxr", "pydantic"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "restorekit": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "cuda": torch.version.cuda,
+        "plugins": [
+            {"name": p.name, "distribution": p.distribution, "version": p.version, "error": p.error}
+            for p in get_registry().plugins
+        ],
+    }
 
 
 class Interrupted(BaseException):
@@ -147,8 +221,6 @@ class OutputDir:
     def plan(self, jobs, failures, names, base_seed: int, depth_is_set: bool):
         """(tasks to run, count of up-to-date files skipped); refuses, before any work, to replace files
         this project did not write."""
-        from restorekit.batch import FileResult, FileTask, file_seed, output_paths
-
         by_output = {o: f for f in self.previous for o in f.get("outputs") or []}
         inputs = {j.source.resolve() for j in jobs}
         root, claimed, foreign, tasks, skipped = self.path.resolve(), {}, [], [], 0
@@ -173,7 +245,7 @@ class OutputDir:
                 continue
             entries = [by_output.get(t) for t in targets]
             if all(e is not None and e.get("settings") == self.key and e.get("input_sha256") == digest
-                   and e.get("status") == "ok" for e in entries) and all(Path(t).is_file() for t in targets):
+                   and e.get("status") in ("ok", "skipped") for e in entries) and all(Path(t).is_file() for t in targets):
                 self.results.append(_result_from(entries[0], FileResult))  # up to date: skipped
                 skipped += 1
                 continue
@@ -236,8 +308,6 @@ class OutputDir:
 
     # -- the manifest ---------------------------------------------------------------------
     def _write(self) -> None:
-        from restorekit.batch import environment_info
-
         mine = {r.input for r in self.results}
         files = [f for f in self.previous if f.get("input") not in mine] + [asdict(r) for r in self.results]
         run = {"started": self.started, "status": self.status, "settings": self.key, "files": len(self.results)}

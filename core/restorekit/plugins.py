@@ -295,7 +295,7 @@ REGISTER_HOOKS = {"stage": "register_stages", "metric": "register_metrics", "mod
 
 
 def _check_executor(cls: Any) -> list[str]:
-    from restorekit.batch import check_executor_class  # batch is torch-free at import
+    from restorekit.executor import check_executor_class
 
     return check_executor_class(cls)
 

@@ -25,3 +25,11 @@ def register_commands(cli: click.Group) -> None:
 
     for command in (compare, degrade, metrics, train_command):
         cli.add_command(command)
+
+
+@hookimpl
+def register_executors(register) -> None:
+    from restorekit_tools.executors import ProcessesExecutor, RayExecutor
+
+    register(ProcessesExecutor)
+    register(RayExecutor)

@@ -1,0 +1,41 @@
+"""The executor contract: where a batch's files run when not one after the other in this process.
+
+Executors register through the `register_executors` hook (the tooling plugin ships
+`processes` and `ray`); `restorekit run --workers N` or `--executor NAME` picks one.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class Executor:
+    """Runs a batch's files elsewhere: worker processes, a cluster. Subclass it and register the class
+    with the `register_executors` hook; `restorekit run --executor NAME` (or `--workers N`) picks it.
+
+    The instance gets how to rebuild the pipeline where it runs (`pipeline_ref`, a YAML path,
+    `overrides`, `device`) and the options; `run` must call `record(FileResult)` in this
+    process for every task, in any order, from `restorekit.batch.process_file(pipeline, task)` run anywhere
+    with the pipeline loaded once per worker. Results are bit-identical to a serial run
+    because every task carries its own seed.
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+
+    def __init__(self, *, pipeline_ref: str, overrides: list[str], device: str | None, workers: int = 1,
+                 address: str | None = None, gpus_per_worker: float = 0.0) -> None:
+        self.pipeline_ref, self.overrides, self.device = pipeline_ref, overrides, device
+        self.workers, self.address, self.gpus_per_worker = workers, address, gpus_per_worker
+
+    def run(self, pipeline, tasks: list, record, on_stage) -> None:
+        raise NotImplementedError(f"{type(self).__name__}.run")
+
+
+def check_executor_class(cls) -> list[str]:
+    """Reasons a class is not a valid executor (empty when it is)."""
+    if not (isinstance(cls, type) and issubclass(cls, Executor)):
+        return [f"{cls!r} is not a subclass of restorekit.executor.Executor"]
+    if not (isinstance(cls.name, str) and cls.name.replace("_", "").isalnum() and cls.name.islower()):
+        return [f"{cls.__name__}.name {cls.name!r} must be a short lowercase name"]
+    return [] if cls.summary and "\n" not in cls.summary else [f"{cls.__name__}.summary must be one line"]

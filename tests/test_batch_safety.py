@@ -265,7 +265,12 @@ def test_progress_on_a_terminal_is_one_bar_in_seconds_of_audio(tmp_path, gain):
 
     for i in range(3):
         write(tmp_path / "in" / f"{i}.wav", seconds=2.0)
+    import fcntl
+    import struct
+    import termios
+
     leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a real terminal has a size
     proc = subprocess.Popen([sys.executable, "-m", "restorekit", "run", str(gain), "in", "-o", "out"], cwd=tmp_path,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower)
     os.close(follower)

@@ -307,6 +307,16 @@ class OutputDir:
             log.error("%s", self.manifest_error)
 
     # -- the manifest ---------------------------------------------------------------------
+    def _float_note(self) -> dict[str, Any]:
+        """The exception to `bit_depth` when float inputs above full scale were kept float."""
+        floats = [Path(r.input).name for r in self.results if r.output_bit_depth == 32 != self.bits]
+        if not floats:
+            return {}
+        return {"float_input_bit_depth": 32,
+                "bit_depth_reason": (f"{self.bits}-bit PCM by default (no --bit-depth, pipeline bit_depth or dither "
+                                     f"stage sets the depth); {len(floats)} float input(s) peaking above full scale "
+                                     f"written as 32-bit float so their level is not clipped: {', '.join(floats)}")}
+
     def _write(self) -> None:
         mine = {r.input for r in self.results}
         files = [f for f in self.previous if f.get("input") not in mine] + [asdict(r) for r in self.results]
@@ -315,7 +325,7 @@ class OutputDir:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "pipeline": self.pipeline.spec or {"name": self.pipeline.name},
             "device": self.device, "status": self.status, "settings": self.key,
-            "output": {"format": self.fmt, "bit_depth": self.bits, "seed": self.seed},
+            "output": {"format": self.fmt, "bit_depth": self.bits, "seed": self.seed, **self._float_note()},
             "environment": self._environment if hasattr(self, "_environment") else environment_info(),
             "runs": [*self.runs, run], "files": files,
         }

@@ -145,6 +145,36 @@ def test_workers_spread_over_visible_gpus_only_for_plain_cuda():
     assert worker_device("cpu", 5, 2) == "cpu"
 
 
+def test_outputs_land_in_the_driver_so_a_worker_outliving_it_leaves_no_unlisted_output(tmp_path, monkeypatch):
+    """A worker writes into a hidden staging folder; the driver moves the file into place when it records
+    the result. What a killed driver's worker finished later is removed by the next run."""
+    from restorekit.batch import FileResult, FileTask
+    from restorekit_tools.executors import Staging
+
+    monkeypatch.chdir(tmp_path)
+    task = FileTask("in/a.wav", "sub/a", ("out/sub/a.wav",), 1, "wav", 24, False, "0" * 64)
+    first = Staging([task])
+    staged = Path(first.task(task).targets[0])
+    assert staged.parent.name.startswith(".restorekit-pending-") and staged.name == "a.wav"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"finished after the driver was killed")
+    Staging([task])  # the next run
+    assert not staged.exists() and not list(tmp_path.rglob("*.wav"))
+
+    second = Staging([task])
+    moved = Path(second.task(task).targets[0])
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes(b"audio")
+    result = FileResult(str(tmp_path / "in" / "a.wav"), outputs=[str(tmp_path / moved)], status="ok",
+                        notes=[f"{tmp_path / moved}: a note naming the staged path"])
+    landed = second.land(task, result)
+    assert (landed.input, landed.outputs) == ("in/a.wav", ["out/sub/a.wav"])
+    assert landed.notes == ["out/sub/a.wav: a note naming the staged path"]
+    assert Path("out/sub/a.wav").read_bytes() == b"audio"
+    second.clean()
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")] == ["out", "out/sub", "out/sub/a.wav"]
+
+
 def test_both_executors_are_registered_without_importing_torch_or_ray():
     code = ("import sys\nfrom restorekit.plugins import get_registry\n"
             "print(sorted(get_registry().tables['executor']), 'torch' in sys.modules, 'ray' in sys.modules)")
@@ -225,6 +255,7 @@ def test_an_interrupted_batch_with_workers_stops_promptly_and_resumes_bit_identi
     done = sum(f["status"] == "ok" for f in manifest(tmp_path / "out")["files"])
     assert 2 <= done < 6
     _assert_gone(workers)
+    assert not list((tmp_path / "out").rglob(".restorekit-pending-*"))  # a file cut off leaves nothing
     if how == "SIGTERM":
         return  # the rerun is the same after either signal: checked once
 
@@ -274,7 +305,8 @@ def _state(pid: int) -> str:
 def ray_session():
     """One local Ray for the module (2 CPUs), shut down at its end; the executor reuses it."""
     ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'restorekit[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, logging_level="ERROR")
+    # "local": a Ray of our own, even where `ray start` registered (or left behind) a cluster on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, logging_level="ERROR")
     yield ray
     ray.shutdown()
 
@@ -288,15 +320,20 @@ def test_ray_gives_the_serial_outputs_and_manifest_bit_for_bit(batch, ray_sessio
     assert ray_session.is_initialized()  # a Ray this process started before is left running
 
 
-def test_ray_a_failing_file_and_a_broken_pipeline(batch, ray_session, tmp_path):
+def test_ray_a_failing_file_relative_paths_and_a_broken_pipeline(batch, ray_session, tmp_path, monkeypatch):
     src = tmp_path / "in"
     write_inputs(src, count=2)
     (src / "broken.wav").write_text("not audio")
-    result = invoke("run", batch / "random.yaml", src, "-o", tmp_path / "out", "--executor", "ray")
+    monkeypatch.chdir(tmp_path)  # relative paths: the actors get absolute ones, the manifest keeps these
+    result = invoke("run", batch / "random.yaml", "in", "-o", "out", "--executor", "ray")
     assert result.exit_code == 1
     failed = [line for line in result.stderr.splitlines() if line.startswith("FAILED")]
-    assert len(failed) == 1
-    assert failed[0].startswith(f"FAILED {src / 'broken.wav'}: {src / 'broken.wav'}: not a readable audio file")
+    assert len(failed) == 1 and failed[0].startswith("FAILED in/broken.wav: in/broken.wav: not a readable audio file")
+    listed = {f["input"]: f["outputs"] for f in manifest(tmp_path / "out")["files"]}
+    assert listed == {"in/take0.wav": ["out/take0.wav"], "in/sub/take1.wav": ["out/sub/take1.wav"],
+                      "in/broken.wav": []}
+    assert outputs(tmp_path / "out") == {k: v for k, v in outputs(batch / "serial").items() if k in (
+        "take0.wav", "sub/take1.wav")}  # the same files restored as in the serial run (same relative paths)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
     bad.with_suffix(".json").write_text("{}")

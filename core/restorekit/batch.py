@@ -137,12 +137,24 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
     pipeline = load_pipeline(pipeline_ref, overrides, device=device)  # the device is given here, once
     pipeline.resolve()  # device and availability errors come before OUTDIR is made
     results: list[FileResult] = []
+    jobs: list[Job] = []
     if inputs:
         jobs, results = collect_jobs(inputs, exclude=outdir)
         if not jobs:  # nothing to restore at all: a usage error, before any model loads
             raise UsageError("nothing to restore: " + "; ".join(f"{r.input}: {r.error}" for r in results))
     if executor is None:
         pipeline.prepare()  # models load (or fail: a pipeline error) before OUTDIR is touched
+    elif hasattr(executor, "start"):
+        executor.start()  # the workers load theirs (or fail) before OUTDIR is touched
+    try:
+        return _run_in(outdir, pipeline, jobs, results, inputs, fmt, bit_depth, seed, progress,
+                       overwrite, executor)
+    finally:
+        if executor is not None and hasattr(executor, "close"):
+            executor.close()
+
+
+def _run_in(outdir, pipeline, jobs, results, inputs, fmt, bit_depth, seed, progress, overwrite, executor):
     check_output_dir(outdir)
     dithered = pipeline.output_bit_depth()  # the pipeline's bit_depth, else its dither stage's
     bits = bit_depth or dithered or 24

@@ -10,14 +10,11 @@ from typing import ClassVar
 
 
 class Executor:
-    """Runs a batch's files elsewhere: worker processes, a cluster. Subclass it and register the class
-    with the `register_executors` hook; `restorekit run --executor NAME` (or `--workers N`) picks it.
+    """Runs a batch's files elsewhere (processes, a cluster); register the subclass with `register_executors`.
 
-    The instance gets how to rebuild the pipeline where it runs (`pipeline_ref`, a YAML path,
-    `overrides`, `device`) and the options; `run` must call `record(FileResult)` in this
-    process for every task, in any order, from `restorekit.batch.process_file(pipeline, task)` run anywhere
-    with the pipeline loaded once per worker. Results are bit-identical to a serial run
-    because every task carries its own seed.
+    It rebuilds the pipeline where it runs from `pipeline_ref`, `overrides`, `device`; `run` calls
+    `record(restorekit.batch.process_file(pipeline, task))` here for every task, in any order.
+    Optional `start()`/`close()` load the workers before the output directory is touched and end them.
     """
 
     name: ClassVar[str] = ""

@@ -1,10 +1,9 @@
 """An output directory a batch owns while it runs: lock, stale temporaries, merged manifest, resume, signals.
 
-One run at a time per directory (an OS lock; a second run is a usage error). Files this
-project did not write are never replaced without `overwrite`. The manifest merges every
-run's entries and is rewritten atomically after each file, also after SIGINT or SIGTERM
-(the run is then marked interrupted and `Interrupted` raised), so a `kill -9` at any
-moment leaves a valid manifest; the next run removes the temporaries it left.
+One run at a time per directory (an OS lock). Files this project did not write are never
+replaced without `overwrite`. The manifest merges every run's entries and is rewritten
+atomically after each file and on SIGINT/SIGTERM (marked interrupted, `Interrupted` raised),
+so a `kill -9` leaves a valid manifest; the next run removes the temporaries it left.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 import platform
 from dataclasses import asdict, dataclass, field, fields
@@ -136,6 +136,7 @@ class OutputDir:
         self.previous: list[dict] = []
         self.runs: list[dict] = []
         self.total = 0
+        self.recorded = 0  #: files finished in this run (skipped ones not counted)
         self.status = "running"
         self.device: str | None = None
         self._bar = None
@@ -146,7 +147,8 @@ class OutputDir:
         self._remove_stale()
         self._read_manifest()
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        self._old_term = signal.signal(signal.SIGTERM, self._on_term) if _main_thread() else None
+        self._old_term = (signal.signal(signal.SIGTERM, self._on_term)
+                          if threading.current_thread() is threading.main_thread() else None)
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
@@ -159,8 +161,7 @@ class OutputDir:
                 self.status = "interrupted"
                 self._write()
                 signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-                done = sum(r.status != "pending" for r in self.results)
-                raise Interrupted(signum, done, self.total, self.manifest_path) from None
+                raise Interrupted(signum, self.recorded, self.total, self.manifest_path) from None
         finally:
             Path(self._lock.name).unlink(missing_ok=True)  # still held: a waiting run re-checks the inode
             self._lock.close()
@@ -196,10 +197,14 @@ class OutputDir:
         raise Interrupted(signum, 0, 0, None)
 
     def _remove_stale(self) -> None:
+        import shutil
+
         for p in self.path.rglob(".*"):
             if p.is_file() and STALE.match(p.name):
                 p.unlink(missing_ok=True)
                 log.info("removed %s, left by an interrupted run", p)
+            elif p.is_dir() and p.name.startswith(".restorekit-pending-"):  # an executor's staging folder
+                shutil.rmtree(p, ignore_errors=True)
 
     def _read_manifest(self) -> None:
         if not self.manifest_path.exists():
@@ -250,7 +255,7 @@ class OutputDir:
                 skipped += 1
                 continue
             foreign += [t for t, e in zip(targets, entries) if e is None and Path(t).exists()]
-            result.input_sha256 = digest
+            result.input_sha256, result.outputs = digest, list(targets)  # planned: ours if a kill leaves them
             self.results.append(result)
             tasks.append(FileTask(str(job.source), job.relative.as_posix(), tuple(targets),
                                   file_seed(base_seed, job.relative), self.fmt, self.bits, depth_is_set, digest))
@@ -288,6 +293,7 @@ class OutputDir:
             if r.input == result.input and r.status == "pending" and r.input_sha256 == result.input_sha256:
                 result.settings = self.key if result.status == "ok" else None
                 self.results[i] = result
+                self.recorded += 1
                 break
         self._write()
         seconds = self.seconds.get(result.input, 0.0) if getattr(self, "enabled", False) else 0.0
@@ -350,9 +356,3 @@ def _result_from(entry: dict, cls):
     result = cls(**{k: v for k, v in entry.items() if k in names})
     result.status = "skipped"
     return result
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -24,10 +24,7 @@ from typing import TYPE_CHECKING
 
 from restorekit.errors import PipelineError, UsageError, describe_failure
 
-try:
-    from restorekit.executor import Executor
-except ImportError:  # pragma: no cover - before the contract had its own module
-    from restorekit.batch import Executor
+from restorekit.executor import Executor
 
 if TYPE_CHECKING:  # pragma: no cover
     from restorekit.batch import FileResult, FileTask
@@ -96,6 +93,70 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - no prctl: workers exit at their next task instead
         pass
+
+
+# -- outputs land in the driver ----------------------------------------------------------------------
+
+PENDING = ".restorekit-pending-"
+
+
+class Staging:
+    """Workers write each output into a hidden folder next to it (same name, same file system); the
+    driver moves it into place (`os.replace`, atomic) when it records the result. A worker that
+    outlives its driver (a `kill -9` of the driver; Ray actors end seconds later) then leaves only
+    a staged file, which the next run removes, never an output the manifest does not list (that
+    the rerun would refuse to replace)."""
+
+    def __init__(self, tasks: list[FileTask]) -> None:
+        import uuid
+
+        self.name = PENDING + uuid.uuid4().hex[:8]
+        self.parents = {Path(t).parent for task in tasks for t in task.targets}
+        for parent in self.parents:  # left by a killed run (one run at a time holds OUTDIR's lock)
+            for old in parent.glob(PENDING + "*"):
+                _remove_tree(old)
+
+    def task(self, task: FileTask) -> FileTask:
+        import dataclasses
+
+        return dataclasses.replace(task, targets=tuple(str(Path(t).parent / self.name / Path(t).name)
+                                                       for t in task.targets))
+
+    def land(self, task: FileTask, result: FileResult) -> FileResult:
+        """The result with its outputs moved from the staging folder to the task's targets."""
+        result.input = task.source
+        staged = [str(Path(t).parent / self.name / Path(t).name) for t in task.targets]
+        # messages name the paths as a serial run would (the worker saw staged, maybe absolute, ones)
+        renames = [*((os.path.abspath(a), b) for a, b in zip(staged, task.targets)), *zip(staged, task.targets),
+                   (os.path.abspath(task.source), task.source)]
+        for old, new in renames:
+            if old != new:
+                result.error = result.error and result.error.replace(old, new)
+                result.notes = [note.replace(old, new) for note in result.notes]
+        try:
+            for i in range(len(result.outputs)):
+                os.replace(staged[i], task.targets[i])
+        except OSError as exc:
+            from restorekit.io import write_failure
+
+            for path in [*staged, *task.targets[:len(result.outputs)]]:
+                Path(path).unlink(missing_ok=True)
+            result.status, result.outputs = "failed", []
+            result.error = f"cannot move the output into place: {write_failure(exc, Path(task.targets[0]).parent)}"
+            return result
+        result.outputs = list(task.targets[:len(result.outputs)])  # written in the order of the targets
+        return result
+
+    def clean(self) -> None:
+        """Remove the staging folders (what is left in them was cut off)."""
+        for parent in self.parents:
+            _remove_tree(parent / self.name)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # -- processes ----------------------------------------------------------------------------------------
@@ -187,17 +248,20 @@ class ProcessesExecutor(Executor):
         import concurrent.futures as cf
 
         futures: dict = {}
+        staging = Staging(tasks)
         try:
             if tasks:
                 self.start(len(tasks))
-                futures = {self._pool.submit(_process_task, task): task for task in tasks}
+                futures = {self._pool.submit(_process_task, staging.task(task)): task for task in tasks}
                 for fut in cf.as_completed(futures):
                     task = futures.pop(fut)
-                    record(self._result(fut, task))
+                    record(staging.land(task, self._result(fut, task)))
         except BaseException:  # Ctrl-C, SIGTERM (Interrupted), a worker that cannot load
             self.close(now=True, futures=futures)
+            staging.clean()
             raise
         self.close()
+        staging.clean()
 
     def close(self, now: bool = False, futures=()) -> None:
         """End the workers: after their files (default), or `now`, dropping the files not started
@@ -290,7 +354,8 @@ class RayExecutor(Executor):
 
     Without --address (and without a `ray.init` already made in this process) Ray starts a
     local cluster for the run and shuts it down after; `auto` or HOST:PORT joins a running
-    one. `start()`, `run` and `close()` work as for `processes`.
+    one (`auto`: the one `ray start` started on this machine, or RAY_ADDRESS). `start()`, `run`
+    and `close()` work as for `processes`.
     """
 
     name = "ray"
@@ -314,9 +379,15 @@ class RayExecutor(Executor):
         self._check_device()
         level = logging.getLogger("restorekit").getEffectiveLevel()
         if not ray.is_initialized():
-            ray.init(address=self.address or None, ignore_reinit_error=True,
-                     logging_level=logging.ERROR if level >= logging.ERROR else logging.WARNING,
-                     log_to_driver=True, include_dashboard=False)
+            # no --address: always a Ray of our own ("local"), never a cluster that `ray start` left
+            # registered on this machine (Ray's default), which may be gone and then hangs the run
+            try:
+                ray.init(address=self.address or "local", ignore_reinit_error=True,
+                         logging_level=logging.ERROR if level >= logging.ERROR else logging.WARNING,
+                         log_to_driver=True, include_dashboard=False)
+            except Exception as exc:  # noqa: BLE001 - no cluster there, a refused connection, a bad token
+                where = f"join the Ray cluster at {self.address}" if self.address else "start a local Ray"
+                raise UsageError(f"cannot {where}: {_first_line(exc)}") from None
             self._started_ray = True
         elif self.address:
             log.info("Ray is already initialized in this process: --address %s is not used", self.address)
@@ -328,7 +399,8 @@ class RayExecutor(Executor):
             actor_class = ray.remote(RayWorker).options(num_cpus=self.cpus_per_worker,
                                                         num_gpus=self.gpus_per_worker or 0)
             text = _pipeline_text(self.pipeline_ref)
-            self._actors = [actor_class.remote(self.pipeline_ref, list(self.overrides), self.device, text, level,
+            ref = os.path.abspath(self.pipeline_ref)  # an actor's working directory is not ours
+            self._actors = [actor_class.remote(ref, list(self.overrides), self.device, text, level,
                                                threads) for _ in range(n)]
             for error, where in self._wait_ready(ray, self._actors):
                 if error:
@@ -339,12 +411,14 @@ class RayExecutor(Executor):
             raise
 
     def run(self, pipeline, tasks: list[FileTask], record, on_stage) -> None:
+        staging = Staging(tasks)
         try:
             if tasks:
                 self.start(len(tasks))
-                self._dispatch(import_ray(), self._actors, tasks, record)
+                self._dispatch(import_ray(), self._actors, tasks, record, staging)
         finally:
             self.close()
+        staging.clean()  # not after an interruption: an actor may still be writing (the next run removes it)
 
     def close(self) -> None:
         """End the actors (a file cut off leaves no output), and Ray too when this executor started it."""
@@ -392,7 +466,7 @@ class RayExecutor(Executor):
                             len(pending), len(actors), waited)
 
     @staticmethod
-    def _dispatch(ray, actors, tasks: list[FileTask], record) -> None:
+    def _dispatch(ray, actors, tasks: list[FileTask], record, staging: Staging) -> None:
         """Each actor gets one file; the next goes to whichever actor finishes first."""
         from collections import deque
 
@@ -406,7 +480,7 @@ class RayExecutor(Executor):
         while queue or running:
             while idle and queue:
                 actor, task = idle.pop(), queue.popleft()
-                running[actor.process.remote(task)] = (actor, task)
+                running[actor.process.remote(_absolute(staging.task(task)))] = (actor, task)
             if not running:  # every worker died: the rest cannot run
                 for task in queue:
                     record(failed(task, "no Ray worker left to restore it; run the same command again"))
@@ -422,7 +496,17 @@ class RayExecutor(Executor):
             except ray.exceptions.RayError as exc:
                 result = failed(task, f"Ray: {_first_line(exc)}")
             idle.append(actor)
+            result = staging.land(task, result)  # into place, and the paths as given here, as a local run
             record(result)
+
+
+def _absolute(task: FileTask) -> FileTask:
+    """The task with absolute paths: an actor runs in another working directory, maybe on another node
+    (where the shared file system must be mounted at the same path)."""
+    import dataclasses
+
+    return dataclasses.replace(task, source=os.path.abspath(task.source),
+                               targets=tuple(os.path.abspath(t) for t in task.targets))
 
 
 def _pipeline_text(pipeline_ref: str) -> str | None:

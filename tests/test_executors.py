@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from test_plugins import STAGE_HEADER, make_dist
+from test_batch_safety import SLOW as SLOW_STAGE
+from test_plugins import make_dist
 
 from restorekit.cli import cli
 
@@ -46,28 +47,7 @@ stages:
     with: {checkpoint: CKPT}
 """
 
-SLOW = STAGE_HEADER + """
-import time
-
-class Slow(Stage):
-    id = "rkexec.slow"
-    summary = "Waits, then adds seeded noise: a stand-in for a slow restorer."
-
-    class Params(StageParams):
-        delay_s: float = Field(0.5, ge=0, le=10, description="Seconds to wait per file.")
-
-    def process(self, audio):
-        import numpy as np
-        import torch
-
-        time.sleep(self.params.delay_s)
-        noise = self.rng().standard_normal(audio.samples.shape).astype(np.float32) * 0.01
-        return audio.with_samples(audio.samples * 0.5 + torch.from_numpy(noise))
-
-@hookimpl
-def register_stages(register):
-    register(Slow)
-"""
+SLOW = SLOW_STAGE  # the slow stand-in restorer of tests/test_batch_safety.py (stage rktest.slow)
 
 TIMING_FREE = ("input", "outputs", "status", "error", "input_sha256", "input_sample_rate", "input_channels",
                "duration_s", "notes", "output_bit_depth", "settings")
@@ -231,7 +211,7 @@ def test_an_interrupted_batch_with_workers_stops_promptly_and_resumes_bit_identi
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     write_inputs(tmp_path / "in", count=6, seconds=0.25)
     pipe = tmp_path / "slow.yaml"
-    pipe.write_text("stages:\n  - use: rkexec.slow\n    with: {delay_s: 0.5}\n")
+    pipe.write_text("stages:\n  - use: rktest.slow\n    with: {delay_s: 0.5}\n")
 
     def restorekit(*args, **kw):
         return subprocess.Popen([sys.executable, "-m", "restorekit", *args], cwd=tmp_path, env=env,

@@ -173,16 +173,10 @@ def stages(stage_id):
 @cli.command()
 def pipelines():
     """List the pipelines shipped with restorekit (usable by name with `run`)."""
-    from restorekit.pipeline import named_pipelines
-    from restorekit.yaml_lines import load_with_lines
+    from restorekit.pipeline import describe_file, named_pipelines
 
     for name, path in named_pipelines().items():
-        try:
-            data, _ = load_with_lines(path.read_text(encoding="utf-8"))
-            desc = (data or {}).get("description", "")
-        except Exception:  # noqa: BLE001
-            desc = "(unreadable)"
-        click.echo(f"{name:<12} {' '.join(str(desc).split())}")
+        click.echo(f"{name:<12} {describe_file(path)}")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ so a `kill -9` leaves a valid manifest; the next run removes the temporaries it 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -139,6 +140,8 @@ class OutputDir:
         self.recorded = 0  #: files finished in this run (skipped ones not counted)
         self.status = "running"
         self.device: str | None = None
+        self.enabled = False  #: progress shown (set by `progress`)
+        self.seconds: dict[str, float] = {}  #: seconds of audio per input, for the progress
         self._bar = None
 
     # -- entering and leaving ---------------------------------------------------------------
@@ -274,9 +277,9 @@ class OutputDir:
         """One bar over the seconds of audio on a terminal; a line per file on stderr otherwise; nothing if not enabled."""
         from restorekit.io import audio_seconds
 
-        self.enabled, self.tty = enabled, enabled and sys.stderr.isatty()
+        self.enabled = enabled
         self.seconds = {t.source: audio_seconds(t.source) for t in tasks} if enabled else {}
-        if self.tty:
+        if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
             self._bar = tqdm(total=round(sum(self.seconds.values()), 1), unit="s", desc="audio", leave=False,
@@ -296,14 +299,13 @@ class OutputDir:
                 self.recorded += 1
                 break
         self._write()
-        seconds = self.seconds.get(result.input, 0.0) if getattr(self, "enabled", False) else 0.0
+        seconds = self.seconds.get(result.input, 0.0)
         if self._bar is not None:
             self._bar.update(round(seconds, 1))
             self._bar.set_postfix_str(Path(result.input).name)
-        elif getattr(self, "enabled", False):
-            self.done = getattr(self, "done", 0) + 1
+        elif self.enabled:
             took = sum(result.timings_s.values())
-            print(f"[{self.done}/{self.total}] {result.status} {result.input}: {seconds:.1f} s of audio in {took:.1f} s"
+            print(f"[{self.recorded}/{self.total}] {result.status} {result.input}: {seconds:.1f} s of audio in {took:.1f} s"
                   + (f" ({result.error})" if result.error else ""), file=sys.stderr, flush=True)
 
     def finish(self, device: str | None) -> None:
@@ -323,6 +325,11 @@ class OutputDir:
                                      f"stage sets the depth); {len(floats)} float input(s) peaking above full scale "
                                      f"written as 32-bit float so their level is not clipped: {', '.join(floats)}")}
 
+    @functools.cached_property
+    def environment(self) -> dict[str, Any]:
+        """Versions and plugins, measured once per run."""
+        return environment_info()
+
     def _write(self) -> None:
         mine = {r.input for r in self.results}
         files = [f for f in self.previous if f.get("input") not in mine] + [asdict(r) for r in self.results]
@@ -332,10 +339,8 @@ class OutputDir:
             "pipeline": self.pipeline.spec or {"name": self.pipeline.name},
             "device": self.device, "status": self.status, "settings": self.key,
             "output": {"format": self.fmt, "bit_depth": self.bits, "seed": self.seed, **self._float_note()},
-            "environment": self._environment if hasattr(self, "_environment") else environment_info(),
-            "runs": [*self.runs, run], "files": files,
+            "environment": self.environment, "runs": [*self.runs, run], "files": files,
         }
-        self._environment = data["environment"]
         try:
             fd, tmp = tempfile.mkstemp(prefix=".manifest.", dir=self.path)
             try:

@@ -55,6 +55,15 @@ def _registry() -> Registry:
     return get_registry()
 
 
+def describe_file(path: Path) -> str:
+    """A pipeline file's `description` on one line, "(unreadable)" when it cannot be parsed (for listings)."""
+    try:
+        data, _ = load_with_lines(path.read_text(encoding="utf-8"))
+        return " ".join(str((data or {}).get("description", "")).split())
+    except Exception:  # noqa: BLE001 - a broken file is listed, not fatal
+        return "(unreadable)"
+
+
 def find_pipeline(path_or_name: str | Path, registry: Registry | None = None, *, presets_only: bool = False) -> Path:
     """A pipeline file from a path, or a registered pipeline or degradation preset by name
     (only presets with `presets_only`, as `find_degradation`)."""

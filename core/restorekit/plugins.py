@@ -160,25 +160,11 @@ class Registry:
             self.tables.setdefault(kind, Table(kind, check, key))
         self.pipelines.siblings, self.degradations.siblings = [self.degradations], [self.pipelines]  # one namespace
 
-    @property
-    def stages(self) -> Table:
-        return self.tables["stage"]
-
-    @property
-    def metrics(self) -> Table:
-        return self.tables["metric"]
-
-    @property
-    def models(self) -> Table:
-        return self.tables["model"]
-
-    @property
-    def pipelines(self) -> Table:
-        return self.tables["pipeline"]
-
-    @property
-    def degradations(self) -> Table:
-        return self.tables["degradation"]
+    stages = property(lambda self: self.tables["stage"])
+    metrics = property(lambda self: self.tables["metric"])
+    models = property(lambda self: self.tables["model"])
+    pipelines = property(lambda self: self.tables["pipeline"])
+    degradations = property(lambda self: self.tables["degradation"])
 
     def get(self, stage_id: str) -> type[Stage]:
         """The stage class for `stage_id`, or a PluginError that says why it is not there."""

@@ -11,18 +11,9 @@ from restorekit.cli_support import batch_options, make_executor, report_batch
 
 def list_presets() -> list[tuple[str, Path, str]]:
     """(name, path, one-line description) of each shipped degradation preset."""
-    from restorekit.pipeline import named_degradations
-    from restorekit.yaml_lines import load_with_lines
+    from restorekit.pipeline import describe_file, named_degradations
 
-    rows = []
-    for name, path in named_degradations().items():
-        try:
-            data, _ = load_with_lines(path.read_text(encoding="utf-8"))
-            desc = " ".join(str((data or {}).get("description", "")).split())
-        except Exception:  # noqa: BLE001 - a broken preset file is listed, not fatal
-            desc = "(unreadable)"
-        rows.append((name, path, desc))
-    return rows
+    return [(name, path, describe_file(path)) for name, path in named_degradations().items()]
 
 
 @click.command("degrade")

@@ -241,6 +241,17 @@ def test_two_instances_of_a_random_stage_draw_different_noise():
     assert np.std(noise_b) > 0.05 and abs(np.corrcoef(alone, noise_b)[0, 1]) < 0.1
 
 
+def test_a_stage_draws_the_same_noise_wherever_it_sits_in_the_chain():
+    """Seeds come from the stage's id, not its position: a pass-through stage added in front (a repair that
+    found nothing) leaves the random stage's output bit-identical."""
+    x = synth_audio(1, 8000)
+    alone = Pipeline([Node("noise", RngNoise())], device="cpu").run(x, seed=3).audio.numpy()
+    behind = Pipeline([Node("pass", Scale(factor=1.0)), Node("noise", RngNoise())], device="cpu")
+    assert np.array_equal(behind.run(x, seed=3).audio.numpy(), alone)
+    renamed = Pipeline([Node("other", RngNoise())], device="cpu").run(x, seed=3).audio.numpy()
+    assert not np.array_equal(renamed, alone)
+
+
 @pytest.mark.parametrize("seed", [-1, 2**40, 2**62])
 def test_any_integer_seed_works(seed):
     x = synth_audio(1, 8000, frames=100)

@@ -39,6 +39,14 @@ def _all_finite(samples: torch.Tensor) -> bool:
         return bool(np.isfinite(np.sum(samples.detach().numpy(), dtype=np.float64)))
 
 
+def seed_for_stage(seed: int, node_id: str) -> int:
+    """A stage's seed: from the run's seed and the stage's id, not its position, so adding a stage that
+    passes audio through (a repair that finds nothing) leaves the others' random draws (dither) as they were."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{node_id}".encode()).digest()[:8], "little") % SEED_MODULUS
+
+
 def release_freed_memory() -> None:
     """Return freed heap memory to the OS (glibc's malloc_trim; a no-op elsewhere).
 
@@ -245,7 +253,7 @@ class Pipeline:
                     values.pop(r)
             if on_stage:
                 on_stage(node.id)
-            stage_seed = (seed * 1000 + i) % SEED_MODULUS
+            stage_seed = seed_for_stage(seed, node.id)
             torch.manual_seed(stage_seed)
             start = time.perf_counter()
             out = self._run_stage(node, inputs, stage_seed, result.notes)

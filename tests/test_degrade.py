@@ -37,8 +37,9 @@ from restorekit_plugins.degrade.stages import (
     Reverb,
     SpectralGaps,
 )
+from restorekit_plugins.degrade.stages import Dropouts
 
-PRESETS = ("lowres-8k", "generative-mix", "gaps", "text-to-music", "text-to-music-keep", "sr-lowpass",
+PRESETS = ("lowres-8k", "generative-mix", "gaps", "dropouts", "text-to-music", "text-to-music-keep", "sr-lowpass",
            "sr-text-to-music")
 
 
@@ -312,6 +313,34 @@ def test_spectral_gaps_equal_zeroing_stft_frames():
     spec[..., torch.from_numpy(zeroed)] = 0
     reference = torch.istft(spec, 4 * hop, hop, window=window, center=True, length=n).numpy()
     assert np.max(np.abs(reference - y)) < 1e-5
+
+
+def test_dropouts_zero_whole_blocks_in_every_channel_and_nothing_else():
+    rate = 44100
+    x = white(2, 6 * rate, seed=4) + 0.05  # no exact zeros anywhere
+    spans_seen = set()
+    for seed in range(12):
+        y = run(Dropouts(count_min=2, count_max=3, gap_min_ms=20, gap_max_ms=1000, edge_ms=250), x, rate, seed=seed)
+        zero = (y == 0).all(axis=0)
+        assert np.array_equal(y[:, ~zero], x[:, ~zero])  # outside the blocks: untouched
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], zero.astype(int), [0]])))
+        starts, stops = edges[::2], edges[1::2]
+        assert 2 <= len(starts) <= 3
+        lengths_ms = (stops - starts) / rate * 1000
+        assert ((lengths_ms >= 20 - 0.05) & (lengths_ms <= 1000 + 0.05)).all(), lengths_ms
+        assert starts[0] >= 0.25 * rate and stops[-1] <= len(zero) - 0.25 * rate
+        assert (starts[1:] - stops[:-1] >= 0.25 * rate).all()  # apart from each other
+        spans_seen.add(tuple(starts))
+    assert len(spans_seen) == 12  # placed anew for every seed
+
+
+def test_dropouts_place_fewer_blocks_when_the_clip_is_short():
+    rate = 8000
+    y = run(Dropouts(count_min=5, count_max=5, gap_min_ms=400, gap_max_ms=400, edge_ms=250), white(1, rate) + 0.05,
+            rate)
+    assert 0 < (y == 0).sum() <= 400 * rate // 1000  # one 400 ms block fits in 1 s with 250 ms margins
+    with pytest.raises(ValueError):
+        Dropouts(gap_min_ms=500, gap_max_ms=100)
 
 
 def test_spectral_gaps_draw_the_fraction_per_clip():

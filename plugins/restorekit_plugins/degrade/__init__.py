@@ -1,6 +1,6 @@
 """Degradation stages (family `degrade.`): simulate the damage restorekit's stages repair.
 
-Band limitation, requantization, noise, reverb, clipping, MP3, spectrogram gaps,
+Band limitation, requantization, noise, reverb, clipping, MP3, spectrogram gaps, drop-outs,
 codec-like requantization, the random `generative_mix` recipe, and the text-to-music
 damage (noise substitution, tilt, level and DC faults). The presets in
 pipelines/degrade/ chain them (`restorekit degrade --list`). Only pydantic and
@@ -16,6 +16,7 @@ from restorekit_plugins.degrade.stages import (
     Clip,
     Codec,
     DcFault,
+    Dropouts,
     GenerativeMix,
     Level,
     Mp3,
@@ -28,7 +29,7 @@ from restorekit_plugins.degrade.stages import (
     Tilt,
 )
 
-__all__ = ["BandLimit", "Clip", "Codec", "DcFault", "GenerativeMix", "Level", "Mp3", "Noise", "NoiseSubstitute",
+__all__ = ["BandLimit", "Clip", "Codec", "DcFault", "Dropouts", "GenerativeMix", "Level", "Mp3", "Noise", "NoiseSubstitute",
            "Quantize", "RandomLowpass", "Reverb", "SpectralGaps", "Tilt"]
 
 

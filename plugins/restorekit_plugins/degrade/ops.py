@@ -334,6 +334,41 @@ def spectral_gaps(x: np.ndarray, rate: int, fraction: float, gap_ms: float, fram
     return x * gain, zeroed
 
 
+# -- drop-outs ----------------------------------------------------------------------------
+def dropouts(x: np.ndarray, rate: int, count: int, min_ms: float, max_ms: float, edge_ms: float,
+             rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Zero `count` blocks (all channels) with lengths log-uniform in [min_ms, max_ms], placed at random
+    without overlapping, at least `edge_ms` from either end and from each other; returns (audio, [(start, stop)]).
+    Fewer blocks are placed where the clip is too short for them."""
+    n = x.shape[1]
+    edge = int(round(edge_ms * rate / 1000))
+    out = x.copy()
+    blocks: list[tuple[int, int]] = []
+    for _ in range(count):
+        length = int(round(np.exp(rng.uniform(np.log(min_ms), np.log(max_ms))) * rate / 1000))
+        free = [(lo, hi) for lo, hi in _free_spans(blocks, edge, n - edge, edge) if hi - lo >= length]
+        if length < 1 or not free:
+            continue
+        sizes = np.array([hi - lo - length + 1 for lo, hi in free], dtype=np.float64)
+        span = free[int(rng.choice(len(free), p=sizes / sizes.sum()))]
+        start = span[0] + int(rng.integers(0, span[1] - span[0] - length + 1))
+        blocks.append((start, start + length))
+        out[:, start:start + length] = 0.0
+    return out, sorted(blocks)
+
+
+def _free_spans(blocks: list[tuple[int, int]], lo: int, hi: int, gap: int) -> list[tuple[int, int]]:
+    """The parts of [lo, hi) at least `gap` samples clear of every block."""
+    spans, at = [], lo
+    for start, stop in sorted(blocks):
+        if start - gap > at:
+            spans.append((at, start - gap))
+        at = max(at, stop + gap)
+    if hi > at:
+        spans.append((at, hi))
+    return spans
+
+
 # -- codec-like requantization ----------------------------------------------------------
 def band_edges(n_bins: int, bands: int) -> np.ndarray:
     """Start bins of `bands` log-spaced bands over bins 0..n_bins-1 (fewer when bins run short)."""

@@ -298,6 +298,43 @@ class SpectralGaps(Stage):
         return _wrap(audio, out)
 
 
+class Dropouts(Stage):
+    """Zero random blocks of the signal in every channel: the drop-outs of transfers and streams, muted blocks.
+
+    `count_min` to `count_max` blocks per clip, each `gap_min_ms` to `gap_max_ms` long
+    (log-uniform: short drop-outs are as likely per octave of length as long ones), placed
+    at random at least `edge_ms` from the clip's ends and from each other. Inside a block
+    the samples are exactly zero (the gaps `inpaint.*` find and fill).
+    """
+
+    id = "degrade.dropouts"
+    summary = "Zero random blocks of 20-1000 ms in every channel (drop-outs, muted blocks)."
+    accepts = CPU
+
+    class Params(StageParams):
+        count_min: int = Field(1, ge=0, le=1000, description="Fewest blocks zeroed in a clip.")
+        count_max: int = Field(3, ge=0, le=1000, description="Most blocks zeroed in a clip.")
+        gap_min_ms: float = Field(20.0, ge=0.1, le=60_000, description="Shortest block in ms.")
+        gap_max_ms: float = Field(1000.0, ge=0.1, le=60_000, description="Longest block in ms.")
+        edge_ms: float = Field(250.0, ge=0, le=60_000,
+                               description="Music kept at the clip's ends and between blocks, in ms.")
+
+        @model_validator(mode="after")
+        def _ranges(self):
+            return _ordered(_ordered(self, "count_min", "count_max"), "gap_min_ms", "gap_max_ms")
+
+    def process(self, audio):
+        from restorekit_plugins.degrade import ops
+
+        p = self.params
+        rng = self.rng()
+        count = int(rng.integers(p.count_min, p.count_max + 1))
+        out, blocks = ops.dropouts(audio.numpy(), audio.sample_rate, count, p.gap_min_ms, p.gap_max_ms, p.edge_ms,
+                                   rng)
+        log.debug("%s: zeroed %s", self.id, blocks)
+        return _wrap(audio, out)
+
+
 class Codec(Stage):
     """Codec-like damage: band limit plus coarse per-band requantization of STFT magnitudes.
 
@@ -558,5 +595,5 @@ class DcFault(Stage):
                                          p.drift_hz, phase, 1.0 if p.clip else None))
 
 
-STAGES = (BandLimit, RandomLowpass, Quantize, Noise, Reverb, Clip, Mp3, SpectralGaps, Codec, GenerativeMix,
+STAGES = (BandLimit, RandomLowpass, Quantize, Noise, Reverb, Clip, Mp3, SpectralGaps, Dropouts, Codec, GenerativeMix,
           NoiseSubstitute, Tilt, Level, DcFault)

@@ -71,7 +71,11 @@ def frame_levels(x: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
     blocks = x.shape[1] // hop
     if blocks < 2:
         return np.zeros(0), hop
-    e = np.square(x[:, :blocks * hop]).mean(axis=0).reshape(blocks, hop).sum(axis=1)  # exact, no cumsum drift
+    e = np.empty(blocks)
+    step = hop * 65536  # in pieces: no float64 copy of the whole signal
+    for s in range(0, blocks * hop, step):
+        seg = np.asarray(x[:, s:min(s + step, blocks * hop)], dtype=np.float64)
+        e[s // hop:s // hop + seg.shape[1] // hop] = np.square(seg).mean(axis=0).reshape(-1, hop).sum(axis=1)
     energy = (e[:-1] + e[1:]) / (2 * hop)
     with np.errstate(divide="ignore"):
         return 10 * np.log10(energy), hop
@@ -83,7 +87,7 @@ def detect_gaps(x: np.ndarray, rate: int, *, min_gap_ms: float = 5.0, max_gap_ms
     """Gaps in (channels, frames) `x`, in order, not overlapping; see the module docstring."""
     import numpy as np
 
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
     levels, hop = frame_levels(x, rate)
     n = x.shape[1]
     if len(levels) < 4:
@@ -96,7 +100,9 @@ def detect_gaps(x: np.ndarray, rate: int, *, min_gap_ms: float = 5.0, max_gap_ms
     edges = np.diff(np.concatenate([[0], low.astype(np.int8), [0]]))
     run_starts, run_stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
-    env = np.abs(x).max(axis=0)
+    def env(lo: int, hi: int) -> np.ndarray:  # the peak over channels, of samples lo..hi only
+        return np.abs(x[:, max(0, lo):max(0, hi)]).max(axis=0).astype(np.float64)
+
     gaps: list[Gap] = []
     for a, b in zip(run_starts, run_stops):
         if a == 0 or b == len(levels):
@@ -110,16 +116,16 @@ def detect_gaps(x: np.ndarray, rate: int, *, min_gap_ms: float = 5.0, max_gap_ms
         # refine to the sample: frame k covers samples [k*hop, k*hop + 2*hop)
         threshold = 10 ** ((inside + min(before, after)) / 2 / 20)
         lo, hi = a * hop, min(n, b * hop + hop)  # samples surely inside the quiet run
-        loud_before = np.flatnonzero(env[max(0, lo - (edge + 2) * hop):lo] >= threshold)
+        loud_before = np.flatnonzero(env(lo - (edge + 2) * hop, lo) >= threshold)
         start = max(0, lo - (edge + 2) * hop) + (loud_before[-1] + 1 if len(loud_before) else 0)
-        loud_after = np.flatnonzero(env[hi:hi + (edge + 2) * hop] >= threshold)
+        loud_after = np.flatnonzero(env(hi, hi + (edge + 2) * hop) >= threshold)
         stop = hi + (loud_after[0] if len(loud_after) else 0)
         pad = round(margin_ms * rate / 1000)
         start, stop = max(1, start - pad), min(n - 1, stop + pad)
         length_ms = 1000 * (stop - start) / rate
         if not (min_gap_ms - FRAME_MS <= length_ms <= max_gap_ms + FRAME_MS + 2 * margin_ms):  # 1 ms: resolution
             continue
-        quiet = env[start + pad:stop - pad] < 10 ** (silence_db / 20)
+        quiet = env(start + pad, stop - pad) < 10 ** (silence_db / 20)
         kind = "silence" if quiet.size and quiet.mean() > 0.9 else "dropout"
         if gaps and start <= gaps[-1].stop:  # overlapping after refinement: merge
             prev = gaps.pop()

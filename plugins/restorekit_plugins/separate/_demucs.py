@@ -29,15 +29,24 @@ import functools
 import importlib
 import importlib.util
 import logging
-import os
-import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from restorekit.errors import StageError
+
+from restorekit_plugins import _network
+from restorekit_plugins._network import (  # noqa: F401 - re-exported: separate.auto and tests use them here
+    DOWNLOAD_TIMEOUT_S,
+    OFFLINE_ENV,
+    OFFLINE_ENVS,
+    PROBE_TIMEOUT_S,
+    WeightsUnavailable,
+    offline_setting,
+    reset_probes,
+    show_progress,
+)
 
 log = logging.getLogger("restorekit")
 
@@ -46,27 +55,10 @@ CHECKPOINT_PACKAGES = ("demucs", "demucs_infer")  # module paths model classes a
 INSTALL_HINT = "pip install 'demucs>=4.1,<5'"
 ROOT_URL = "https://dl.fbaipublicfiles.com/demucs/"
 DOWNLOAD_HOST = "dl.fbaipublicfiles.com"
-OFFLINE_ENV = "RESTOREKIT_OFFLINE"
-OFFLINE_ENVS = (OFFLINE_ENV, "HF_HUB_OFFLINE")  # either one forbids downloads
 UNITTEST_MODEL = "demucs_unittest"
-PROBE_TIMEOUT_S = 3.0  # connect (and name lookup) to the download host; the probe runs once per process
-DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation while downloading: a stalled transfer fails, not hangs
 FETCH_COMMAND = "restorekit fetch-demucs"
 ALTERNATIVES = ("or use `separate.hpss` (no weights needed) or `separate.auto` (Demucs when its weights "
                 "are here, else hpss) in the pipeline")
-
-
-class WeightsUnavailable(StageError):
-    """The checkpoints of a Demucs model are not on this machine and cannot be downloaded.
-
-    `short` says why in a few words (for one-line warnings and the manifest's notes), `fix`
-    how to get them (a command or where to look).
-    """
-
-    def __init__(self, message: str, short: str = "weights unavailable", fix: str | None = None):
-        super().__init__(message)
-        self.short = short
-        self.fix = fix or "see docs/stages/separate.md"
 
 
 class BackendMissing(StageError):
@@ -291,64 +283,23 @@ def missing_message(plan: ModelPlan, reason: str) -> str:
             f"directory holding them; {ALTERNATIVES}.")
 
 
-def offline_setting() -> str | None:
-    """The environment variable that forbids downloads (RESTOREKIT_OFFLINE, HF_HUB_OFFLINE), if set."""
-    for name in OFFLINE_ENVS:
-        if os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off"):
-            return name
-    return None
-
-
-_probe_results: dict[str, str | None] = {}  # host -> why unreachable, or None; once per process
 _failed_downloads: dict[str, str] = {}  # url -> why its download failed; tried once per process
 
 
 def reset_network_state() -> None:
     """Forget the probe and failed downloads of this process (for tests; a new process starts clean)."""
-    _probe_results.clear()
+    reset_probes()
     _failed_downloads.clear()
 
 
 def probe(url: str = ROOT_URL, timeout: float = PROBE_TIMEOUT_S) -> str | None:
-    """Why `url` cannot be fetched now (a few words), or None when its host answers an HTTPS HEAD
-    request. At most `timeout` seconds in all (name lookup included, which has no timeout of its
-    own: the request runs in a daemon thread), once per process and host. Goes through the
-    HTTPS proxy when one is configured, as the download does."""
-    import urllib.parse
-
-    host = urllib.parse.urlsplit(url).hostname or url
-    if host in _probe_results:
-        return _probe_results[host]
-    import urllib.error
-    import urllib.request
-
-    result: list[str | None] = []
-
-    def head() -> None:
-        try:
-            request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "restorekit"})
-            with urllib.request.urlopen(request, timeout=timeout):
-                result.append(None)
-        except urllib.error.HTTPError as exc:  # the host answered: only a missing file is a problem
-            result.append(None if exc.code < 500 and exc.code != 407 else f"{host} answered HTTP {exc.code}")
-        except (OSError, ValueError) as exc:  # URLError, timeouts, TLS errors
-            result.append(f"cannot reach {host} ({getattr(exc, 'reason', exc)})")
-
-    thread = threading.Thread(target=head, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    reason = result[0] if result else f"no answer from {host} within {timeout:g} s"
-    _probe_results[host] = reason
-    return reason
+    """Why `url` cannot be fetched now, or None when its host answers (`restorekit_plugins._network.probe`)."""
+    return _network.probe(url, timeout)
 
 
 def offline_reason(url: str = ROOT_URL) -> tuple[str, str] | None:
     """(long, short) reason why downloading `url` is impossible now, or None when its host answers."""
-    setting = offline_setting()
-    if setting:
-        return f"offline: {setting} is set", f"offline: {setting} set"
-    reason = probe(url)
-    return (f"offline: {reason}", "no network") if reason else None
+    return _network.offline_reason(url, probe)
 
 
 def fetch(url: str, dst: Path, checksum: str | None, progress: bool) -> None:
@@ -356,12 +307,6 @@ def fetch(url: str, dst: Path, checksum: str | None, progress: bool) -> None:
     import torch.hub
 
     torch.hub.download_url_to_file(url, str(dst), hash_prefix=checksum, progress=progress)
-
-
-def _show_progress() -> bool:
-    """A progress bar on a terminal, unless logging is quieter than warnings (restorekit -q)."""
-    stream = sys.stderr
-    return bool(getattr(stream, "isatty", lambda: False)()) and log.isEnabledFor(logging.WARNING)
 
 
 def ensure_weights(plan: ModelPlan, download: bool) -> None:
@@ -395,7 +340,7 @@ def ensure_weights(plan: ModelPlan, download: bool) -> None:
             log.warning("separate.demucs: downloading the weights of Demucs model '%s' once, to %s (%s)",
                         plan.name, target, f.url)
             try:
-                fetch(f.url, target / f.filename, f.checksum, _show_progress())
+                fetch(f.url, target / f.filename, f.checksum, show_progress())
             except Exception as exc:  # network errors, hash mismatch, full disk
                 _failed_downloads[f.url] = f"download of {f.url} failed: {type(exc).__name__}: {exc}"
                 raise WeightsUnavailable(missing_message(plan, _failed_downloads[f.url]),

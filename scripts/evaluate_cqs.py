@@ -1,9 +1,21 @@
 """Spearman correlation of the quality estimator (cqs) with ViSQOL MOS-LQO on held-out clips.
 
     python scripts/evaluate_cqs.py data/heldout --presets lowres-8k generative-mix gaps [--json out.json]
+    python scripts/evaluate_cqs.py data/heldout --clips runs/cqs-eval \\
+        --presets lowres-8k generative-mix gaps sr-lowpass text-to-music \\
+        --restored pipelines/training/restored-*.yaml \\
+        --checkpoint cqs --checkpoint runs/cqs-v2/best.safetensors --json docs/results/cqs-groups.json
 
-Each clean clip is scored as is and after each degradation preset (seeded per clip);
-ViSQOL compares against the clean clip, cqs sees only the degraded audio.
+Each clean clip is scored as is and after each degradation preset (group `degraded`, with
+the clean clips) and after each `--restored` recipe (group `restored`: a degradation
+followed by a restoration, e.g. pipelines/training/restored-unet.yaml), seeded per clip;
+everything is brought to 32 kHz mono. ViSQOL compares against the clean clip, cqs sees
+only the clip. Spearman's rho with a 95 % interval is reported per group and over all,
+for every `--checkpoint`: by Fisher's z (treats the clips as independent) and by a
+bootstrap over tracks (excerpts `TRACK.K.wav` of one track resampled together).
+
+`--clips DIR` keeps the processed clips (float WAV) and their ViSQOL scores, so a rerun,
+e.g. with another checkpoint, only runs cqs.
 """
 
 from __future__ import annotations
@@ -16,40 +28,114 @@ import numpy as np
 from scipy import stats
 
 from restorekit.batch import file_seed
-from restorekit.io import read_audio
+from restorekit.dsp import convert_channels, resample
+from restorekit.io import read_audio, write_audio
+from restorekit.metrics import MetricError
 from restorekit.pipeline import find_degradation, load_pipeline
 from restorekit.plugins import get_registry
+
+RATE = 32000
+
+
+def spearman(c: np.ndarray, v: np.ndarray, tracks: list[str], rng: np.random.Generator,
+             resamples: int = 2000) -> dict:
+    """rho, Fisher-z 95 % CI, and a 95 % CI from a bootstrap over tracks."""
+    rho, p = stats.spearmanr(c, v)
+    z, se = np.arctanh(rho), 1.06 / np.sqrt(len(v) - 3)
+    names = sorted(set(tracks))
+    index = {t: np.flatnonzero(np.array(tracks) == t) for t in names}
+    boot = []
+    for _ in range(resamples):
+        pick = np.concatenate([index[names[k]] for k in rng.integers(0, len(names), len(names))])
+        if len(set(v[pick])) > 1 and len(set(c[pick])) > 1:
+            boot.append(stats.spearmanr(c[pick], v[pick])[0])
+    return {"n": len(v), "tracks": len(names), "spearman": float(rho), "p": float(p),
+            "ci95": [float(np.tanh(z - 1.96 * se)), float(np.tanh(z + 1.96 * se))],
+            "ci95_track_bootstrap": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "mae_vs_visqol": float(np.mean(np.abs(c - v)))}
+
+
+def to_clip(audio, frames: int):
+    """32 kHz mono, as long as the clean clip (what the training Degrader does)."""
+    out = convert_channels(resample(audio, RATE), 1)
+    x = out.samples[:, :frames]
+    if x.shape[1] < frames:
+        import torch
+
+        x = torch.nn.functional.pad(x, (0, frames - x.shape[1]))
+    return out.with_samples(x.contiguous())
+
+
+def score(metric, audio) -> float | None:
+    """The metric's value, or None where it refuses the clip (cqs: silent or near-silent)."""
+    try:
+        return metric(audio)
+    except MetricError as exc:
+        print(f"  {exc}")
+        return None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clean_dir", type=Path)
     parser.add_argument("--presets", nargs="+", default=["lowres-8k", "generative-mix", "gaps"])
-    parser.add_argument("--checkpoint", default="cqs")
+    parser.add_argument("--restored", nargs="*", default=[], help="recipes whose outputs form the group 'restored'")
+    parser.add_argument("--checkpoint", action="append", help="cqs checkpoint(s) to evaluate (default: cqs)")
+    parser.add_argument("--clips", type=Path, help="keep the processed clips and their ViSQOL scores here")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    checkpoints = args.checkpoint or ["cqs"]
     metrics = get_registry().metrics
-    visqol, cqs = metrics["visqol"](), metrics["cqs"](checkpoint=args.checkpoint)
-    pipelines = {p: load_pipeline(find_degradation(p), device="cpu") for p in args.presets}
+    visqol = metrics["visqol"]()
+    cqs = {ck: metrics["cqs"](checkpoint=ck) for ck in checkpoints}
+    versions = {"clean": ("degraded", None)}
+    versions.update({Path(p).stem: ("degraded", p) for p in args.presets})
+    versions.update({Path(p).stem: ("restored", p) for p in args.restored})
+    pipelines = {name: load_pipeline(find_degradation(p), device="cpu")
+                 for name, (_, p) in versions.items() if p is not None}
+    cache_path = args.clips / "visqol.json" if args.clips else None
+    scores = json.loads(cache_path.read_text()) if cache_path and cache_path.is_file() else {}
     rows = []
     for f in sorted(args.clean_dir.glob("*.wav")):
-        clean = read_audio(f)
-        versions = {"clean": clean}
-        for name, pipeline in pipelines.items():
-            versions[name] = pipeline.run(clean, seed=file_seed(0, Path(f.name))).audio
-        for name, audio in versions.items():
-            rows.append({"file": f.name, "version": name, "visqol": visqol(audio, clean), "cqs": cqs(audio)})
-    v, c = np.array([r["visqol"] for r in rows]), np.array([r["cqs"] for r in rows])
-    rho, p = stats.spearmanr(c, v)
-    # 95 % CI of Spearman's rho by Fisher's z (standard error 1.06 / sqrt(n - 3))
-    z, se = np.arctanh(rho), 1.06 / np.sqrt(len(v) - 3)
-    lo, hi = np.tanh(z - 1.96 * se), np.tanh(z + 1.96 * se)
-    files = sorted({r["file"] for r in rows})
-    summary = {"n": len(rows), "files": len(files), "spearman": rho, "ci95": [lo, hi], "p": p,
-               "mae_vs_visqol": float(np.mean(np.abs(c - v))),
-               "by_version": {name: {"visqol": float(np.mean([r["visqol"] for r in rows if r["version"] == name])),
-                                     "cqs": float(np.mean([r["cqs"] for r in rows if r["version"] == name]))}
-                              for name in ["clean", *args.presets]}}
+        original = read_audio(f)
+        clean = to_clip(original, original.frames)
+        for name, (group, _) in versions.items():
+            key = f"{name}/{f.name}"
+            stored = args.clips / key if args.clips else None
+            if stored is not None and stored.is_file() and key in scores:
+                audio = read_audio(stored)
+            else:
+                audio = clean if name == "clean" else to_clip(
+                    pipelines[name].run(clean, seed=file_seed(0, Path(f.name))).audio, clean.frames)
+                scores[key] = visqol(audio, clean)
+                if stored is not None:
+                    stored.parent.mkdir(parents=True, exist_ok=True)
+                    write_audio(stored, audio, bit_depth=32)
+                    cache_path.write_text(json.dumps(scores, indent=1) + "\n")
+            rows.append({"file": f.name, "track": f.name.rsplit(".", 2)[0], "version": name, "group": group,
+                         "visqol": scores[key], "cqs": {ck: score(m, audio) for ck, m in cqs.items()}})
+        print(f"{f.name}: " + ", ".join(f"{r['version']} {r['visqol']:.2f}/"
+                                        + "/".join(f"{x:.2f}" if x is not None else "flagged"
+                                                   for x in r["cqs"].values())
+                                        for r in rows if r["file"] == f.name), flush=True)
+    groups = {"all": rows, **{g: [r for r in rows if r["group"] == g] for g in ("degraded", "restored")}}
+    summary: dict = {"clips": len({r["file"] for r in rows}), "checkpoints": {}}
+    for ck in checkpoints:
+        per_group = {}
+        for g, rs in groups.items():
+            flagged = sum(r["cqs"][ck] is None for r in rs)
+            rs = [r for r in rs if r["cqs"][ck] is not None]
+            if len(rs) > 3:
+                per_group[g] = spearman(np.array([r["cqs"][ck] for r in rs]), np.array([r["visqol"] for r in rs]),
+                                        [r["track"] for r in rs], np.random.default_rng(0))
+                per_group[g]["flagged_silent"] = flagged
+        summary["checkpoints"][ck] = per_group
+    summary["by_version"] = {
+        name: {"group": group, "visqol": float(np.mean([r["visqol"] for r in rows if r["version"] == name])),
+               **{f"cqs[{ck}]": float(np.mean([r["cqs"][ck] for r in rows
+                                                 if r["version"] == name and r["cqs"][ck] is not None]))
+                  for ck in checkpoints}}
+        for name, (group, _) in versions.items()}
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,9 @@ class CQSHparams(Hparams):
     dropout: float = Field(0.1, ge=0, le=0.9, description="Dropout before the regression head.")
     target: str = Field("visqol", pattern="^(visqol|snr)$",
                         description="Training target: ViSQOL MOS-LQO, or an SNR-based score.")
+    pool_size: int = Field(1500, ge=1, le=100_000, description=(
+        "Scored training clips, made once per run (RUN_DIR/pool.safetensors) and drawn from every epoch; "
+        "does not change the network."))
 
 
 def snr_score(snr_db):
@@ -50,7 +53,11 @@ class CQSSpec(ModelSpec):
     default_degrade = "lowres-8k,generative-mix,gaps,generative-mix"
     default_lr = 1e-3
     shipped_dirs = (WEIGHTS_DIR,)
-    pool_size = 1500  # targets are expensive: a fixed pool of scored clips, reused every epoch
+
+    @property
+    def pool_size(self) -> int:
+        """Targets are expensive: a fixed pool of scored clips (`hparams.pool_size`), reused every epoch."""
+        return self.hparams.pool_size
 
     def build(self, hparams):
         from restorekit_plugins.nets.cqs_cnn import QualityCNN

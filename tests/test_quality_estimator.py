@@ -1,0 +1,88 @@
+"""Training the quality estimator (cqs) on restored clips: the recipes in pipelines/training/ and the pool size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from restorekit.cli import cli
+from restorekit.pipeline import find_degradation, load_pipeline
+from restorekit_tools.training.data import Degrader
+
+RATE = 32000
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "pipelines" / "training").glob("restored-*.yaml"))
+DAMAGE = {"unet": "lowres-8k", "crnn": "generative-mix", "bwe-lowres": "lowres-8k", "bwe-lowpass": "sr-lowpass",
+          "bwe-t2m": "text-to-music", "flow-lowres": "lowres-8k", "flow-lowpass": "sr-lowpass"}
+RESTORER = {"unet": "restore.unet", "crnn": "restore.crnn", "bwe": "bwe.harmonic", "flow": "sr.flow"}
+
+
+def chord(seconds: float, root_hz: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = sum(np.sin(2 * np.pi * root_hz * r * k * t) / k for r in (1, 1.25, 1.5) for k in range(1, 12))
+    return (0.2 * x / np.abs(x).max() + 0.001 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def describe(nodes):
+    return [(n.id, n.stage.id, n.stage.params.model_dump()) for n in nodes]
+
+
+def test_every_restoration_recipe_is_its_damage_preset_then_one_restorer():
+    assert {p.stem.removeprefix("restored-") for p in RECIPES} == set(DAMAGE)
+    for path in RECIPES:
+        key = path.stem.removeprefix("restored-")
+        nodes = load_pipeline(find_degradation(path), device="cpu").nodes
+        damage = load_pipeline(find_degradation(DAMAGE[key]), device="cpu").nodes
+        # the same stages, ids and parameters as the preset: the same damage for the same seed
+        assert describe(nodes[:-1]) == describe(damage), path.name
+        assert nodes[-1].id == "restore" and nodes[-1].stage.id == RESTORER[key.split("-")[0]]
+
+
+def test_a_restoration_recipe_restores_the_damage_of_its_preset_for_the_same_seed():
+    import torch
+
+    from restorekit.audio import Audio
+    from restorekit.dsp import resample
+    from restorekit.plugins import get_registry
+    from restorekit.runner import Pipeline
+
+    clean = chord(2.0, 147, 1)
+    damaged = Degrader("lowres-8k", RATE)(clean, 5)
+    restored = Degrader(str(RECIPES[[p.stem for p in RECIPES].index("restored-bwe-lowres")]), RATE)(clean, 5)
+    bwe = Pipeline([get_registry().stages["bwe.harmonic"](sample_rate_hz=44100)], device="cpu")
+    expected = resample(bwe(Audio(torch.from_numpy(damaged[None].copy()), RATE)), RATE).numpy()[0]
+    assert restored.shape == clean.shape and np.isfinite(restored).all()
+    assert np.abs(restored - expected[:len(restored)]).max() < 1e-5
+    assert np.abs(restored - damaged).max() > 1e-3  # the restorer did something
+
+
+def test_pool_size_is_a_hyper_parameter_of_the_quality_estimator(tmp_path):
+    music = tmp_path / "music"
+    music.mkdir()
+    for i, root in enumerate((110, 147, 196, 262)):
+        sf.write(music / f"track{i}.wav", chord(3.0, root, i), RATE)
+    out = tmp_path / "cqs"
+    recipe = str(RECIPES[[p.stem for p in RECIPES].index("restored-bwe-lowres")])
+    result = CliRunner().invoke(cli, [
+        "-q", "train", "cqs", "--data", str(music), "--degrade", f"none,lowres-8k,{recipe}", "--epochs", "1",
+        "--steps-per-epoch", "2", "--batch-size", "2", "--segment-s", "1", "--val-segments", "2",
+        "--hparams", '{"channels": 2, "n_mels": 16, "target": "snr", "pool_size": 5}', "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    from safetensors.torch import load_file
+
+    from restorekit import checkpoints
+
+    pool = load_file(str(out / "pool.safetensors"))
+    assert pool["inputs"].shape == (5, 1, RATE) and 1 <= pool["targets"].min() <= pool["targets"].max() <= 5
+    assert checkpoints.load(out / "best.safetensors").hparams["pool_size"] == 5
+
+
+@pytest.mark.parametrize("checkpoint", ["cqs", "tiny"])
+def test_checkpoints_without_a_pool_size_load(checkpoint):
+    from restorekit_plugins.quality import load_cqs
+
+    assert load_cqs(checkpoint) is not None

@@ -404,9 +404,24 @@ def test_cqs_scores_only_the_audible_windows_and_refuses_cancelling_channels():
     with_silence = cqs(audio(np.concatenate([music, np.zeros(4 * 32000)]), 32000))
     assert abs(with_silence - alone) < 1e-6  # the silent window is left out, not averaged in
     with pytest.raises(MetricError, match="the clip is silent: no quality score"):
-        cqs(audio(1e-6 * noise(4.0, 32000, seed=46), 32000))  # -140 dBFS: near-silence
+        cqs(audio(1e-6 * noise(4.0, 32000, seed=46), 32000))  # -140 dBFS
     with pytest.raises(MetricError, match="cancel in the mono downmix"):
         cqs(audio(np.stack([music, -music]), 32000))
+
+
+@pytest.mark.parametrize("rms_dbfs", [-85.0, -75.0])  # above silence_dbfs (-90), below near_silence_dbfs (-70)
+def test_cqs_flags_near_silence_instead_of_scoring_it(rms_dbfs):
+    cqs = metric("cqs")
+    music = sine(440, 4.0, 32000, 0.3) + noise(4.0, 32000, seed=45)
+    faint = 10 ** (rms_dbfs / 20) / 0.1 * noise(8.0, 32000, seed=47)  # noise() has RMS 0.1
+    with pytest.raises(MetricError, match=rf"the clip is near-silent: no quality score \(RMS {rms_dbfs:.0f} dBFS"):
+        cqs(audio(faint, 32000))
+    # a near-silent window next to music is left out of the mean, as a silent one is
+    assert abs(cqs(audio(np.concatenate([music, faint[:4 * 32000]]), 32000)) - cqs(audio(music, 32000))) < 1e-6
+    # the threshold is a parameter: lowered below the clip's level, the clip is scored
+    assert 1.0 <= metric("cqs", near_silence_dbfs=rms_dbfs - 5)(audio(faint, 32000)) <= 5.0
+    just_above = 10 ** (-69.0 / 20) / 0.1 * noise(4.0, 32000, seed=48)
+    assert 1.0 <= cqs(audio(just_above, 32000)) <= 5.0
 
 
 def test_rms_of_a_full_scale_sine():

@@ -22,6 +22,7 @@ from restorekit_plugins import WEIGHTS_DIR
 SHIPPED = "cqs"
 
 SAMPLE_RATE = 32000
+NEAR_SILENCE_DBFS = -70.0  #: cqs scores no window quieter than this (RMS of the mono downmix)
 log = logging.getLogger("restorekit")
 
 
@@ -114,12 +115,14 @@ def quality_loss(audio, checkpoint: str = SHIPPED):
 
 
 class CQS(Metric):
-    """Mean predicted score over 4 s windows of the mono downmix at 32 kHz; silent windows are left out.
+    """Mean predicted score over 4 s windows of the mono downmix at 32 kHz; (near-)silent windows are left out.
 
     The network references its log-mel to the clip's own loudest bin, so it would score
-    any level, digital silence included (about 2.9): windows whose RMS is below
-    `silence_dbfs` are not scored, and a clip with no audible window is a MetricError,
-    never a score. Stereo whose channels cancel in the downmix (L = -R) is an error too.
+    any level, digital silence included (about 2.9), and faint hiss as if it were music:
+    windows whose RMS is below `near_silence_dbfs` (-70 dBFS; the network was trained on
+    segments above -50 dBFS) are not scored. A clip with no louder window is a MetricError,
+    never a score: "silent" below `silence_dbfs` (-90 dBFS), "near-silent" between the two.
+    Stereo whose channels cancel in the downmix (L = -R) is an error too.
     """
 
     id = "cqs"
@@ -133,7 +136,11 @@ class CQS(Metric):
         window_s: float = Field(4.0, ge=1.0, le=30.0, description="Length of each scored window in seconds.")
         silence_dbfs: float = Field(-90.0, ge=-200, le=0, description=(
             "Windows whose RMS level (of the mono downmix) is below this many dBFS are silent and not "
-            "scored; a clip with no louder window has no score (an error)."))
+            "scored; a clip with no louder window has no score (an error: 'the clip is silent')."))
+        near_silence_dbfs: float = Field(NEAR_SILENCE_DBFS, ge=-200, le=0, description=(
+            "Windows below this many dBFS (but above silence_dbfs) are near-silent and not scored either: the "
+            "network never saw such levels (training segments are above -50 dBFS) and would score faint hiss "
+            "like music. A clip with no louder window has no score (an error: 'the clip is near-silent')."))
 
     def compute(self, est, ref=None):
         import torch
@@ -153,11 +160,15 @@ class CQS(Metric):
             n = x.shape[0] // win
             windows = x[: n * win].reshape(n, win)
         power = windows.double().pow(2).mean(dim=1)
-        audible = power >= 10 ** (self.params.silence_dbfs / 10)
+        silence, near = self.params.silence_dbfs, max(self.params.silence_dbfs, self.params.near_silence_dbfs)
+        audible = power >= 10 ** (near / 10)
         if not bool(audible.any()):
             level = 10 * torch.log10(power.max()).item() if bool(power.max() > 0) else float("-inf")
-            raise MetricError(f"cqs: the clip is silent: no quality score (RMS {level:.0f} dBFS in its loudest "
-                              f"window, below silence_dbfs = {self.params.silence_dbfs:g} dBFS)")
+            if level < silence:
+                raise MetricError(f"cqs: the clip is silent: no quality score (RMS {level:.0f} dBFS in its "
+                                  f"loudest window, below silence_dbfs = {silence:g} dBFS)")
+            raise MetricError(f"cqs: the clip is near-silent: no quality score (RMS {level:.0f} dBFS in its "
+                              f"loudest window, below near_silence_dbfs = {near:g} dBFS)")
         model = load_cqs(self.params.checkpoint, "cpu")
         with torch.inference_mode():
             return float(model(windows[audible][:, None]).mean())

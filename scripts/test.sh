@@ -11,7 +11,7 @@ PY=${PYTHON:-python3}
 # newer CUDA build of several GB; on a GPU machine install the torch you want first.
 # --no-compile: Python compiles what the tests import on first use; precompiling every
 # module of torch and the rest costs a fresh venv about a minute of CPU.
-"$PY" -m pip install -q --no-compile torch==2.13.0 -e ".[test,visqol,ray]"
+"$PY" -m pip install -q --no-compile torch==2.13.0 -e ".[test,visqol,ray,generate]"
 
 # Headless Chromium opens the comparison report in tests/test_report_browser.py; the same
 # names are searched there. Without it that test is skipped, saying why; nothing else needs it.

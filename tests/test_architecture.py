@@ -13,7 +13,11 @@ PACKAGES = {"restorekit": ROOT / "core" / "restorekit", "restorekit_tools": ROOT
 # Issue 13 brought the core to 3,478 lines (target: under 3,500). Issue 14 then added batch safety to the
 # batch, which the core keeps: locking, resume, signals and the merged manifest (outdir.py), the executor
 # contract and the CLI's batch options. The budget stops tooling from creeping back in.
-CORE_LINE_BUDGET = 3900
+# Issue 14's last part, hour-long files in bounded memory, is a core contract (the runner must read,
+# hand on and write files in blocks): streaming.py (sources, spill files, the streamed chain), the
+# block writer in io.py, `Stage.stream`, `Pipeline.whole_file_reason` and the chunk helper's `emit`
+# (about 450 lines).
+CORE_LINE_BUDGET = 4400
 
 
 def modules() -> dict[str, Path]:

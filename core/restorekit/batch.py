@@ -73,39 +73,26 @@ def check_output_dir(outdir: Path) -> None:
 
 
 def process_file(pipeline, task: FileTask, on_stage=None) -> FileResult:
-    """Restore one file with a prepared pipeline; never raises for a per-file problem."""
+    """Restore one file with a prepared pipeline; never raises for a per-file problem.
+
+    A pipeline whose stages all stream reads, processes and writes the file in blocks
+    (`restorekit.streaming`); any other holds it in memory, and its notes say which stage needs that.
+    """
     from restorekit.runner import release_freed_memory
 
     result = FileResult(task.source, input_sha256=task.input_sha256)
     try:
-        box = [read_audio(task.source)]  # handed over: the runner frees the input after its last use
-        result.input_sample_rate, result.input_channels = box[0].sample_rate, box[0].channels
-        result.duration_s = round(box[0].duration_s, 6)
-        file_bits, in_peak = task.bits, 0.0
-        if not task.depth_is_set and task.fmt == "wav" and is_float_file(task.source):
-            in_peak = float(box[0].samples.abs().max())
-            if in_peak > 1.0:  # the source needs float to hold its level: keep it float
-                file_bits = FLOAT_BITS
-        run_result = pipeline.run(box, seed=task.seed, on_stage=on_stage)
-        result.timings_s = {k: round(v, 6) for k, v in run_result.timings.items()}
-        result.notes = run_result.notes
-        if file_bits != task.bits:
-            result.notes.append(f"written as {FLOAT_BITS}-bit float, not {task.bits}-bit PCM: the input is a float "
-                                f"file peaking at {20 * math.log10(in_peak):+.2f} dBFS, above full scale, and "
-                                "neither --bit-depth, the pipeline's bit_depth nor a dither stage sets the depth")
-        names = pipeline.output_names()
-        outs = [run_result.outputs[None]] if names is None else [run_result.outputs[n] for n in names]
-        for target, out in zip(task.targets, outs):
-            peak = float(out.samples.abs().max())
-            if file_bits != FLOAT_BITS and peak > 1.0:
-                fix = "--bit-depth 32" if task.fmt == "wav" else "--format wav --bit-depth 32 (FLAC has no float)"
-                message = (f"{Path(target).name}: peaks at {20 * math.log10(peak):+.2f} dBFS are clipped to full "
-                           f"scale in {file_bits}-bit PCM; end the pipeline with dynamics.limit or use {fix}")
-                result.notes.append(message)
-                log.warning("%s", message)
-            write_audio(target, out, bit_depth=file_bits, format=task.fmt)
-            result.outputs.append(target)
-        result.output_bit_depth, result.status = file_bits, "ok"
+        from restorekit.io import audio_info
+
+        info = audio_info(task.source)
+        reason = pipeline.whole_file_reason(info.samplerate, info.channels) if info else "unreadable"
+        if reason is None:
+            _stream_file(pipeline, task, result, on_stage)
+        else:
+            _process_whole(pipeline, task, result, on_stage)
+            if info:
+                result.notes.append(f"the whole file was held in memory: {reason}")
+        result.status = "ok"
     except Exception as exc:  # noqa: BLE001 - keep going with the other files
         result.status, result.error = "failed", describe_failure(exc)
         log.info("%s: %s", task.source, result.error)
@@ -114,9 +101,78 @@ def process_file(pipeline, task: FileTask, on_stage=None) -> FileResult:
             for written in result.outputs:
                 Path(written).unlink(missing_ok=True)
             result.outputs.clear()
-        run_result = outs = out = box = None  # this file's audio must not live on into the next file
         release_freed_memory()
     return result
+
+
+def _file_bits(task: FileTask, peak) -> tuple[int, float]:
+    """The output depth: 32-bit float for a float WAV that needs it to hold its level (peak() > 1)."""
+    if not task.depth_is_set and task.fmt == "wav" and is_float_file(task.source):
+        in_peak = peak()
+        if in_peak > 1.0:  # the source needs float to hold its level: keep it float
+            return FLOAT_BITS, in_peak
+    return task.bits, 0.0
+
+
+def _notes_after(result: FileResult, task: FileTask, file_bits: int, in_peak: float, target, peak: float) -> None:
+    if file_bits != task.bits and in_peak:
+        result.notes.append(f"written as {FLOAT_BITS}-bit float, not {task.bits}-bit PCM: the input is a float "
+                            f"file peaking at {20 * math.log10(in_peak):+.2f} dBFS, above full scale, and "
+                            "neither --bit-depth, the pipeline's bit_depth nor a dither stage sets the depth")
+    if target is not None and file_bits != FLOAT_BITS and peak > 1.0:
+        fix = "--bit-depth 32" if task.fmt == "wav" else "--format wav --bit-depth 32 (FLAC has no float)"
+        message = (f"{Path(target).name}: peaks at {20 * math.log10(peak):+.2f} dBFS are clipped to full "
+                   f"scale in {file_bits}-bit PCM; end the pipeline with dynamics.limit or use {fix}")
+        result.notes.append(message)
+        log.warning("%s", message)
+
+
+def _process_whole(pipeline, task: FileTask, result: FileResult, on_stage) -> None:
+    box = [read_audio(task.source)]  # handed over: the runner frees the input after its last use
+    result.input_sample_rate, result.input_channels = box[0].sample_rate, box[0].channels
+    result.duration_s = round(box[0].duration_s, 6)
+    file_bits, in_peak = _file_bits(task, lambda: float(box[0].samples.abs().max()))
+    run_result = pipeline.run(box, seed=task.seed, on_stage=on_stage)
+    result.timings_s = {k: round(v, 6) for k, v in run_result.timings.items()}
+    result.notes = run_result.notes
+    _notes_after(result, task, file_bits, in_peak, None, 0.0)
+    names = pipeline.output_names()
+    outs = [run_result.outputs[None]] if names is None else [run_result.outputs[n] for n in names]
+    del run_result
+    for target, out in zip(task.targets, outs):
+        _notes_after(result, task, file_bits, 0.0, target, float(out.samples.abs().max()))
+        write_audio(target, out, bit_depth=file_bits, format=task.fmt)
+        result.outputs.append(target)
+    result.output_bit_depth = file_bits
+
+
+def _stream_file(pipeline, task: FileTask, result: FileResult, on_stage) -> None:
+    from restorekit.io import AudioWriter
+    from restorekit.streaming import open_input, run_streamed, spilling_into
+
+    target = task.targets[0]
+    writers: list[AudioWriter] = []
+    Path(target).parent.mkdir(parents=True, exist_ok=True)  # spill files wait next to the output
+    with spilling_into(Path(target).parent), open_input(task.source) as (source, peak):
+        result.input_sample_rate, result.input_channels = source.sample_rate, source.channels
+        result.duration_s = round(source.frames / source.sample_rate, 6)
+        file_bits, in_peak = _file_bits(task, lambda: peak)
+
+        def open_output(rate: int, channels: int) -> AudioWriter:
+            writers.append(AudioWriter(target, rate, channels, bit_depth=file_bits, format=task.fmt))
+            return writers[-1]
+
+        try:
+            timings, result.notes = run_streamed(pipeline, source, open_output, task.seed, on_stage)
+            writers[0].commit()
+        except BaseException:
+            for writer in writers:
+                writer.abort()
+            raise
+    result.timings_s = {k: round(v, 6) for k, v in timings.items()}
+    _notes_after(result, task, file_bits, in_peak, target, writers[0].peak)
+    result.outputs.append(target)
+    result.output_bit_depth = file_bits
 
 
 def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None, device=None, fmt="wav",
@@ -136,6 +192,9 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
 
     pipeline = load_pipeline(pipeline_ref, overrides, device=device)  # the device is given here, once
     pipeline.resolve()  # device and availability errors come before OUTDIR is made
+    reason = pipeline.whole_file_reason()
+    log.info("%s: %s", pipeline.name, f"each file is held in memory whole: {reason}" if reason else
+             "files stream in blocks (memory does not grow with their length)")
     results: list[FileResult] = []
     jobs: list[Job] = []
     if inputs:

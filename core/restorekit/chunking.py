@@ -77,7 +77,8 @@ def process_in_chunks(
     pad_mode: str = "reflect",
     progress: Callable[[int, int], None] | None = None,
     positions: bool = False,
-) -> torch.Tensor:
+    emit: Callable[[torch.Tensor], None] | None = None,
+) -> torch.Tensor | None:
     """Apply `fn` to `samples` (channels, frames) in overlapping segments and overlap-add the results.
 
     `fn` maps a batch (batch, channels, context + segment + context) to
@@ -87,10 +88,16 @@ def process_in_chunks(
     or `float16` (see `autocast_dtype`). `positions=True` calls `fn(batch, starts)`, with
     `starts` the frame of the signal where each piece begins (negative in the padding
     before the start): for work that must depend on where it is, such as noise that two
-    overlapping pieces draw alike.
+    overlapping pieces draw alike. `samples` may be a `restorekit.streaming.Source` (read a
+    piece at a time); with `emit`, finished output frames go to `emit((out_channels, n))` in
+    order as soon as no later segment reaches them, nothing is returned, and memory is one
+    batch of segments whatever the length (the values are the same).
     """
-    if samples.ndim != 2:
+    from restorekit.streaming import as_source
+
+    if len(samples.shape) != 2:
         raise ValueError(f"samples must be (channels, frames), got {tuple(samples.shape)}")
+    samples = as_source(samples)
     device = torch.device(device)
     channels, frames = samples.shape
     seg = min(plan.segment, frames)
@@ -100,7 +107,9 @@ def process_in_chunks(
     fade = _fade(plan.overlap, torch.device("cpu"))
 
     out: torch.Tensor | None = None
-    weight = torch.zeros(frames, dtype=torch.float32)
+    window = frames if emit is None else min(frames, seg + batch_size * plan.hop)
+    weight = torch.zeros(window, dtype=torch.float32)
+    base = 0  # the frame at out[:, 0]
     dtype = autocast_dtype(precision, device)
     for b in range(0, len(starts), batch_size):
         batch_starts = starts[b:b + batch_size]
@@ -113,19 +122,25 @@ def process_in_chunks(
                              "it must keep the batch size and the length")
         result = result[..., ctx:ctx + seg].float().cpu()
         if out is None:
-            out = torch.zeros(result.shape[1], frames, dtype=torch.float32)
+            out = torch.zeros(result.shape[1], window, dtype=torch.float32)
         for piece, start in zip(result, batch_starts):
             w = torch.ones(seg)
             if plan.overlap and start > 0:
                 w[:plan.overlap] = fade
             if plan.overlap and start + seg < frames:
                 w[seg - plan.overlap:] = fade.flip(0)
-            out[:, start:start + seg].addcmul_(piece, w)
-            weight[start:start + seg] += w
+            out[:, start - base:start - base + seg].addcmul_(piece, w)
+            weight[start - base:start - base + seg] += w
+        if emit is not None:  # frames before the next batch's first segment are final
+            done = starts[b + batch_size] - base if b + batch_size < len(starts) else frames - base
+            emit(out[:, :done] / weight[:done].clamp_min(1e-8))
+            out = torch.cat([out[:, done:], out.new_zeros(out.shape[0], done)], dim=1)
+            weight = torch.cat([weight[done:], weight.new_zeros(done)])
+            base += done
         if progress:
             progress(min(b + batch_size, len(starts)), len(starts))
     assert out is not None
-    return out.div_(weight.clamp_min(1e-8))
+    return None if emit is not None else out.div_(weight.clamp_min(1e-8))
 
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -148,10 +163,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.float16 if device.type == "cuda" else None
 
 
-def _window_with_context(samples: torch.Tensor, start: int, seg: int, ctx: int, pad_mode: str) -> torch.Tensor:
-    frames = samples.shape[1]
+def _window_with_context(samples, start: int, seg: int, ctx: int, pad_mode: str) -> torch.Tensor:
+    frames = samples.frames
     lo, hi = start - ctx, start + seg + ctx
-    piece = samples[:, max(lo, 0):min(hi, frames)]
+    piece = samples.read(max(lo, 0), min(hi, frames))
     left, right = max(0, -lo), max(0, hi - frames)
     if left or right:
         mode = pad_mode if pad_mode == "reflect" and left < frames and right < frames else "constant"

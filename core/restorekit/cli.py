@@ -130,6 +130,9 @@ def validate(pipeline, overrides):
     p = load_pipeline(pipeline, list(overrides))
     click.echo(f"ok: {p.spec['source']}: {len(p.nodes)} stage(s)")
     click.echo(p.describe())
+    reason = p.whole_file_reason()
+    click.echo(f"whole file in memory: {reason}" if reason else
+               "streams in blocks: memory does not grow with the file's length")
 
 
 @cli.command()

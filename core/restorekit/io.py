@@ -6,6 +6,7 @@ works even when it is not valid UTF-8. torch is imported only when audio is read
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import tempfile
@@ -39,10 +40,8 @@ def find_audio_files(directory: Path, exclude: Path | None = None) -> list[Path]
                   and not (skip is not None and p.resolve().is_relative_to(skip)))
 
 
-def read_audio(path: str | Path) -> Audio:
-    """Read a file into float32 (channels, frames) Audio; raises AudioFileError saying what is wrong."""
-    from restorekit.audio import Audio
-
+def open_audio(path: str | Path) -> sf.SoundFile:
+    """An open SoundFile after the checks every read makes; raises AudioFileError saying what is wrong."""
     path = Path(path)
     if not path.exists():
         raise AudioFileError(f"{path}: no such file")
@@ -53,28 +52,47 @@ def read_audio(path: str | Path) -> Audio:
         raise AudioFileError(f"{path}: the file is empty (0 bytes)")
     _check_wav_truncation(path, size)
     try:
-        with sf.SoundFile(os.fsencode(path)) as f:
-            if f.channels > MAX_CHANNELS:
-                raise AudioFileError(f"{path}: {f.channels} channels; restorekit reads at most {MAX_CHANNELS}")
-            data = f.read(dtype="float32", always_2d=True)
-            rate = f.samplerate
-    except AudioFileError:
-        raise
+        f = sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioFileError(f"{path}: not a readable audio file ({_sf_reason(exc)}); "
                              f"restorekit reads {', '.join(READ_EXTENSIONS)}") from exc
-    frames = data.shape[0]
+    if f.channels > MAX_CHANNELS:
+        f.close()
+        raise AudioFileError(f"{path}: {f.channels} channels; restorekit reads at most {MAX_CHANNELS}")
+    return f
+
+
+def check_frames(path, frames: int) -> None:
     if frames == 0:
         raise AudioFileError(f"{path}: holds no audio (0 frames)")
     if frames < MIN_FRAMES:
         raise AudioFileError(f"{path}: only {frames} frame(s) of audio; restorekit needs at least "
                              f"{MIN_FRAMES} frames to restore anything")
+
+
+def check_finite(path, bad_count: int, first_frame: int, rate: int) -> None:
+    if bad_count:
+        raise AudioFileError(f"{path}: {bad_count} samples are NaN or Inf (first at {first_frame / rate:.3f} s); "
+                             "fix or re-export the source file")
+
+
+def read_audio(path: str | Path) -> Audio:
+    """Read a file into float32 (channels, frames) Audio; raises AudioFileError saying what is wrong."""
+    from restorekit.audio import Audio
+
+    path = Path(path)
+    with open_audio(path) as f:
+        try:
+            data = f.read(dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            raise AudioFileError(f"{path}: not a readable audio file ({_sf_reason(exc)}); "
+                                 f"restorekit reads {', '.join(READ_EXTENSIONS)}") from exc
+        rate = f.samplerate
+    check_frames(path, data.shape[0])
     samples = np.ascontiguousarray(data.T)
     bad = ~np.isfinite(samples)
     if bad.any():
-        first = int(np.argmax(bad.any(axis=0)))
-        raise AudioFileError(f"{path}: {int(bad.sum())} samples are NaN or Inf (first at {first / rate:.3f} s); "
-                             "fix or re-export the source file")
+        check_finite(path, int(bad.sum()), int(np.argmax(bad.any(axis=0))), rate)
     return Audio.from_numpy(samples, rate)
 
 
@@ -141,40 +159,78 @@ def quantize(block: np.ndarray, bit_depth: int) -> np.ndarray:
     return q.astype(np.int32) << 8
 
 
+class AudioWriter:
+    """Writes blocks to a temporary file in the target directory; `commit()` renames it into place.
+
+    wav or flac at 16/24-bit PCM (clipped to [-1, 1), quantized with `quantize`) or 32-bit
+    float; `peak` is the largest |sample| written. A writer left without `commit` (`abort`)
+    removes its temporary, so a crash never leaves a half-written output.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int, channels: int, *, bit_depth: int = 24,
+                 format: str | None = None) -> None:
+        path = Path(path)
+        fmt = (format or path.suffix.lstrip(".") or "wav").lower()
+        if fmt not in WRITE_FORMATS:
+            raise AudioFileError(f"{path}: cannot write '{fmt}'; choose one of {', '.join(WRITE_FORMATS)}")
+        subtype = subtype_for(bit_depth)
+        if fmt == "flac" and bit_depth == 32:
+            raise AudioFileError(f"{path}: FLAC stores integers only; use --bit-depth 16 or 24, or --format wav")
+        self.path, self.bit_depth, self.sample_rate, self.channels, self.peak = path, bit_depth, sample_rate, channels, 0.0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        except OSError as exc:
+            raise AudioFileError(f"{path}: cannot write to {path.parent}: {exc.strerror or exc}") from exc
+        try:
+            os.close(fd)
+            self._file = sf.SoundFile(os.fsencode(self.tmp), "w", sample_rate, channels, subtype=subtype,
+                                      format=WRITE_FORMATS[fmt])
+        except BaseException as exc:
+            self._failed(exc)
+
+    def write(self, samples) -> None:
+        """Write (channels, frames) float samples (numpy or a CPU tensor)."""
+        samples = samples.numpy() if hasattr(samples, "numpy") else samples
+        try:
+            for start in range(0, samples.shape[1], WRITE_BLOCK_FRAMES):
+                block = samples[:, start:start + WRITE_BLOCK_FRAMES].T
+                if block.size:
+                    self.peak = max(self.peak, float(block.max()), float(-block.min()))
+                self._file.write(block.astype(np.float32) if self.bit_depth == 32 else quantize(block, self.bit_depth))
+        except BaseException as exc:
+            self._failed(exc)
+
+    def commit(self) -> Path:
+        try:
+            self._file.close()
+            os.chmod(self.tmp, 0o666 & ~_umask())
+            os.replace(self.tmp, self.path)
+        except BaseException as exc:
+            self._failed(exc)
+        return self.path
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._file.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+    def _failed(self, exc: BaseException):
+        self.abort()
+        if isinstance(exc, (OSError, sf.LibsndfileError)):
+            raise AudioFileError(f"{self.path}: cannot write: {write_failure(exc, self.path.parent)}") from exc
+        raise exc
+
+
 def write_audio(path: str | Path, audio: Audio, *, bit_depth: int = 24, format: str | None = None) -> Path:
     """Write atomically (temporary file, then rename) as wav or flac at 16/24-bit PCM or 32-bit float.
 
     PCM output is clipped to [-1, 1); the number of clipped samples is not hidden: the
     caller can compare peaks. Returns the path written.
     """
-    path = Path(path)
-    fmt = (format or path.suffix.lstrip(".") or "wav").lower()
-    if fmt not in WRITE_FORMATS:
-        raise AudioFileError(f"{path}: cannot write '{fmt}'; choose one of {', '.join(WRITE_FORMATS)}")
-    subtype = subtype_for(bit_depth)
-    if fmt == "flac" and bit_depth == 32:
-        raise AudioFileError(f"{path}: FLAC stores integers only; use --bit-depth 16 or 24, or --format wav")
-    samples = audio.numpy() if audio.device.type == "cpu" else audio.samples.cpu().numpy()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    except OSError as exc:
-        raise AudioFileError(f"{path}: cannot write to {path.parent}: {exc.strerror or exc}") from exc
-    try:
-        os.close(fd)
-        with sf.SoundFile(os.fsencode(tmp), "w", audio.sample_rate, audio.channels,
-                          subtype=subtype, format=WRITE_FORMATS[fmt]) as f:
-            for start in range(0, audio.frames, WRITE_BLOCK_FRAMES):
-                block = samples[:, start:start + WRITE_BLOCK_FRAMES].T
-                f.write(block.astype(np.float32) if bit_depth == 32 else quantize(block, bit_depth))
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, (OSError, sf.LibsndfileError)):
-            raise AudioFileError(f"{path}: cannot write: {write_failure(exc, path.parent)}") from exc
-        raise
-    return path
+    writer = AudioWriter(path, audio.sample_rate, audio.channels, bit_depth=bit_depth, format=format)
+    writer.write(audio.numpy() if audio.device.type == "cpu" else audio.samples.cpu().numpy())
+    return writer.commit()
 
 
 def write_failure(exc: BaseException, where: Path) -> str:
@@ -189,6 +245,14 @@ def write_failure(exc: BaseException, where: Path) -> str:
     if getattr(exc, "errno", None) == errno.ENOSPC or (free is not None and free < (1 << 20)):
         return f"the disk is full ({free} bytes free in {where})"
     return getattr(exc, "strerror", None) or str(exc)
+
+
+def audio_info(path: str | Path):
+    """soundfile's header information of a file, or None when it cannot be read."""
+    try:
+        return sf.info(os.fsencode(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
+        return None
 
 
 def audio_seconds(path: str | Path) -> float:

@@ -59,6 +59,23 @@ def release_freed_memory() -> None:
 
 
 @functools.cache
+def fix_mmap_threshold(size: int = 1 << 20) -> None:
+    """Allocations of `size` bytes and more get their own pages, returned when freed (glibc's mallopt).
+
+    glibc raises its mmap threshold to the size of each large block freed (up to 32 MB), so a
+    long stream of large temporaries comes from the heap, where the small arrays that live on
+    between them fragment it and the RSS creeps up with the number of blocks (measured: +150 MB
+    over a 30-minute file in the gate). A fixed threshold keeps streamed runs flat.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+@functools.cache
 def _malloc_trim():
     try:
         import ctypes
@@ -216,6 +233,31 @@ class Pipeline:
                                             use=node.stage.id, plugin=node.owner())) from exc
         self._placed = True
         return self.device
+
+    def whole_file_reason(self, sample_rate: int | None = None, channels: int | None = None) -> str | None:
+        """Which stage needs the whole file in memory and why; None when the pipeline streams in blocks.
+
+        It streams when it is a plain chain (no stems, no merges), every stage streams, and
+        (given the input's rate and channels) no stage needs the runner to convert its input.
+        """
+        previous = graph.Ref(graph.PIPELINE_INPUT)
+        for i in self.graph.order:
+            node = self.nodes[i]
+            reason = node.stage.whole_file_reason()
+            if reason:
+                return f"{node.label()}: {reason}"
+            if list(self.graph.inputs[i]) != [previous] or node.stage.output_names() is not None:
+                return f"{node.label()}: the pipeline is a graph, not a plain chain of stages"
+            if sample_rate is not None:
+                accepts = node.stage.accepts
+                if accepts.pick_sample_rate(sample_rate) != sample_rate or (
+                        accepts.channels is not None and channels not in accepts.channels):
+                    return f"{node.label()}: its input must be converted first ({sample_rate} Hz, {channels} ch)"
+                sample_rate, channels = node.stage.output_spec(sample_rate, channels)
+            previous = graph.Ref(node.id)
+        if self.sample_rate is not None or self.channels is not None:
+            return "the pipeline converts its output (sample_rate or channels)"
+        return None
 
     # -- running ---------------------------------------------------------------------
     def __call__(self, audio: Audio) -> Audio | dict[str, Audio]:

@@ -98,6 +98,8 @@ class Stage:
       tiny random-weight model rather than a downloaded checkpoint).
     - `unavailable()`: why the stage cannot run on this machine (missing optional package
       or model file); the runner refuses it with that reason, contract tests skip with it.
+    - `streams`: True when `stream(source, sink)` works block by block (see there); a
+      pipeline whose stages all stream reads, processes and writes files in blocks.
 
     Expensive resources (model weights) load in `load()`, which runs once per device
     (`place`) before the first `process`; share them across instances with
@@ -110,6 +112,7 @@ class Stage:
     Params: ClassVar[type[StageParams]] = StageParams
     accepts: ClassVar[Accepts] = Accepts()
     merges: ClassVar[bool] = False
+    streams: ClassVar[bool] = False
     test_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: StageParams | dict[str, Any] | None = None, /, **kwargs: Any) -> None:
@@ -140,6 +143,23 @@ class Stage:
         """For a merging stage: a message when `count` inputs do not fit its parameters."""
         return None
 
+    def whole_file_reason(self) -> str | None:
+        """Why this instance needs the whole file in memory (None: `stream` works in blocks)."""
+        return None if self.streams else "it works on the whole file"
+
+    def stream(self, source: Any, sink: Any) -> None:
+        """The block-by-block form of `process`, for stages that declare `streams`.
+
+        Read the input from `source` (`read(start, stop)` and `blocks()` give (channels, n)
+        float32 CPU tensors; `sample_rate`, `channels`, `frames`), in as many passes as the
+        analysis needs, and `sink.write` the output in order, at `output_spec`'s rate and
+        channels. Memory must not grow with `source.frames`: per-frame statistics that do
+        go to disk (`restorekit.streaming.spill`), as does an intermediate signal that a
+        second pass must read. The output must equal `process`'s (bit-identical where the
+        stage is deterministic and blockwise exact).
+        """
+        raise NotImplementedError(f"{type(self).__name__}.stream")
+
     def load(self) -> None:
         """Load models or other expensive resources on `self.device`."""
 
@@ -162,6 +182,15 @@ class Stage:
         outer, self._context = self._context, RunContext(seed)
         try:
             return self.process(audio), self._context.notes
+        finally:
+            self._context = outer
+
+    def run_stream(self, source: Any, sink: Any, seed: int = 0) -> list[str]:
+        """The notes of `stream(source, sink)` run with this call's seed (the streaming runner's way in)."""
+        outer, self._context = self._context, RunContext(seed)
+        try:
+            self.stream(source, sink)
+            return self._context.notes
         finally:
             self._context = outer
 

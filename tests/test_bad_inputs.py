@@ -201,7 +201,9 @@ def test_the_runner_resamples_for_a_stage_that_declares_rates(tmp_path, make_wav
     assert result.exit_code == 0, result.output
     assert sf.info(str(tmp_path / "out" / "x.wav")).samplerate == 48000
     notes = json.loads((tmp_path / "out" / "manifest.json").read_text())["files"][0]["notes"]
-    assert notes == [f"rate48k: resampled {rate} -> 48000 Hz"]
+    assert notes == [f"rate48k: resampled {rate} -> 48000 Hz",
+                     "the whole file was held in memory: stage 'rate48k' (test.rate48k, plugin 'tests'): "
+                     "it works on the whole file"]
 
 
 # -- where outputs may and may not go ------------------------------------------------------------------

@@ -38,60 +38,71 @@ class SpectrumStats:
     """The long-term spectrum of a signal, smoothed, plus coarse per-frame band powers.
 
     `smoothed`: mean power spectrum in dB over all frames and channels, smoothed over
-    DETECT_SMOOTH_HZ. `frame_power`: (frames, groups) power per frame in groups of
-    GROUP_BINS bins (all channels), for judging whether a band is steady over time.
+    DETECT_SMOOTH_HZ. `frame_power`: a RowSpill of (groups, frames): the power per frame in
+    groups of GROUP_BINS bins (all channels), for judging whether a band is steady over
+    time (on disk for long input).
     """
 
     smoothed: torch.Tensor
     bin_hz: float
-    frame_power: torch.Tensor
+    frame_power: object
 
     def steadiness_db(self, k0: int, k1: int) -> float:
         """Median minus 10th percentile of the frame level of bins [k0, k1], in dB (small: steady)."""
         import torch
 
         g0, g1 = k0 // GROUP_BINS, max(k0 // GROUP_BINS + 1, k1 // GROUP_BINS)
-        level = 10 * torch.log10(self.frame_power[:, g0:g1].sum(dim=1).double() + 1e-30)
+        total = sum(self.frame_power.row(g) for g in range(g0, min(g1, self.frame_power.rows)))
+        level = 10 * torch.log10(torch.as_tensor(total, dtype=torch.float64) + 1e-30)
         if level.numel() < 4:
             return 0.0
         q = torch.quantile(level, torch.tensor([0.1, 0.5], dtype=level.dtype, device=level.device))
         return float(q[1] - q[0])
 
 
-def analyze_spectrum(x: torch.Tensor, sample_rate: int) -> SpectrumStats:
-    """SpectrumStats of x: Hann frames without overlap, transformed a block at a time (memory stays small)."""
+def analyze_spectrum(x, sample_rate: int) -> SpectrumStats:
+    """SpectrumStats of x (a tensor or a Source): Hann frames without overlap, transformed a block
+    at a time; the per-frame powers go to disk for long input, so memory stays small."""
     import torch
     import torch.nn.functional as F
 
+    from restorekit.streaming import as_source
+    from restorekit_plugins._blocks import RowSpill
+
+    src = as_source(x, sample_rate)
+    channels, n = src.shape
     n_fft = 1 << max(6, math.ceil(math.log2(sample_rate / DETECT_BIN_HZ)))
-    window = torch.hann_window(n_fft, periodic=False, dtype=x.dtype, device=x.device)
-    frames = x.shape[1] // n_fft
+    frames = n // n_fft
     bins = n_fft // 2 + 1
     groups = -(-bins // GROUP_BINS)
+    per_frame = RowSpill(groups)
 
-    def grouped(power):  # (frames, bins) -> (frames, groups)
-        return F.pad(power, (0, groups * GROUP_BINS - bins)).reshape(power.shape[0], groups, GROUP_BINS).sum(-1)
+    def transform(seg):  # (channels, frames, n_fft) -> (frames, bins), channels summed
+        window = torch.hann_window(n_fft, periodic=False, dtype=seg.dtype, device=seg.device)
+        return torch.fft.rfft(seg * window, dim=-1).abs().square().sum(dim=0)
+
+    def keep(power):  # (frames, bins) -> groups x frames, on disk once large
+        grouped = F.pad(power, (0, groups * GROUP_BINS - bins)).reshape(power.shape[0], groups, GROUP_BINS).sum(-1)
+        per_frame.append(grouped.float().T.cpu().numpy())
 
     if frames == 0:  # shorter than one frame: one zero-padded frame
-        seg = torch.nn.functional.pad(x, (0, n_fft - x.shape[1])) * window
-        power = torch.fft.rfft(seg, dim=-1).abs().square().sum(dim=0, keepdim=True)
-        total, count, per_frame = power[0].double(), x.shape[0], [grouped(power).float()]
+        power = transform(torch.nn.functional.pad(src.read(0, n), (0, n_fft - n))[:, None])
+        total, count = power[0].double(), channels
+        keep(power)
     else:
-        total = torch.zeros(bins, dtype=torch.float64, device=x.device)
-        per_frame = []
-        step = max(1, (1 << 20) // (n_fft * x.shape[0]))
+        total = torch.zeros(bins, dtype=torch.float64, device=src.device)
+        step = max(1, (1 << 20) // (n_fft * channels))
         for f0 in range(0, frames, step):
             f1 = min(frames, f0 + step)
-            seg = x[:, f0 * n_fft:f1 * n_fft].reshape(x.shape[0], f1 - f0, n_fft) * window
-            power = torch.fft.rfft(seg, dim=-1).abs().square().sum(dim=0)  # (frames, bins), channels summed
+            power = transform(src.read(f0 * n_fft, f1 * n_fft).reshape(channels, f1 - f0, n_fft))
             total += power.sum(dim=0).double()
-            per_frame.append(grouped(power).float())
-        count = frames * x.shape[0]
+            keep(power)
+        count = frames * channels
     spec = 10 * torch.log10(total / count + 1e-30)
     bin_hz = sample_rate / n_fft
     width = max(1, round(DETECT_SMOOTH_HZ / bin_hz) | 1)
     smoothed = F.avg_pool1d(F.pad(spec[None, None], (width // 2, width // 2), mode="replicate"), width, 1).view(-1)
-    return SpectrumStats(smoothed, bin_hz, torch.cat(per_frame))
+    return SpectrumStats(smoothed, bin_hz, per_frame)
 
 
 @dataclass(frozen=True)
@@ -256,7 +267,9 @@ def find_extension(audio, top_hz: float, detection: DetectionParams, *, cutoff_h
     if cutoff_hz is not None:
         finding = Finding(min(cutoff_hz, nyquist_in), top_hz, "given")
     else:
-        stats = analyze_spectrum(audio.samples, audio.sample_rate)
+        from restorekit.streaming import as_source
+
+        stats = analyze_spectrum(as_source(audio), audio.sample_rate)
         finding = find_cutoff(stats, detection.detect_drop_db, detection.detect_floor_drop_db,
                               detection.detect_floor_spread_db, top_hz)
         if finding.cutoff_hz is not None and finding.cutoff_hz >= detection.full_band_fraction * nyquist_in:

@@ -54,6 +54,7 @@ class HarmonicBWE(Stage):
     id = "bwe.harmonic"
     summary = "Bandwidth extension: detect the cutoff, resample, synthesize the missing highs by harmonic excitation."
     accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
+    streams = True  # detects in a first pass, resamples into a spill file when the rate changes, then synthesizes
 
     class Params(DetectionParams):
         sample_rate_hz: int = Field(44100, ge=8000, le=192000, description="Sample rate of the output in Hz.")
@@ -89,8 +90,8 @@ class HarmonicBWE(Stage):
         finding = self.find(audio)
         return finding.cutoff_hz, finding.top_hz
 
-    def find(self, audio: Audio) -> Finding:
-        """Where the input's content ends and why, or why it is full band (see the class docstring)."""
+    def find(self, audio) -> Finding:
+        """Where the input's content ends and why, or why it is full band (see the class docstring); Audio or a Source."""
         p = self.params
         top = min(p.max_hz, TOP_FRACTION * p.sample_rate_hz / 2)
         return find_extension(audio, top, p, cutoff_hz=p.cutoff_hz, min_width=FADE_OUT)
@@ -117,6 +118,31 @@ class HarmonicBWE(Stage):
                                   p.max_rolloff_db_per_oct, y.device)
             synth.add_to(y, round(block))
         return out.with_samples(y)
+
+    def stream(self, source, sink) -> None:
+        import torch
+
+        from restorekit.streaming import copy
+        from restorekit_plugins._blocks import resampled
+
+        p = self.params
+        with torch.no_grad():
+            finding = self.find(source)
+            self.note(finding.describe(source.sample_rate, p.sample_rate_hz))
+            log.info("bwe.harmonic: %s", finding.describe(source.sample_rate, p.sample_rate_hz))
+            y = resampled(source, p.sample_rate_hz)
+            try:
+                if finding.cutoff_hz is None:
+                    return copy(y, sink)
+                block = p.block_s * p.sample_rate_hz if p.block_s is not None else (
+                    CUDA_BLOCK_SAMPLES if self.device.startswith("cuda") else CPU_BLOCK_SAMPLES)
+                synth = HarmonicSynth(p.sample_rate_hz, finding.cutoff_hz, finding.top_hz, p.gain_db,
+                                      p.min_rolloff_db_per_oct, p.max_rolloff_db_per_oct, torch.device(self.device))
+                synth.add_to(y, round(block), emit=lambda a, b, delta: sink.write(
+                    y.read(a, b).to(delta.device).add_(delta).cpu()))
+            finally:
+                if y is not source:
+                    y.close()
 
 
 # -- synthesis ------------------------------------------------------------------------------
@@ -166,30 +192,37 @@ class HarmonicSynth:
         taper = ((freqs - self.cutoff_hz / 2) / (self.cutoff_hz / 2 * 0.1)).clamp(0, 1)
         self.source[self.ks:self.kc] = (0.5 - 0.5 * torch.cos(math.pi * taper[self.ks:self.kc]))
 
-    def add_to(self, y: torch.Tensor, block_samples: int) -> None:
+    def add_to(self, y, block_samples: int, emit=None) -> None:
         """Add the synthesized band to y (channels, frames) in place, block by block.
 
         Each block reads a segment of y that reaches into its neighbours, so a block's
-        synthesized samples are added only once no later block reads them.
+        synthesized samples are added only once no later block reads them. With `emit`, y
+        (a Source) is only read, and emit(a, b, delta) gets the band of samples [a, b) in order.
         """
         import torch
 
+        from restorekit.streaming import as_source
         from restorekit_plugins._stft_blocks import Block, Frames, plan_blocks, stft, write_istft
 
-        frames = Frames(y.shape[1], self.n_fft, self.hop)
+        src = as_source(y)
+        frames = Frames(src.frames, self.n_fft, self.hop)
         # the top-octave signal is exact where its frames are; the excitation's frames need that signal
         blocks = plan_blocks(frames, block_samples, extra=2 * frames.reach)
-        source = self.source.to(y.dtype)[:, None]
+        source = self.source.to(getattr(y, "dtype", torch.float32))[:, None]
         pending: list = []
         for i, blk in enumerate(blocks):
             length = blk.s1 - blk.s0
-            spec = stft(y[:, blk.s0:blk.s1], self.n_fft, self.hop)  # (C, F, T)
+            seg = src.read(blk.s0, blk.s1).to(self.device)
+            spec = stft(seg, self.n_fft, self.hop)  # (C, F, T)
             seg_frames = Frames(length, self.n_fft, self.hop)  # the segment as a signal of its own
-            top_octave = torch.empty(y.shape[0], length, dtype=y.dtype, device=y.device)
+            top_octave = torch.empty(seg.shape[0], length, dtype=seg.dtype, device=seg.device)
             write_istft(top_octave, spec * source, Block(0, length, 0, seg_frames.count, 0, length), seg_frames)
             excitation = stft(top_octave.abs_(), self.n_fft, self.hop)
-            delta = torch.zeros(y.shape[0], blk.b - blk.a, dtype=y.dtype, device=y.device)
+            delta = torch.zeros(seg.shape[0], blk.b - blk.a, dtype=seg.dtype, device=seg.device)
             write_istft(delta, self._shape(spec, excitation), blk, frames, offset=blk.a)
+            if emit is not None:
+                emit(blk.a, blk.b, delta)
+                continue
             pending.append((blk, delta))
             next_start = blocks[i + 1].s0 if i + 1 < len(blocks) else y.shape[1]
             while pending and pending[0][0].b <= next_start:

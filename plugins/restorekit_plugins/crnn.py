@@ -91,6 +91,7 @@ class CRNNRestore(Stage):
     id = "restore.crnn"
     summary = "Trained mel-spectrogram CRNN: restores highs, reverb, clipping and quantization damage."
     accepts = Accepts(sample_rates=RATES, devices=frozenset({"cpu", "cuda"}))
+    streams = True  # segments of the input file visit the network one batch at a time
     test_params: ClassVar[dict] = {"checkpoint": TINY, "griffin_lim_iters": 2}
 
     class Params(StageParams):
@@ -121,6 +122,13 @@ class CRNNRestore(Stage):
         self.model = load_crnn(self.params.checkpoint, self.device).to(memory_format=torch.channels_last)
 
     def process(self, audio):
+        return audio.with_samples(self._restore(audio.samples, audio.sample_rate))
+
+    def stream(self, source, sink):
+        self._restore(source, source.sample_rate, emit=sink.write)
+
+    def _restore(self, samples, sample_rate: int, emit=None):
+        """The restored samples (a tensor or a Source in); with `emit`, they go there in order instead."""
         import torch
 
         from restorekit.chunking import ChunkPlan, process_in_chunks
@@ -128,8 +136,8 @@ class CRNNRestore(Stage):
 
         p = self.params
         model = self.model
-        front = _frontend(audio.sample_rate, model.n_mels, self.device)
-        plan = ChunkPlan.from_seconds(audio.sample_rate, p.segment_s, p.overlap_s, context_s=p.context_s,
+        front = _frontend(sample_rate, model.n_mels, self.device)
+        plan = ChunkPlan.from_seconds(sample_rate, p.segment_s, p.overlap_s, context_s=p.context_s,
                                       multiple_of=front.hop)
 
         def run(batch):  # (B, C, L) -> each channel restored as mono
@@ -147,9 +155,9 @@ class CRNNRestore(Stage):
                                    max_gain_db=p.max_gain_db, iterations=p.griffin_lim_iters)
             return out.reshape(b, c, n)
 
-        out = process_in_chunks(run, audio.samples, plan, batch_size=p.batch_size, device=self.device,
-                                precision=p.precision)
-        return audio.with_samples(out)  # no clamp: the level is the writer's and the mastering's business
+        # no clamp: the level is the writer's and the mastering's business
+        return process_in_chunks(run, samples, plan, batch_size=p.batch_size, device=self.device,
+                                 precision=p.precision, emit=emit)
 
 
 @hookimpl

@@ -68,6 +68,7 @@ class SpectralGate(Stage):
     id = "denoise.spectral_gate"
     summary = "Spectral gating noise reduction (noisereduce semantics, fast torch path on CPU or GPU)."
     accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
+    streams = True  # measures the floor and the noise profile in passes over its input, then gates block by block
 
     class Params(StageParams):
         stationary: bool = Field(
@@ -166,13 +167,82 @@ class SpectralGate(Stage):
     def hop(self) -> int:
         return self.params.hop_length or self.params.n_fft // 4
 
+    def whole_file_reason(self) -> str | None:
+        if self.params.implementation == "noisereduce":
+            return "implementation noisereduce (the reference library) works on the whole file"
+        return None
+
     def process(self, audio: Audio) -> Audio:
         import torch
 
+        from restorekit.streaming import TensorSource
+
         p = self.params
         self.ensure_loaded()
-        if p.implementation != "noisereduce":
-            audio = audio.to(self.device)  # a whole-track stage: it moves the track to its device itself
+        if p.implementation == "noisereduce":
+            return self._process_noisereduce(audio)
+        audio = audio.to(self.device)  # a whole-track stage: it moves the track to its device itself
+        out = torch.empty_like(audio.samples)
+
+        def put(a, b, y):
+            out[:, a:b] = y
+
+        changed = self._gate(TensorSource(audio.samples, audio.sample_rate), put)
+        return audio.with_samples(out) if changed else audio
+
+    def stream(self, source, sink) -> None:
+        from restorekit.streaming import copy, spill
+
+        self.ensure_loaded()
+        if self.params.stationary:
+            if not self._gate(source, lambda a, b, y: sink.write(y.cpu())):
+                copy(source, sink)  # nothing to treat: bit-identical
+            return
+        parked, places = spill(source.sample_rate, source.channels), []  # non-stationary: blocks come last first
+
+        def park(a, b, y):
+            places.append((a, b, parked.frames))
+            parked.write(y.cpu())
+
+        try:
+            if not self._gate(source, park):
+                return copy(source, sink)
+            for a, b, at in sorted(places):
+                sink.write(parked.read(at, at + b - a))
+        finally:
+            parked.close()
+
+    def _gate(self, source, emit) -> bool:
+        """Diagnose, then gate `source` (a Source) into emit(a, b, samples) in order; False: nothing to treat."""
+        import torch
+
+        p = self.params
+        noise = self._noise_for(source)
+        active = None
+        with torch.no_grad():
+            if p.detect_noise_floor and noise is None:
+                floor = measure_noise_floor(source, source.sample_rate, p.n_fft, self.hop, p.floor_spread_db,
+                                            p.min_floor_dbfs, device=self.device)
+                self.note(floor.describe(p.gate_floor_bands_only))
+                if not floor.found:
+                    return False
+                if p.gate_floor_bands_only:
+                    active = floor.active.to(self.device)
+            thresh_db = None
+            if p.stationary:
+                thresh_db = self._threshold(source, noise)
+                if thresh_db is None:  # digital silence: nothing to gate
+                    return False
+                if active is not None:
+                    thresh_db = only_active(thresh_db, active)
+            gate(source, source.sample_rate, self._config(source.sample_rate, self.device), thresh_db,
+                 active=None if p.stationary else active, emit=emit, device=self.device)
+        return True
+
+    def _process_noisereduce(self, audio: Audio) -> Audio:
+        import torch
+
+        p = self.params
         noise = self._noise_for(audio)
         active = None
         if p.detect_noise_floor and noise is None:
@@ -183,28 +253,21 @@ class SpectralGate(Stage):
             if not floor.found:
                 return audio  # nothing to treat: bit-identical
             if p.gate_floor_bands_only:
-                active = floor.active.to(audio.samples.device)
-        if p.implementation == "noisereduce":
-            return audio.with_samples(self._run_noisereduce(audio, noise, active).to(audio.device))
-        with torch.no_grad():
-            x = audio.samples
-            thresh_db = None
-            if p.stationary:
-                thresh_db = self._threshold(x, noise)
-                if thresh_db is None:  # digital silence: nothing to gate
-                    return audio
-                if active is not None:
-                    thresh_db = only_active(thresh_db, active)
-            y = gate(x, audio.sample_rate, self._config(audio.sample_rate, x.device), thresh_db,
-                     active=None if p.stationary else active)
-        return audio.with_samples(y)
+                active = floor.active
+        return audio.with_samples(self._run_noisereduce(audio, noise, active).to(audio.device))
 
     # -- helpers ----------------------------------------------------------------------
-    def _threshold(self, x: torch.Tensor, noise: Audio | None) -> torch.Tensor | None:
-        """Stationary noise threshold in dB, (1 or channels, bins); None when the input is all silence."""
+    def _threshold(self, x, noise: Audio | None) -> torch.Tensor | None:
+        """Stationary noise threshold in dB, (1 or channels, bins); None when the input is all silence.
+
+        `x`: a tensor or a Source (read as often as needed: the quietest frames are picked, then read again).
+        """
+        from restorekit.streaming import as_source
+
         p = self.params
+        x = as_source(x)
         if noise is not None:
-            clip = noise.samples.to(x.device)
+            clip = noise.samples.to(self.device)
             mix = not (p.per_channel_profile and clip.shape[0] == x.shape[0])
             return noise_threshold_db(clip, None, p.n_fft, self.hop, p.n_std_thresh, mix=mix)
         frames = quietest_frames(x, p.n_fft, self.hop, p.noise_quietest_fraction)
@@ -322,31 +385,50 @@ class GateConfig:
 
 
 # -- the torch gate -------------------------------------------------------------------------
-def gate(x: torch.Tensor, sample_rate: int, cfg: GateConfig, thresh_db: torch.Tensor | None,
-         active: torch.Tensor | None = None) -> torch.Tensor:
-    """Spectral gate of x (channels, frames), block by block; `thresh_db` (1 or channels, bins) for stationary.
+def gate(x, sample_rate: int, cfg: GateConfig, thresh_db: torch.Tensor | None,
+         active: torch.Tensor | None = None, emit=None, device=None) -> torch.Tensor | None:
+    """Spectral gate of x (channels, frames; a tensor or a Source), block by block; `thresh_db` (1 or
+    channels, bins) for stationary.
 
     Non-stationary: `active` (1 or channels, bins), when given, limits the gate to the True
     bins (the others get mask 1 before smoothing). The stationary path does the same through
-    a threshold of -inf dB (see `only_active`).
+    a threshold of -inf dB (see `only_active`). With `emit`, each block's output samples
+    [a, b) go to emit(a, b, samples) in order and nothing is returned; else the output.
+    `device`: where to compute (default: where x is).
     """
     import torch
 
-    frames = Frames(x.shape[1], cfg.n_fft, cfg.hop)
+    from restorekit.streaming import as_source
+
+    src = as_source(x, sample_rate)
+    device = torch.device(device) if device is not None else src.device
+    out = None
+    if emit is None:
+        out = torch.empty(src.shape, dtype=torch.float32, device=device)
+
+        def emit(a, b, y):
+            out[:, a:b] = y
+
+    frames = Frames(src.frames, cfg.n_fft, cfg.hop)
     extra = cfg.n_grad_time if cfg.smooth else 0
     blocks = plan_blocks(frames, cfg.block_samples, extra)
-    smoother = MaskSmoother(cfg.n_grad_freq, cfg.n_grad_time, x.device) if cfg.smooth else None
-    out = torch.empty_like(x)
+    smoother = MaskSmoother(cfg.n_grad_freq, cfg.n_grad_time, device) if cfg.smooth else None
+
+    def inverse(spec, blk):
+        y = torch.empty(src.channels, blk.b - blk.a, dtype=spec.real.dtype, device=device)
+        write_istft(y, spec, blk, frames, offset=blk.a)
+        emit(blk.a, blk.b, y)
+
     if cfg.stationary:
-        thresh_pow = power_threshold(thresh_db, cfg.n_fft).to(device=x.device, dtype=x.dtype)
+        thresh_pow = power_threshold(thresh_db, cfg.n_fft).to(device=device, dtype=torch.float32)
         for blk in blocks:
-            spec = stft(x[:, blk.s0:blk.s1], cfg.n_fft, cfg.hop)
+            spec = stft(src.read(blk.s0, blk.s1).to(device), cfg.n_fft, cfg.hop)
             mask = stationary_mask(spec, thresh_pow, cfg.prop_decrease, smoother, cfg.normalize_edges)
-            write_istft(out, spec.mul_(mask), blk, frames)
+            inverse(spec.mul_(mask), blk)
         return out
-    for blk, spec, smoothed in _nonstationary_blocks(x, frames, blocks, sample_rate, cfg):
+    for blk, spec, smoothed in _nonstationary_blocks(src, frames, blocks, sample_rate, cfg, device):
         mask = nonstationary_mask(spec.abs(), smoothed, cfg, smoother, active)
-        write_istft(out, spec.mul_(mask), blk, frames)
+        inverse(spec.mul_(mask), blk)
     return out
 
 
@@ -565,7 +647,7 @@ def ema_scan(x: torch.Tensor, b: float, init: torch.Tensor, reverse: bool = Fals
     return y.view(C, nch * L, K)[:, pad:]
 
 
-def _nonstationary_blocks(x, frames: Frames, blocks: list[Block], sample_rate: int, cfg: GateConfig):
+def _nonstationary_blocks(x, frames: Frames, blocks: list[Block], sample_rate: int, cfg: GateConfig, device):
     """Yield (block, segment STFT, running average of |STFT| on the segment's frames), exactly.
 
     noisereduce smooths |X| of each bin with scipy's filtfilt (forward then backward one-pole
@@ -589,7 +671,7 @@ def _nonstationary_blocks(x, frames: Frames, blocks: list[Block], sample_rate: i
             continue
         s0, s1 = frames.segment(u0, u1)
         j0 = u0 - s0 // cfg.hop
-        mag = stft(x[:, s0:s1], cfg.n_fft, cfg.hop)[:, :, j0:j0 + (u1 - u0)].abs().transpose(1, 2)
+        mag = stft(x.read(s0, s1).to(device), cfg.n_fft, cfg.hop)[:, :, j0:j0 + (u1 - u0)].abs().transpose(1, 2)
         if state is None:
             state = mag[:, 0].clone()
         f = ema_scan(mag, b, state)
@@ -600,7 +682,7 @@ def _nonstationary_blocks(x, frames: Frames, blocks: list[Block], sample_rate: i
     last_fwd = state
     back_state: dict[int, torch.Tensor] = {}
     for blk in reversed(blocks):  # pass 2: backward filter, last block first
-        spec = stft(x[:, blk.s0:blk.s1], cfg.n_fft, cfg.hop)
+        spec = stft(x.read(blk.s0, blk.s1).to(device), cfg.n_fft, cfg.hop)
         j0 = blk.t0 - blk.s0 // cfg.hop
         mag = spec[:, :, j0:j0 + (blk.t1 - blk.t0)].abs().transpose(1, 2).contiguous()  # (C, T, F)
         init = fwd_state[blk.t0 - 1] if blk.t0 > 0 else mag[:, 0]
@@ -712,8 +794,8 @@ def _khz(hz: float) -> str:
     return f"{hz / 1000:.1f}".rstrip("0").rstrip(".")
 
 
-def measure_noise_floor(x: torch.Tensor, sample_rate: int, n_fft: int, hop: int, spread_db: float,
-                        min_floor_dbfs: float) -> NoiseFloor:
+def measure_noise_floor(x, sample_rate: int, n_fft: int, hop: int, spread_db: float,
+                        min_floor_dbfs: float, device=None) -> NoiseFloor:
     """Find the bands of x (channels, frames) that hold a steady, noise-like floor.
 
     Per channel and half-octave band (at least FLOOR_MIN_BINS bins of an `n_fft` STFT): the
@@ -723,11 +805,17 @@ def measure_noise_floor(x: torch.Tensor, sample_rate: int, n_fft: int, hop: int,
     and beats, does not), the median in-band spectral flatness of its frames is at least
     FLOOR_MIN_FLATNESS (noise-like, not a held tone) and the floor (the 10th percentile) is
     louder than `min_floor_dbfs`. Frames that are digital silence (below -150 dBFS in the
-    band) do not count. The STFT runs in blocks, so memory stays small for long input.
+    band) do not count. The STFT runs in blocks of x (a tensor or a Source), and the per-frame
+    band powers go to disk for long input (`RowSpill`), so memory stays small.
     """
     import numpy as np
     import torch
 
+    from restorekit.streaming import as_source
+    from restorekit_plugins._blocks import RowSpill
+
+    x = as_source(x, sample_rate)
+    device = torch.device(device) if device is not None else x.device
     C, n = x.shape
     bands = floor_bands(n_fft, sample_rate)
     n_bins = n_fft // 2 + 1
@@ -740,46 +828,48 @@ def measure_noise_floor(x: torch.Tensor, sample_rate: int, n_fft: int, hop: int,
     if frames - smooth + 1 < FLOOR_MIN_FRAMES:
         report.reason = f"{n / sample_rate:.2f} s is too short to measure"
         return report
-    x = x.float()
-    window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
+    window = torch.hann_window(n_fft, dtype=torch.float32, device=device)
     # band power as mean square: sum of |X|^2 over the band's bins * 2 / (n_fft * sum(w^2))
-    member = torch.zeros(n_bins, nb, dtype=x.dtype, device=x.device)
+    member = torch.zeros(n_bins, nb, dtype=torch.float32, device=device)
     for b, (lo, hi) in enumerate(bands):
         member[lo:hi, b] = 1.0
     counts = member.sum(0)
     scale = 2.0 / (n_fft * float(window.double().square().sum()))
-    power = np.empty((C, nb, frames))
-    flat = []  # flatness of every FLOOR_FLATNESS_STEP-th frame: its median needs no more
+    power = RowSpill(C * nb)  # (channel, band) rows of per-frame band power, on disk for long input
+    flat = RowSpill(C * nb)  # flatness of every FLOOR_FLATNESS_STEP-th frame: its median needs no more
     tiny = 1e-30
+    total = 0.0
     for t0 in range(0, frames, FLOOR_BLOCK_FRAMES):
         t1 = min(frames, t0 + FLOOR_BLOCK_FRAMES)
-        seg = x[:, t0 * hop:(t1 - 1) * hop + n_fft]
+        seg = x.read(t0 * hop, (t1 - 1) * hop + n_fft).to(device).float()
         spec = torch.stft(seg, n_fft, hop, window=window, center=False, return_complex=True).transpose(1, 2)
         p = spec.real.square().addcmul_(spec.imag, spec.imag)  # (C, T, F)
         band_sum = p @ member  # (C, T, nb)
-        power[:, :, t0:t1] = (band_sum.double() * scale).transpose(1, 2).cpu().numpy()
+        block_power = (band_sum.double() * scale).transpose(1, 2).cpu().numpy()
+        total += float(block_power.sum())
+        power.append(block_power.reshape(C * nb, -1))
         first = (-t0) % FLOOR_FLATNESS_STEP
         some = p[:, first::FLOOR_FLATNESS_STEP]
         log_mean = torch.log(some.double() + tiny) @ member.double() / counts.double()
         flat.append((torch.exp(log_mean) / (band_sum[:, first::FLOOR_FLATNESS_STEP].double() / counts + tiny))
-                    .transpose(1, 2).cpu().numpy())
-    flat = np.concatenate(flat, axis=-1)
-    flat_power = power[:, :, ::FLOOR_FLATNESS_STEP]
-    report.signal_dbfs = float(10 * np.log10(power.sum(axis=1).mean() + tiny))
-    csum = np.concatenate([np.zeros((C, nb, 1)), np.cumsum(power, axis=-1)], axis=-1)
+                    .transpose(1, 2).cpu().numpy().reshape(C * nb, -1))
+    report.signal_dbfs = float(10 * np.log10(total / (C * frames) + tiny))
     silent = 1e-15
     for b, (lo, hi) in enumerate(bands):
         k = min(frames, max(smooth, -(-FLOOR_MIN_BIN_FRAMES // (hi - lo))))
-        smoothed = (csum[:, b, k:] - csum[:, b, :-k]) / k
         for c in range(C):
-            level = smoothed[c][smoothed[c] > silent]
+            row = power.row(c * nb + b)
+            csum = np.concatenate([np.zeros(1), np.cumsum(row)])
+            smoothed = (csum[k:] - csum[:-k]) / k
+            level = smoothed[smoothed > silent]
             if level.size < FLOOR_MIN_FRAMES:
                 continue
             low, mid = np.percentile(10 * np.log10(level), [FLOOR_LOW_PERCENTILE, 50.0])
             report.level_dbfs[c, b] = low
             report.spread_db[c, b] = mid - low
-            sounding = flat_power[c, b] > silent
-            report.flatness[c, b] = float(np.median(flat[c, b][sounding])) if sounding.any() else 0.0
+            sounding = row[::FLOOR_FLATNESS_STEP] > silent
+            flat_row = flat.row(c * nb + b)
+            report.flatness[c, b] = float(np.median(flat_row[sounding])) if sounding.any() else 0.0
     with np.errstate(invalid="ignore"):
         report.found_mask = ((report.spread_db <= spread_db) & (report.level_dbfs >= min_floor_dbfs)
                              & (report.flatness >= FLOOR_MIN_FLATNESS))
@@ -799,26 +889,33 @@ def only_active(thresh_db: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
 
 
 # -- noise profile --------------------------------------------------------------------------
-def frame_energies(x: torch.Tensor, n_fft: int, hop: int, t0: int, t1: int) -> torch.Tensor:
-    """Windowed energy of the channel mean in frames t0..t1-1 (the STFT's framing)."""
+def frame_energies(x, n_fft: int, hop: int, t0: int, t1: int) -> torch.Tensor:
+    """Windowed energy of the channel mean in frames t0..t1-1 (the STFT's framing) of x (a tensor or a Source)."""
     import torch
     import torch.nn.functional as F
 
-    frames = Frames(x.shape[1], n_fft, hop)
+    from restorekit.streaming import as_source
+
+    x = as_source(x)
+    frames = Frames(x.frames, n_fft, hop)
     s0, s1 = frames.segment(t0, t1)
-    mono = x[:, s0:s1].mean(dim=0)
+    mono = x.read(s0, s1).mean(dim=0)
     half = n_fft // 2
-    w2 = torch.hann_window(n_fft, dtype=x.dtype, device=x.device).square()
+    w2 = torch.hann_window(n_fft, dtype=mono.dtype, device=mono.device).square()
     e = F.conv1d(F.pad(mono.square()[None, None], (half, half)), w2.view(1, 1, -1), stride=hop).view(-1)
     j0 = t0 - s0 // hop
     return e[j0:j0 + (t1 - t0)]
 
 
-def quietest_frames(x: torch.Tensor, n_fft: int, hop: int, fraction: float) -> torch.Tensor | None:
-    """Indices of the quietest `fraction` of the non-silent frames of x, or None when all are silent."""
+def quietest_frames(x, n_fft: int, hop: int, fraction: float) -> torch.Tensor | None:
+    """Indices of the quietest `fraction` of the non-silent frames of x (a tensor or a Source), or None
+    when all are silent. Keeps one energy per frame (4 bytes per hop)."""
     import torch
 
-    frames = Frames(x.shape[1], n_fft, hop)
+    from restorekit.streaming import as_source
+
+    x = as_source(x)
+    frames = Frames(x.frames, n_fft, hop)
     T = frames.count
     step = max(1, CPU_BLOCK_SAMPLES // hop)
     energy = torch.cat([frame_energies(x, n_fft, hop, t, min(T, t + step)) for t in range(0, T, step)])
@@ -832,43 +929,51 @@ def quietest_frames(x: torch.Tensor, n_fft: int, hop: int, fraction: float) -> t
     return valid[torch.topk(energy[valid], k, largest=False).indices].sort().values
 
 
-def _frame_db(x: torch.Tensor, idx: torch.Tensor, n_fft: int, hop: int, mix: bool) -> torch.Tensor:
-    """dB spectra (channels, frames, bins) at frame indices idx on noisereduce's scale; mix: of the channel mean."""
+def _frame_db(x, idx: torch.Tensor, n_fft: int, hop: int, mix: bool) -> torch.Tensor:
+    """dB spectra (channels, frames, bins) at frame indices idx (sorted) of x (a Source) on noisereduce's
+    scale; mix: of the channel mean. Frames close together are read together, at most CPU_BLOCK_SAMPLES
+    samples at a time; frames that run past either end are zero padded."""
     import torch
 
-    n, half = x.shape[1], n_fft // 2
-    channels = 1 if mix else x.shape[0]
-    idx = idx.to(x.device)
-    start = idx * hop - half
-    inner = (start >= 0) & (start + n_fft <= n)
-    seg = torch.empty(channels, idx.numel(), n_fft, dtype=x.dtype, device=x.device)
-    if bool(inner.any()):
-        first = (-half) % hop  # window starts lie on this grid
-        windows = x[:, first:].unfold(1, n_fft, hop)  # a view: no copy of the signal
-        picked = windows[:, (start[inner] - first) // hop]
-        seg[:, inner] = picked.mean(dim=0, keepdim=True) if mix else picked
-    if not bool(inner.all()):  # the few frames that run past either end are zero padded
-        pos = start[~inner, None] + torch.arange(n_fft, device=x.device)[None, :]
-        picked = x[:, pos.clamp(0, n - 1)] * ((pos >= 0) & (pos < n))
-        seg[:, ~inner] = picked.mean(dim=0, keepdim=True) if mix else picked
-    window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
+    n, half = x.frames, n_fft // 2
+    channels = 1 if mix else x.channels
+    starts = (idx.cpu() * hop - half).tolist()
+    seg = torch.empty(channels, len(starts), n_fft, dtype=torch.float32, device=x.device)
+    offsets = torch.arange(n_fft)
+    i = 0
+    while i < len(starts):
+        j = i + 1
+        while j < len(starts) and starts[j] - starts[j - 1] <= n_fft and starts[j] - starts[i] < CPU_BLOCK_SAMPLES:
+            j += 1
+        lo, hi = starts[i], starts[j - 1] + n_fft
+        piece = x.read(max(lo, 0), min(hi, n))
+        if lo < 0 or hi > n:
+            piece = torch.nn.functional.pad(piece, (max(0, -lo), max(0, hi - n)))
+        picked = piece[:, (torch.tensor(starts[i:j]) - lo)[:, None] + offsets[None, :]]
+        seg[:, i:j] = picked.mean(dim=0, keepdim=True) if mix else picked
+        i = j
+    window = torch.hann_window(n_fft, dtype=seg.dtype, device=seg.device)
     mag = torch.fft.rfft(seg.mul_(window), dim=-1).abs().double() / (n_fft / 2)
     return 20 * torch.log10(mag + EPS)
 
 
-def noise_threshold_db(x: torch.Tensor, idx: torch.Tensor | None, n_fft: int, hop: int, n_std: float,
+def noise_threshold_db(x, idx: torch.Tensor | None, n_fft: int, hop: int, n_std: float,
                        mix: bool = True) -> torch.Tensor:
     """Per-bin noise threshold (float64, (channels, bins)): mean + n_std * std of the noise frames' dB spectra.
 
     As noisereduce: each bin is floored 80 dB below its maximum over the noise frames, the
     standard deviation is the population one, and with mix=True the channels are averaged
     first (one threshold row); mix=False gives each channel its own row. `idx` selects the
-    frames (None: all frames of x); they are transformed in batches, so memory stays bounded.
+    frames (None: all frames of x, a tensor or a Source); they are read and transformed in
+    batches (twice: the maximum first), so memory stays bounded.
     """
     import torch
 
+    from restorekit.streaming import as_source
+
+    x = as_source(x)
     if idx is None:
-        idx = torch.arange(Frames(x.shape[1], n_fft, hop).count)
+        idx = torch.arange(Frames(x.frames, n_fft, hop).count)
     batches = torch.split(idx, STAT_BATCH_FRAMES)
     if len(batches) == 1:
         db = _frame_db(x, batches[0], n_fft, hop, mix)

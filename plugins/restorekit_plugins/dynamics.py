@@ -43,6 +43,7 @@ class Compress(Stage):
     id = "dynamics.compress"
     summary = "Dynamic range compressor (pedalboard): threshold, ratio, attack, release, makeup gain."
     accepts = CPU
+    streams = True  # measures its input, compresses into a spill file and measures that, then writes one of them
     block_frames: ClassVar[int] = BLOCK_FRAMES
 
     class Params(StageParams):
@@ -63,9 +64,39 @@ class Compress(Stage):
                                            "Empty: always compress.")
 
     def process(self, audio):
+        import numpy as np
+
+        from restorekit.audio import Audio
+
+        def compress():
+            out = np.empty((audio.channels, audio.frames), np.float32)
+            at = 0
+            for block in self._compressed(audio):
+                out[:, at:at + block.shape[1]] = block
+                at += block.shape[1]
+            return Audio.from_numpy(out, audio.sample_rate)
+
+        return self._decide(audio, compress)
+
+    def stream(self, source, sink):
+        from restorekit.streaming import copy, spill
+
+        def compress():
+            out = spill(source.sample_rate, source.channels)
+            for block in self._compressed(source):
+                out.write(block)
+            return out
+
+        chosen = self._decide(source, compress)
+        copy(chosen, sink, self.block_frames)
+        if chosen is not source:
+            chosen.close()
+
+    def _decide(self, audio, compress):
+        """`audio` (Audio or a Source) or `compress()`'s result, per the diagnosis; the notes say which."""
         p = self.params
         if p.min_peak_to_loudness_db is None:
-            return self._compress(audio)
+            return compress()
         ratio, peak, loudness = peak_to_loudness(audio)
         measured = f"peak-to-loudness ratio {ratio:.1f} dB (true peak {peak:+.1f} dBTP, {loudness:.1f} LUFS)"
         limit = f"min_peak_to_loudness_db {p.min_peak_to_loudness_db:g} dB"
@@ -75,54 +106,58 @@ class Compress(Stage):
         if ratio <= p.min_peak_to_loudness_db:
             self.note(f"{measured}, not above {limit}: the dynamics need no compression; left unchanged")
             return audio
-        out = self._compress(audio)
+        out = compress()
         after = peak_to_loudness(out)[0]
         if not after <= ratio - MIN_RATIO_GAIN_DB:  # the peaks got through (slow attack, high threshold)
             self.note(f"{measured}, above {limit}, but compressing did not lower it by {MIN_RATIO_GAIN_DB:g} dB "
                       f"({after:.1f} dB after): left unchanged")
+            if hasattr(out, "close"):
+                out.close()
             return audio
         self.note(f"{measured}, above {limit}: compressed (ratio now {after:.1f} dB)")
         return out
 
-    def _compress(self, audio):
+    def _compressed(self, audio):
+        """The compressed signal of `audio` (Audio or a Source), block by block."""
         import numpy as np
         from pedalboard import Compressor, Gain
 
-        from restorekit.audio import Audio
-        from restorekit_plugins._blocks import PedalboardStream, block_bounds
+        from restorekit.streaming import as_source
+        from restorekit_plugins._blocks import PedalboardStream
 
         p = self.params
+        source = as_source(audio)
         comp = Compressor(threshold_db=p.threshold_db, ratio=p.ratio, attack_ms=p.attack_ms, release_ms=p.release_ms)
-        x = audio.numpy()
-        if not p.stereo_link or audio.channels == 1:
+        if not p.stereo_link or source.channels == 1:  # the compressor has no latency: blocks come back whole
             plugins = [comp] + ([Gain(gain_db=p.makeup_gain_db)] if p.makeup_gain_db else [])
-            out = PedalboardStream(plugins, audio.sample_rate, audio.channels).run(x, self.block_frames)
-            return Audio.from_numpy(out, audio.sample_rate)
+            stream = PedalboardStream(plugins, source.sample_rate, source.channels)
+            for _, block in source.blocks(max(self.block_frames, stream.min_frames)):
+                yield stream.process(block.numpy())[:, :block.shape[1]]
+            return
         # Linked: compress the detector max|x_c| (mono); the compressor's output over its input
         # is exactly the gain it applied (JUCE has no lookahead), and that gain goes to every channel.
-        stream = PedalboardStream([comp], audio.sample_rate, 1)
+        stream = PedalboardStream([comp], source.sample_rate, 1)
         makeup = np.float32(10.0 ** (p.makeup_gain_db / 20.0))
-        out = np.empty(x.shape, np.float32)
-        for start, stop in block_bounds(audio.frames, self.block_frames):
-            block = x[:, start:stop]
+        for _, block in source.blocks(self.block_frames):
+            block = block.numpy()
             detector = np.abs(block).max(axis=0, keepdims=True)
-            compressed = stream.process(detector)[:, :stop - start]
+            compressed = stream.process(detector)[:, :block.shape[1]]
             gain = np.ones_like(detector)
             np.divide(compressed, detector, out=gain, where=detector > 0)
             if makeup != 1:
                 gain *= makeup
-            np.multiply(block, gain, out=out[:, start:stop])
-        return Audio.from_numpy(out, audio.sample_rate)
+            yield np.multiply(block, gain)
 
 
 def peak_to_loudness(audio) -> tuple[float, float, float]:
     """(true peak dBTP - integrated loudness LUFS, true peak dBTP, loudness LUFS); nan ratio for silence."""
+    from restorekit.streaming import as_source
     from restorekit_plugins.master import integrated_loudness, true_peak
 
-    x = audio.numpy()
+    x = as_source(audio)
     peak = true_peak(x)
     peak_db = 20.0 * math.log10(peak) if peak > 0 else -math.inf
-    loudness = integrated_loudness(x, audio.sample_rate)
+    loudness = integrated_loudness(x, x.sample_rate)
     ratio = peak_db - loudness if math.isfinite(loudness) and math.isfinite(peak_db) else math.nan
     return ratio, peak_db, loudness
 
@@ -140,6 +175,7 @@ class Limit(Stage):
     id = "dynamics.limit"
     summary = "Lookahead brick-wall limiter (pedalboard): output peaks stay at or below ceiling_db."
     accepts = CPU
+    streams = True
     block_frames: ClassVar[int] = BLOCK_FRAMES
 
     class Params(StageParams):
@@ -158,20 +194,29 @@ class Limit(Stage):
         return None
 
     def process(self, audio):
+        from restorekit.audio import Audio
+        from restorekit_plugins._blocks import PedalboardStream
+
+        out = PedalboardStream([self._limiter()], audio.sample_rate, audio.channels).run(audio.numpy(),
+                                                                                        self.block_frames)
+        return Audio.from_numpy(out, audio.sample_rate)
+
+    def stream(self, source, sink):
+        from restorekit_plugins._blocks import stream_plugins
+
+        stream_plugins([self._limiter()], source, sink, self.block_frames)
+
+    def _limiter(self):
         import pedalboard
 
-        from restorekit.audio import Audio
         from restorekit.errors import StageError
-        from restorekit_plugins._blocks import PedalboardStream
 
         reason = self.unavailable()
         if reason:
             raise StageError(reason)
         p = self.params
-        limiter = pedalboard.BrickwallLimiter(ceiling_db=p.ceiling_db, release_ms=p.release_ms,
-                                              lookahead_ms=p.lookahead_ms, true_peak=p.true_peak)
-        out = PedalboardStream([limiter], audio.sample_rate, audio.channels).run(audio.numpy(), self.block_frames)
-        return Audio.from_numpy(out, audio.sample_rate)
+        return pedalboard.BrickwallLimiter(ceiling_db=p.ceiling_db, release_ms=p.release_ms,
+                                           lookahead_ms=p.lookahead_ms, true_peak=p.true_peak)
 
 
 @hookimpl

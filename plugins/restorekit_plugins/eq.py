@@ -46,6 +46,7 @@ class Shape(Stage):
     id = "eq.shape"
     summary = "EQ: high/low-pass, shelves, peaking bands (pedalboard) and an 'air' band blend."
     accepts = Accepts(devices=frozenset({"cpu"}))
+    streams = True
     block_frames: ClassVar[int] = BLOCK_FRAMES
 
     class Params(StageParams):
@@ -133,25 +134,48 @@ class Shape(Stage):
         import numpy as np
 
         from restorekit.audio import Audio
-        from restorekit_plugins._blocks import PedalboardStream, block_bounds
 
-        filters, fir = self.plan(audio.sample_rate)
+        out = np.empty((audio.channels, audio.frames), np.float32)
+        at = 0
+
+        def put(y):
+            nonlocal at
+            out[:, at:at + y.shape[1]] = y
+            at += y.shape[1]
+
+        return audio if not self._shape(audio, put) else Audio.from_numpy(out, audio.sample_rate)
+
+    def stream(self, source, sink):
+        from restorekit.streaming import copy
+
+        if not self._shape(source, lambda y: sink.write(y.astype("float32", copy=False))):
+            copy(source, sink, self.block_frames)
+
+    def _shape(self, audio, emit) -> bool:
+        """emit() the shaped signal of `audio` (Audio or a Source) in order; False (nothing emitted): no filter."""
+        import numpy as np
+
+        from restorekit.streaming import as_source
+        from restorekit_plugins._blocks import PedalboardStream
+
+        source = as_source(audio)
+        filters, fir = self.plan(source.sample_rate)
         if not filters and fir is None:
-            return audio
-        x = audio.numpy()
-        channels, frames = x.shape
-        stream = PedalboardStream(filters, audio.sample_rate, channels) if filters else None
-        if fir is None:
-            return Audio.from_numpy(stream.run(x, self.block_frames), audio.sample_rate)
-        out = np.empty((channels, frames), np.float32)
-        fir_stream = LinearPhaseFIR(fir, channels, out)
-        for start, stop in block_bounds(frames, self.block_frames):
-            block = x[:, start:stop]
+            return False
+        stream = PedalboardStream(filters, source.sample_rate, source.channels) if filters else None
+        fir_stream = LinearPhaseFIR(fir, source.channels, emit, source.frames) if fir is not None else None
+        block_frames = self.block_frames if stream is None else max(self.block_frames, stream.min_frames)
+        for _, block in source.blocks(block_frames):
+            block = block.numpy()
             if stream is not None:  # the filters have no latency: output frames match input frames
-                block = stream.process(block)[:, :stop - start]
-            fir_stream.feed(block)
-        fir_stream.finish()
-        return Audio.from_numpy(out, audio.sample_rate)
+                block = stream.process(block)[:, :block.shape[1]]
+            if fir_stream is None:
+                emit(np.ascontiguousarray(block))
+            else:
+                fir_stream.feed(block)
+        if fir_stream is not None:
+            fir_stream.finish()
+        return True
 
 
 def air_filter(sample_rate: int, low_hz: float, high_hz: float, blend: float):
@@ -177,19 +201,19 @@ def air_filter(sample_rate: int, low_hz: float, high_hz: float, blend: float):
 
 
 class LinearPhaseFIR:
-    """Streams blocks through an odd-length linear-phase FIR into `out`, delay compensated.
+    """Streams blocks through an odd-length linear-phase FIR to `emit`, in order, delay compensated.
 
-    Overlap-save with FFT convolution per block; the output equals the whole-signal
-    `convolve(x, taps, mode="same")` (zeros outside the signal) to float rounding.
+    Overlap-save with FFT convolution per block; the `frames` frames emitted equal the
+    whole-signal `convolve(x, taps, mode="same")` (zeros outside the signal) to float rounding.
     """
 
-    def __init__(self, taps, channels: int, out) -> None:
+    def __init__(self, taps, channels: int, emit, frames: int) -> None:
         import numpy as np
 
         self.taps = np.asarray(taps, np.float32)[None, :]
         self.delay = (self.taps.shape[1] - 1) // 2
         self.history = np.zeros((channels, self.taps.shape[1] - 1), np.float32)
-        self.out = out
+        self.emit, self.frames, self.channels = emit, frames, channels
         self.position = -self.delay  # output index of the next filtered frame
 
     def feed(self, block) -> None:
@@ -201,15 +225,15 @@ class LinearPhaseFIR:
         self.history = context[:, context.shape[1] - self.history.shape[1]:]
         start = self.position
         self.position += y.shape[1]
-        lo, hi = max(start, 0), min(self.position, self.out.shape[1])
+        lo, hi = max(start, 0), min(self.position, self.frames)
         if hi > lo:
-            self.out[:, lo:hi] = y[:, lo - start:hi - start]
+            self.emit(np.ascontiguousarray(y[:, lo - start:hi - start]))
 
     def finish(self) -> None:
         import numpy as np
 
         if self.delay:
-            self.feed(np.zeros((self.out.shape[0], self.delay), np.float32))
+            self.feed(np.zeros((self.channels, self.delay), np.float32))
 
 
 @hookimpl

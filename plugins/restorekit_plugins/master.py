@@ -51,6 +51,7 @@ class Normalize(Stage):
     id = "master.normalize"
     summary = "Normalize to a sample peak or true peak in dBFS, or to integrated loudness in LUFS."
     accepts = CPU
+    streams = True  # measures in a first pass over its input, applies the gain in a second
     block_frames: ClassVar[int] = BLOCK_FRAMES
 
     class Params(StageParams):
@@ -79,25 +80,44 @@ class Normalize(Stage):
             return data
 
     def measure(self, audio) -> float:
-        """The measured level in the mode's unit (dBFS, dBTP or LUFS); -inf for silence."""
-        x = audio.numpy()
+        """The measured level in the mode's unit (dBFS, dBTP or LUFS); -inf for silence (Audio or a Source)."""
+        from restorekit.streaming import as_source
+
+        x = as_source(audio)
         mode = self.params.mode
         if mode == "peak":
             return _db(sample_peak(x))
         if mode == "true_peak":
             return _db(true_peak(x, self.block_frames))
-        return integrated_loudness(x, audio.sample_rate, self.block_frames)
+        return integrated_loudness(x, x.sample_rate, self.block_frames)
 
     def process(self, audio):
+        gain = self.gain(audio)
+        return audio if gain is None else audio.with_samples(audio.samples * gain)
+
+    def stream(self, source, sink):
+        from restorekit.streaming import copy
+
+        gain = self.gain(source)
+        if gain is None:
+            return copy(source, sink, self.block_frames)
+        for _, block in source.blocks(self.block_frames):
+            sink.write(block * gain)
+
+    def gain(self, audio) -> float | None:
+        """The gain to apply to `audio` (Audio or a Source), with the notes; None: leave it unchanged."""
         import math
 
+        from restorekit.streaming import as_source
+
+        audio = as_source(audio)
         p = self.params
         level = self.measure(audio)
         target = p.target_lufs if p.mode == "lufs" else p.target_dbfs
         unit = {"peak": "dBFS", "true_peak": "dBTP", "lufs": "LUFS"}[p.mode]
         if not math.isfinite(level):
             self._warn(f"the audio is silent ({level} {unit}): left unchanged")
-            return audio
+            return None
         gain_db = target - level
         within = p.mode == "lufs" and abs(gain_db) <= p.tolerance_lu
         if within:
@@ -111,23 +131,23 @@ class Normalize(Stage):
         if within and gain_db == 0.0:
             self.note(f"measured {level:.2f} {unit}, within tolerance_lu {p.tolerance_lu:g} of the target "
                       f"{target:g} {unit}: left unchanged (gain 0 dB)")
-            return audio
+            return None
         gain = 10.0 ** (gain_db / 20.0)
         if p.mode == "lufs":
-            peak = sample_peak(audio.numpy()) * gain
+            peak = sample_peak(audio) * gain
             if peak > 1.0:
                 # a note, not a warning: a limiter usually follows (the writer warns if peaks remain)
                 self.note(f"at {level + gain_db:.2f} LUFS the peaks reach {_db(peak):+.2f} dBFS: a dynamics.limit "
                           "stage after this one must catch them, or they clip when written as PCM")
         self.note(f"measured {level:.2f} {unit}, gain {gain_db:+.2f} dB")
-        return audio.with_samples(audio.samples * gain)
+        return gain
 
     def _limiter_budget(self, audio, level: float, target: float, gain_db: float) -> float:
         """`gain_db`, lowered so the true peak lands at most max_peak_reduction_db above ceiling_dbtp."""
         p = self.params
         if p.max_peak_reduction_db is None:
             return gain_db
-        peak_dbtp = _db(true_peak(audio.numpy(), self.block_frames))
+        peak_dbtp = _db(true_peak(audio, self.block_frames))
         allowed_db = p.ceiling_dbtp + p.max_peak_reduction_db - peak_dbtp
         if gain_db <= allowed_db + 1e-9:
             return gain_db
@@ -150,13 +170,17 @@ def _db(amplitude: float) -> float:
     return 20.0 * math.log10(amplitude) if amplitude > 0 else -math.inf
 
 
-def sample_peak(x) -> float:
-    """Largest |sample| of a (channels, frames) array, without a temporary of its size."""
+def sample_peak(x, block_frames: int = BLOCK_FRAMES) -> float:
+    """Largest |sample| of a (channels, frames) array or a Source, without a temporary of its size."""
+    from restorekit.streaming import Source
+
+    if isinstance(x, Source):
+        return max([sample_peak(block.numpy()) for _, block in x.blocks(block_frames)], default=0.0)
     return float(max(x.max(), -x.min())) if x.size else 0.0
 
 
 def true_peak(x, block_frames: int = BLOCK_FRAMES, oversampling: int = TRUE_PEAK_OVERSAMPLING) -> float:
-    """Peak of `x` (channels, frames) oversampled `oversampling` times (polyphase Kaiser FIR), in blocks.
+    """Peak of `x` (channels, frames, or a Source) oversampled `oversampling` times (polyphase Kaiser FIR), in blocks.
 
     Each block is upsampled with TRUE_PEAK_MARGIN frames of context on both sides, so the
     result equals upsampling the whole signal at once. Never below the sample peak.
@@ -164,19 +188,22 @@ def true_peak(x, block_frames: int = BLOCK_FRAMES, oversampling: int = TRUE_PEAK
     import numpy as np
     from scipy.signal import firwin, resample_poly
 
+    from restorekit.streaming import as_source
+
     taps = firwin(TRUE_PEAK_TAPS, 1 / oversampling, window=("kaiser", 8.6)).astype(np.float32)
-    frames = x.shape[1]
-    peak = sample_peak(x)
+    x = as_source(x)
+    frames = x.frames
+    peak = sample_peak(x, block_frames)
     for start, stop in block_bounds(frames, block_frames):
         lo, hi = max(0, start - TRUE_PEAK_MARGIN), min(frames, stop + TRUE_PEAK_MARGIN)
-        up = resample_poly(x[:, lo:hi], oversampling, 1, axis=1, window=taps)
+        up = resample_poly(x.read(lo, hi).numpy(), oversampling, 1, axis=1, window=taps)
         seg = up[:, (start - lo) * oversampling:(stop - lo) * oversampling]
         peak = max(peak, float(seg.max()), float(-seg.min()))
     return peak
 
 
 def integrated_loudness(x, sample_rate: int, block_frames: int = BLOCK_FRAMES) -> float:
-    """Integrated loudness (LUFS) of `x` (channels, frames) per BS.1770-4, streamed in blocks.
+    """Integrated loudness (LUFS) of `x` (channels, frames, or a Source) per BS.1770-4, streamed in blocks.
 
     Same K-weighting filters (taken from pyloudnorm), gating blocks and gates as
     `pyloudnorm.Meter(rate).integrated_loudness`; only the mean squares of the 400 ms
@@ -186,6 +213,9 @@ def integrated_loudness(x, sample_rate: int, block_frames: int = BLOCK_FRAMES) -
     import pyloudnorm
     from scipy.signal import sosfilt
 
+    from restorekit.streaming import as_source
+
+    x = as_source(x)
     channels, frames = x.shape
     duration_s = frames / sample_rate
     meter = pyloudnorm.Meter(sample_rate)
@@ -208,7 +238,7 @@ def integrated_loudness(x, sample_rate: int, block_frames: int = BLOCK_FRAMES) -
     state = np.zeros((sos.shape[0], channels, 2))
     total = np.zeros(channels)
     for start, stop in block_bounds(frames, block_frames):
-        y, state = sosfilt(sos, x[:, start:stop].astype(np.float64), axis=1, zi=state)
+        y, state = sosfilt(sos, x.read(start, stop).numpy().astype(np.float64), axis=1, zi=state)
         if gain != 1.0:
             y *= gain
         running = np.cumsum(np.square(y, out=y), axis=1)
@@ -249,6 +279,7 @@ class Dither(Stage):
     id = "master.dither"
     summary = "TPDF dither and quantization to 16 or 24 bits (sets the output bit depth)."
     accepts = CPU
+    streams = True
     block_frames: ClassVar[int] = BLOCK_FRAMES
 
     class Params(StageParams):
@@ -264,12 +295,27 @@ class Dither(Stage):
 
         from restorekit.audio import Audio
 
+        out = np.empty((audio.channels, audio.frames), np.float32)
+        self._dither(audio.numpy(), lambda start, stop, y: None, out)
+        return Audio.from_numpy(out, audio.sample_rate)
+
+    def stream(self, source, sink):
+        import numpy as np
+
+        block = np.empty((source.channels, self.block_frames), np.float32)
+        self._dither(source, lambda start, stop, y: sink.write(y[:, :stop - start]), block, blockwise=True)
+
+    def _dither(self, x, emit, out, blockwise: bool = False) -> None:
+        """Dither x (an array or a Source) block by block into `out` (the whole output, or one block's buffer)."""
+        import numpy as np
+
+        from restorekit.streaming import as_source
+
+        x = as_source(x)
         scale = float(1 << (self.params.bit_depth - 1))
         highpass = self.params.noise_shaping == "highpass"
         rng = self.rng()
-        x = audio.numpy()
         channels, frames = x.shape
-        out = np.empty((channels, frames), np.float32)
         previous = rng.random((1, channels), dtype=np.float32) if highpass else None
         for start, stop in block_bounds(frames, self.block_frames):
             n = stop - start
@@ -281,12 +327,13 @@ class Dither(Stage):
             else:
                 u = rng.random((n, channels, 2), dtype=np.float32)
                 dither = (u[:, :, 0] - u[:, :, 1]).T
-            v = np.multiply(x[:, start:stop], scale, dtype=np.float64)
+            v = np.multiply(x.read(start, stop).numpy(), scale, dtype=np.float64)
             v += dither
             np.rint(v, out=v)
             np.clip(v, -scale, scale - 1, out=v)
-            np.multiply(v, 1.0 / scale, out=out[:, start:stop], casting="same_kind")
-        return Audio.from_numpy(out, audio.sample_rate)
+            at = 0 if blockwise else start
+            np.multiply(v, 1.0 / scale, out=out[:, at:at + n], casting="same_kind")
+            emit(start, stop, out)
 
 
 class DCRemove(Stage):

@@ -109,6 +109,7 @@ class UNetRestore(Stage):
     id = "restore.unet"
     summary = "Trained waveform U-Net: restores band-limited, noisy music (runs only where it finds a band limit)."
     accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
+    streams = True  # detects in a first pass; resamples into a spill file, then segments visit the network
     test_params: ClassVar[dict] = {"checkpoint": TINY}
 
     class Params(StageParams):
@@ -139,11 +140,29 @@ class UNetRestore(Stage):
         restored = self._restore(resample(audio, self.model_rate))
         return resample(restored, audio.sample_rate)
 
+    def stream(self, source, sink):
+        from restorekit.streaming import copy
+        from restorekit_plugins._blocks import Resampler, resampled
+
+        if self.params.only_band_limited and not self._band_limited(source):
+            return copy(source, sink)
+        at_model = resampled(source, self.model_rate)
+        back = Resampler(self.model_rate, source.sample_rate, source.channels) \
+            if self.model_rate != source.sample_rate else None
+        try:
+            self._restore(at_model, emit=lambda y: sink.write(back.push(y) if back else y))
+        finally:
+            if at_model is not source:
+                at_model.close()
+        if back:
+            sink.write(back.finish())
+
     def _band_limited(self, audio) -> bool:
-        """Whether the input's band ends below max_cutoff_hz; the finding goes into the notes."""
+        """Whether the input's band ends below max_cutoff_hz (Audio or a Source); the finding goes into the notes."""
+        from restorekit.streaming import as_source
         from restorekit_plugins._band_limit import analyze_spectrum, find_cutoff
 
-        found = find_cutoff(analyze_spectrum(audio.samples, audio.sample_rate))
+        found = find_cutoff(analyze_spectrum(as_source(audio), audio.sample_rate))
         if found.cutoff_hz is not None and found.cutoff_hz < self.params.max_cutoff_hz:
             how = "a cliff" if found.kind == "cliff" else "a fall onto a noise floor"
             self.note(f"band limit at {found.cutoff_hz / 1000:.2f} kHz ({how}, {found.drop_db:.0f} dB): restoring")
@@ -154,7 +173,8 @@ class UNetRestore(Stage):
                   "passed through unchanged")
         return False
 
-    def _restore(self, audio):
+    def _restore(self, audio, emit=None):
+        """Audio restored at the model's rate; with `emit` (audio a Source) the output goes there in order."""
         from restorekit.chunking import ChunkPlan, process_in_chunks
 
         model = self.model
@@ -166,9 +186,9 @@ class UNetRestore(Stage):
             b, c, n = batch.shape
             return model(batch.reshape(b * c, 1, n)).reshape(b, c, n)
 
-        out = process_in_chunks(run, audio.samples, plan, batch_size=self.params.batch_size,
-                                device=self.device, precision=self.params.precision)
-        return audio.with_samples(out)  # no clamp: the level is the writer's and the mastering's business
+        out = process_in_chunks(run, audio if emit else audio.samples, plan, batch_size=self.params.batch_size,
+                                device=self.device, precision=self.params.precision, emit=emit)
+        return None if emit else audio.with_samples(out)  # no clamp: the level is the writer's and the mastering's business
 
 
 @hookimpl

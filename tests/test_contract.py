@@ -13,13 +13,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from core_fakes import NeedsCheckpoint, RngNoise, Scale
 from pydantic import ConfigDict, Field
-
 from restorekit.plugins import get_registry
 from restorekit.stage import Accepts, Stage, StageParams
-from restorekit_tools.stage_docs import describe_stage, param_rows
 from restorekit.testing import check_stage, check_stage_declaration
+from restorekit_tools.stage_docs import describe_stage, param_rows
 
 REGISTRY = get_registry()
 STAGE_IDS = sorted(REGISTRY.stages)
@@ -61,6 +61,24 @@ def test_loading_every_plugin_imports_no_heavy_module():
 def test_check_stage_passes_a_good_stage():
     check_stage(Scale)
     check_stage(RngNoise)
+    check_stage(_good_source())
+
+
+def _good_source():
+    from restorekit.audio import Audio
+
+    class NoiseSource(Scale):
+        id = "test.noise_source"
+        source = True
+
+        def output_spec(self, sample_rate, channels):
+            return 16000, 1
+
+        def process(self, audio):
+            assert audio is None
+            return Audio(torch.from_numpy(self.rng().standard_normal((1, 16000)).astype(np.float32) * 0.1), 16000)
+
+    return NoiseSource
 
 
 def test_check_stage_skips_an_unavailable_stage_with_its_reason():
@@ -157,7 +175,40 @@ def _breaches():
         def process(self, audio):
             return audio.with_samples(audio.samples.T.contiguous())
 
+    class SourceBase(Scale):  # a source stage: one second of seeded noise at 16 kHz, mono
+        id = "bad.source"
+        source = True
+
+        def output_spec(self, sample_rate, channels):
+            return 16000, 1
+
+        def process(self, audio):
+            from restorekit.audio import Audio
+
+            return Audio(torch.from_numpy(self.rng().standard_normal((1, 16000)).astype(np.float32) * 0.1), 16000)
+
+    class SourceIgnoresSeed(SourceBase):
+        id = "bad.source_seed"
+
+        def process(self, audio):
+            from restorekit.audio import Audio
+
+            return Audio(torch.full((1, 16000), 0.1), 16000)
+
+    class SourceWrongRate(SourceBase):
+        id = "bad.source_rate"
+
+        def output_spec(self, sample_rate, channels):
+            return 32000, 1
+
+    class SourceMerges(SourceBase):
+        id = "bad.source_merges"
+        merges = True
+
     return {
+        SourceIgnoresSeed: "another seed gives the same audio",
+        SourceWrongRate: "rate 16000 != declared 32000",
+        SourceMerges: "a source stage takes no input, so it cannot merge",
         InPlace: "modified its input in place",
         Unseeded: "two runs with the same seed differ",
         WrongSpec: "rate 8000 != declared 48000",

@@ -89,6 +89,13 @@ def resolve(
     for i, stage in enumerate(stages):
         raw = raw_inputs[i]
         explicit = raw is not None
+        if stage.source:  # makes audio from its parameters: first, and takes nothing
+            if i:
+                problem(i, "use", "a source stage makes audio from its parameters and must be the first stage")
+            if explicit:
+                problem(i, "input", "a source stage takes no input; remove `input:`")
+            all_inputs.append(())
+            continue
         if raw is None:
             if i == 0:
                 raw = [PIPELINE_INPUT]
@@ -102,7 +109,10 @@ def resolve(
         refs: list[Ref] = []
         for text in raw:
             ref = _parse_ref(text, i, ids, index, outputs, problem)
-            if ref is not None:
+            if ref is not None and ref.node == PIPELINE_INPUT and stages[0].source:
+                problem(i, "input", f"this pipeline starts from the source stage '{ids[0]}' and has no input "
+                                    "audio; take a stage's output instead")
+            elif ref is not None:
                 refs.append(ref)
         if not stage.merges and len(raw) > 1:
             problem(i, "input", f"this stage takes one input, got {len(raw)} ({', '.join(raw)}); "

@@ -264,9 +264,10 @@ class Pipeline:
         result = self.run(audio)
         return result.outputs[None] if None in result.outputs else result.outputs  # type: ignore[return-value]
 
-    def run(self, audio: Audio | list[Audio], *, seed: int | None = None,
+    def run(self, audio: Audio | list[Audio] | None, *, seed: int | None = None,
             on_stage: Callable[[str], None] | None = None) -> RunResult:
-        """Run the graph on `audio`; outputs come back on the CPU.
+        """Run the graph on `audio` (None for a pipeline that starts from a source stage); outputs come back
+        on the CPU.
 
         Pass `[audio]` (a one-item list, which is emptied) to hand the input over: the
         runner then frees it as soon as its last consumer has it, instead of the caller
@@ -276,12 +277,16 @@ class Pipeline:
 
         if isinstance(audio, list):
             audio = audio.pop()
+        first = self.nodes[0]
+        if (audio is None) != first.stage.source:
+            raise StageError(f"this pipeline starts from the source stage '{first.id}' ({first.stage.id}) and takes "
+                             "no input audio" if first.stage.source else "this pipeline needs input audio")
         if not self._placed:
             self.prepare()
-        if not _all_finite(audio.samples):
+        if audio is not None and not _all_finite(audio.samples):
             raise StageError("the input contains NaN or Inf samples")
         seed = self.seed if seed is None else seed
-        values: dict[graph.Ref, Audio] = {graph.Ref(graph.PIPELINE_INPUT): audio}
+        values: dict[graph.Ref, Audio] = {} if audio is None else {graph.Ref(graph.PIPELINE_INPUT): audio}
         del audio
         remaining = dict(self.graph.consumers)
         result = RunResult({})
@@ -327,7 +332,7 @@ class Pipeline:
             adapted = [self._adapt(node, a, notes) for a in inputs]
             if stage.merges:
                 adapted = self._align(node, adapted, notes)
-            out, stage_notes = stage.run(adapted if stage.merges else adapted[0], seed)
+            out, stage_notes = stage.run(None if stage.source else adapted if stage.merges else adapted[0], seed)
         except Exception as exc:  # noqa: BLE001 - expected or not, the message names the stage
             raise StageError(f"{node.label()}: {describe_failure(exc)}") from exc
         notes.extend(f"{node.id}: {message}" for message in stage_notes)

@@ -100,6 +100,9 @@ class Stage:
       or model file); the runner refuses it with that reason, contract tests skip with it.
     - `streams`: True when `stream(source, sink)` works block by block (see there); a
       pipeline whose stages all stream reads, processes and writes files in blocks.
+    - `source`: True for a stage that makes audio from its parameters alone (a generator):
+      `process(None)`; it comes first in a pipeline, which then runs without input audio
+      (`Pipeline.run(None)`); `output_spec(None, None)` gives its rate and channels.
 
     Expensive resources (model weights) load in `load()`, which runs once per device
     (`place`) before the first `process`; share them across instances with
@@ -113,6 +116,7 @@ class Stage:
     accepts: ClassVar[Accepts] = Accepts()
     merges: ClassVar[bool] = False
     streams: ClassVar[bool] = False
+    source: ClassVar[bool] = False
     test_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: StageParams | dict[str, Any] | None = None, /, **kwargs: Any) -> None:
@@ -233,6 +237,9 @@ def check_stage_class(cls: Any) -> list[str]:
     problems = check_contract(cls, Stage, "restorekit.Stage", name_attr="id", pattern=STAGE_ID_PATTERN,
                               example="family.name", params_attr="Params", params_base=StageParams,
                               params_name="restorekit.StageParams")
-    if isinstance(cls, type) and issubclass(cls, Stage) and not isinstance(cls.accepts, Accepts):
-        problems.append(f"{cls.__name__}.accepts must be a restorekit.Accepts")
+    if isinstance(cls, type) and issubclass(cls, Stage):
+        if not isinstance(cls.accepts, Accepts):
+            problems.append(f"{cls.__name__}.accepts must be a restorekit.Accepts")
+        if cls.source and cls.merges:
+            problems.append(f"{cls.__name__}: a source stage takes no input, so it cannot merge")
     return problems

@@ -200,8 +200,8 @@ class MusicGen(Stage):
         from restorekit_plugins import _musicgen
 
         p = self.params
-        if audio is not None:  # a runner that does not know source stages yet hands it the file it read
-            self.note(f"{self.id}: a source stage; its input audio was ignored")
+        if audio is not None:
+            raise ValueError(f"{self.id} is a source stage: it takes no input audio (put it first in a pipeline)")
         seed = p.seed if p.seed is not None else self.seed
         out = _musicgen.generate(self._bundle, prompt=p.prompt, duration_s=p.duration_s,
                                  guidance_scale=p.guidance_scale, top_k=p.top_k, top_p=p.top_p,

@@ -34,12 +34,11 @@ from unittest import mock
 
 import numpy as np
 from pydantic import ValidationError
-
 from restorekit.audio import Audio
 from restorekit.io import MIN_FRAMES
 from restorekit.stage import Stage, check_stage_class
 
-__all__ = ["check_stage", "check_stage_declaration", "check_metric", "synth_audio"]
+__all__ = ["check_metric", "check_stage", "check_stage_declaration", "synth_audio"]
 
 DEFAULT_RATES = (8000, 32000, 44100, 48000, 192000)
 SHORT_FRAMES = MIN_FRAMES
@@ -149,6 +148,27 @@ def check_stage_declaration(cls: type[Stage], params: dict[str, Any] | None = No
     return stage
 
 
+def _check_source(cls, stage, one_stage, check_outputs) -> None:
+    """The run checks of a source stage: no input, its declared rate and channels, repeatable for a seed."""
+    rate, channels = stage.output_spec(None, None)
+    pipeline = one_stage(stage, "cpu")
+    runs = {}
+    for seed in (1234, 1234, 99):
+        try:
+            outputs = pipeline.run(None, seed=seed).outputs
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            raise AssertionError(f"{cls.id} (source) with seed {seed}: {type(cause).__name__}: {cause}") from exc
+        check_outputs(f"{cls.id} (source) with seed {seed}", outputs, rate, channels)
+        runs.setdefault(seed, []).append(outputs)
+    first, again = runs[1234]
+    for key in first:
+        assert np.allclose(first[key].numpy(), again[key].numpy(), rtol=0, atol=1e-6), \
+            f"{cls.id}: two runs with the same seed differ"
+        assert not np.array_equal(runs[99][0][key].numpy(), first[key].numpy()), \
+            f"{cls.id}: another seed gives the same audio (draw from the run's seed)"
+
+
 def check_stage(cls: type[Stage], params: dict[str, Any] | None = None,
                 sample_rates: tuple[int, ...] | None = None, channel_counts: tuple[int, ...] = (1, 2)) -> None:
     """Assert the stage contract; raises AssertionError naming the case that broke it.
@@ -157,7 +177,6 @@ def check_stage(cls: type[Stage], params: dict[str, Any] | None = None,
     a reason, the run checks are skipped with pytest.skip and that reason.
     """
     import torch
-
     from restorekit import runner
     from restorekit.runner import Node, Pipeline
 
@@ -208,6 +227,10 @@ def check_stage(cls: type[Stage], params: dict[str, Any] | None = None,
         check_outputs(case, outputs, rate, channels)
         return outputs
 
+    if cls.source:
+        _check_source(cls, stage, one_stage, check_outputs)
+        return
+
     # every rate (most channels), every channel count (main rate), short input, a longer one
     main_rate = 44100 if 44100 in rates else rates[0]
     cases = [(rate, counts[-1], int(NORMAL_S * rate) | 1) for rate in rates]
@@ -243,7 +266,6 @@ def check_stage(cls: type[Stage], params: dict[str, Any] | None = None,
 def check_metric(cls: type, params: dict[str, Any] | None = None) -> None:
     """Assert that `cls` fulfils the metric contract (see the module docstring)."""
     import torch
-
     from restorekit.metrics import Metric, check_metric_class
 
     problems = check_metric_class(cls)

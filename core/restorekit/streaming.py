@@ -216,8 +216,9 @@ def run_streamed(pipeline, source: Source, open_output, seed: int, on_stage=None
     is removed once the stage is done. Errors name the stage and its plugin.
     """
     from restorekit.errors import StageError, describe_failure
-    from restorekit.runner import release_freed_memory, seed_for_stage
+    from restorekit.runner import fix_mmap_threshold, release_freed_memory, seed_for_stage
 
+    fix_mmap_threshold()
     timings: dict[str, float] = {}
     notes: list[str] = []
     current, previous = source, None

@@ -1,13 +1,14 @@
 """Inference speed of the learned stages: start-up, model load and real-time factor.
 
     python benchmarks/bench_neural.py [--stage restore.unet] [--seconds 180] [--rate 44100] [--channels 2]
-                                      [--device cpu] [--band-limit-hz 8000] [--set param=value ...]
+                                      [--device cpu] [--band-limit-hz 8000] [--gaps 10] [--set param=value ...]
 
 Synthesizes the input (the demo music, tiled; nothing is committed), then times, in one
 process: imports, model load (`prepare`), and the stage run through a one-stage
 pipeline on the whole input (the runner's resampling to the model's rate included).
 `--band-limit-hz` low-passes the input first (an FFT brick wall), so stages that fill
-in missing bands (the CRNN's Griffin-Lim) do that work too.
+in missing bands (the CRNN's Griffin-Lim) do that work too. `--gaps N` zeroes N blocks
+(20, 50, 100, 200, 500, 1000 ms in turn, evenly spaced) for the inpainting stages.
 rtf = seconds of audio per second of wall time. Memory: the process's resident set is
 sampled every 10 ms during the run; `peak_growth_mb` is its peak minus its size just before
 the run (model loaded, input in memory), also given in units of the input's size.
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--band-limit-hz", type=float, default=None)
+    parser.add_argument("--gaps", type=int, default=0, help="zeroed blocks to insert (inpainting stages)")
     parser.add_argument("--set", nargs="*", default=[], help="param=value for the stage")
     args = parser.parse_args()
     params = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -94,6 +96,10 @@ def main() -> None:
         spec = np.fft.rfft(x, axis=-1)
         spec[:, np.fft.rfftfreq(x.shape[-1], 1 / args.rate) > args.band_limit_hz] = 0
         x = np.fft.irfft(spec, x.shape[-1], axis=-1).astype(np.float32)
+    lengths_ms = (20, 50, 100, 200, 500, 1000)
+    for g in range(args.gaps):
+        start = int((g + 0.5) / args.gaps * x.shape[-1])
+        x[:, start:start + lengths_ms[g % len(lengths_ms)] * args.rate // 1000] = 0.0
     audio = Audio(torch.from_numpy(x), args.rate)
     t = time.perf_counter()
     pipeline = Pipeline([get_registry().stages[args.stage](params)], device=args.device)
@@ -107,7 +113,7 @@ def main() -> None:
     growth = memory.peak - memory.start
     print(json.dumps({"stage": args.stage, "params": params, "device": pipeline.device,
                       "input": f"{args.seconds:g} s, {args.rate} Hz, {args.channels} ch",
-                      "band_limit_hz": args.band_limit_hz,
+                      "band_limit_hz": args.band_limit_hz, "gaps": args.gaps,
                       "threads": torch.get_num_threads(), "cpu_bfloat16_native": native_cpu_bfloat16(), "import_s": round(IMPORT_S, 2),
                       "load_s": round(load_s, 2), "run_s": round(run_s, 2),
                       "rtf": round(args.seconds / run_s, 1), "input_mb": round(x.nbytes / 2**20, 1),

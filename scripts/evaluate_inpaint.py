@@ -7,7 +7,13 @@ drawn with `--seed`), and each method fills them, finding the gap itself:
   silence     the gap left as it is (the baseline)
   ar          inpaint.ar for every length (max_gap_ms raised to 2000)
   similarity  inpaint.similarity for every length (min_gap_ms lowered to 5)
+  flow        inpaint.flow (the learned inpainting flow, `--checkpoint`, `--steps`) for every length
+              (max_gap_ms raised to 2000)
   pipeline    pipelines/inpaint.yaml: inpaint.ar to 100 ms, then inpaint.similarity
+
+`--methods` picks some (flow-N runs the flow with N steps, e.g. flow-1 flow-2 flow-8 for a
+table over steps; flow-N-raw without the spectral-envelope match, the network's own level). `--visqol N`: ViSQOL (audio mode, 48 kHz) of the whole excerpt against the
+clean one for the first gap of each length in the first N excerpts (each call takes seconds).
 
 Inside the gap: SNR (dB; silence is exactly 0), LSD (dB; 2048-point Hann STFT, hop 512,
 frames centred in the gap, power floor 1e-10 of a full-scale sine's peak bin), and the
@@ -33,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 LENGTHS_MS = (20, 50, 100, 200, 500, 1000)
-METHODS = ("silence", "ar", "similarity", "pipeline")
+METHODS = ("silence", "ar", "similarity", "flow", "pipeline")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -109,18 +115,38 @@ def load_excerpts(folder: Path, count: int) -> tuple[list[tuple[str, np.ndarray]
     return out, rate, True
 
 
-def run_method(method: str, y: np.ndarray, rate: int):
-    from restorekit.audio import Audio
+def make_stages(method: str, checkpoint: str, steps: int) -> list:
     from restorekit_plugins.inpaint import AR, Similarity
+    from restorekit_plugins.inpaint_flow import InpaintFlow
+
+    if method.startswith("flow"):  # flow, flow-N (N steps), flow-N-raw (no envelope match)
+        parts = method.split("-")
+        stage = InpaintFlow(checkpoint=checkpoint, max_gap_ms=2000, steps=int(parts[1]) if len(parts) > 1 else steps,
+                            match_envelope_db=0.0 if parts[-1] == "raw" else 24.0)
+        stage.place("cpu")
+        return [stage]
+    return {"silence": [], "ar": [AR(max_gap_ms=2000)], "similarity": [Similarity(min_gap_ms=5)],
+            "pipeline": [AR(), Similarity()]}[method]
+
+
+def run_method(stages: list, y: np.ndarray, rate: int):
+    from restorekit.audio import Audio
 
     audio = Audio.from_numpy(np.ascontiguousarray(y[None], dtype=np.float32), rate)
-    if method == "silence":
+    if not stages:
         return y
-    stages = {"ar": [AR(max_gap_ms=2000)], "similarity": [Similarity(min_gap_ms=5)],
-              "pipeline": [AR(), Similarity()]}[method]
     for stage in stages:
         audio, _ = stage.run(audio, seed=0)
     return audio.numpy()[0].astype(np.float64)
+
+
+def score_visqol(metric, ref: np.ndarray, est: np.ndarray, rate: int) -> float:
+    from restorekit.audio import Audio
+
+    def wrap(v):
+        return Audio.from_numpy(np.ascontiguousarray(v[None], dtype=np.float32), rate)
+
+    return float(metric(wrap(est), wrap(ref)))
 
 
 def bootstrap(per_excerpt: dict[str, list[float]], rng: np.random.Generator) -> tuple[float, float, float]:
@@ -142,21 +168,32 @@ def main(argv=None) -> int:
     ap.add_argument("--gaps", type=int, default=2, help="gaps per excerpt and length (one at a time)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the markdown here (default: print it)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--checkpoint", default="inpaintflow", help="inpaint.flow's checkpoint")
+    ap.add_argument("--steps", type=int, default=4, help="inpaint.flow's steps for the method `flow`")
+    ap.add_argument("--visqol", type=int, default=0, metavar="N", help="ViSQOL in the first N excerpts")
     args = ap.parse_args(argv)
+    methods = args.methods
+    stages = {m: make_stages(m, args.checkpoint, args.steps) for m in methods}
+    visqol = None
+    if args.visqol:
+        from restorekit.plugins import get_registry
+
+        visqol = get_registry().metrics["visqol"]()
 
     excerpts, rate, real = load_excerpts(Path(args.data), args.excerpts)
     rng = np.random.default_rng(args.seed)
     values: dict = {}  # (method, length, metric) -> {excerpt: [values]}
-    seconds: dict = {m: 0.0 for m in METHODS}
-    audio_s = {m: 0.0 for m in METHODS}
+    seconds: dict = {m: 0.0 for m in methods}
+    audio_s = {m: 0.0 for m in methods}
     recall_hits, recall_total, false_in_gapped, false_clean = 0, 0, 0, 0
-    for name, x in excerpts:
+    for index, (name, x) in enumerate(excerpts):
         false_clean += len(detect_gaps(x[None], rate))
         spec = {"lsd": stft_mag(x, 2048, 512), "psnr": stft_mag(x, 1024, 256)}
         spec["psnr_max"] = float(20 * np.log10(max(spec["psnr"].max(), 1e-12)))
         for length in LENGTHS_MS:
             m = round(length * rate / 1000)
-            for _ in range(args.gaps):
+            for gap_index in range(args.gaps):
                 a = int(rng.integers(rate, len(x) - rate - m))
                 b = a + m
                 y = x.copy()
@@ -166,19 +203,24 @@ def main(argv=None) -> int:
                 recall_total += 1
                 recall_hits += bool(hit)
                 false_in_gapped += len(found) - len(hit)
-                for method in METHODS:
+                for method in methods:
                     t0 = time.perf_counter()
-                    est = run_method(method, y, rate)
+                    est = run_method(stages[method], y, rate)
                     seconds[method] += time.perf_counter() - t0
                     audio_s[method] += len(x) / rate
-                    for key, val in metrics(x, est, a, b, spec).items():
+                    found_metrics = metrics(x, est, a, b, spec)
+                    if visqol is not None and index < args.visqol and gap_index == 0:
+                        found_metrics["visqol"] = score_visqol(visqol, x, est, rate)
+                    for key, val in found_metrics.items():
                         values.setdefault((method, length, key), {}).setdefault(name, []).append(val)
         print(f"{name} done", file=sys.stderr)
 
     boot_rng = np.random.default_rng(12345)
-    lines = ["# Gap inpainting (DSP stages): measured", ""]
-    lines += [f"Command: `python scripts/evaluate_inpaint.py --data {args.data} --excerpts {args.excerpts} "
-              f"--gaps {args.gaps} --seed {args.seed}" + (f" --out {args.out}`" if args.out else "`"), ""]
+    lines = ["# Gap inpainting: measured", ""]
+    command = (f"python scripts/evaluate_inpaint.py --data {args.data} --excerpts {args.excerpts} --gaps {args.gaps} "
+               f"--seed {args.seed} --methods {' '.join(methods)} --checkpoint {args.checkpoint} "
+               f"--steps {args.steps} --visqol {args.visqol}" + (f" --out {args.out}" if args.out else ""))
+    lines += [f"Command: `{command}`", ""]
     src = (f"{len(excerpts)} held-out excerpts ({', '.join(sorted({n.split('.')[0] for n, _ in excerpts}))}; "
            f"{rate} Hz, mono, 8 s each)" if real else
            f"{len(excerpts)} SYNTHESIZED excerpts (the held-out folder {args.data} was missing)")
@@ -189,17 +231,22 @@ def main(argv=None) -> int:
               "region (1024-point Hann STFT, hop 256, dB clipped to the 80 dB below the clean excerpt's maximum "
               "and scaled to [0, 1], frames centred in the gap, all bins). LSD: 2048-point STFT, hop 512, power "
               "floor 1e-10. Mean [95 % bootstrap interval over excerpts]; several excerpts share a track, so the "
-              "intervals are optimistic. `ar` and `similarity` are forced onto every length; `pipeline` is "
+              "intervals are optimistic. `ar`, `similarity` and `flow` (inpaint.flow, "
+              f"{args.steps} steps unless named flow-N) are forced onto every length; `pipeline` is "
               "pipelines/inpaint.yaml (AR to 100 ms, similarity above)."), ""]
     for key, title, unit in (("snr", "SNR inside the gap", "dB, higher is better; silence = 0"),
                              ("lsd", "LSD inside the gap", "dB, lower is better"),
                              ("psnr", "Spectrogram PSNR over the masked region", ("dB, higher is better; "
-                                                                                 "published CNN: 12.9"))):
-        lines += [f"## {title} ({unit})", "", "| gap | " + " | ".join(METHODS) + " |",
-                  "| --- |" + " --- |" * len(METHODS)]
+                                                                                 "published CNN: 12.9")),
+                             ("visqol", "ViSQOL of the whole 8 s excerpt", (f"MOS 1-5, first gap of each "
+                                                                            f"length in {args.visqol} excerpts"))):
+        if key == "visqol" and not args.visqol:
+            continue
+        lines += [f"## {title} ({unit})", "", "| gap | " + " | ".join(methods) + " |",
+                  "| --- |" + " --- |" * len(methods)]
         for length in LENGTHS_MS:
             cells = []
-            for method in METHODS:
+            for method in methods:
                 mean, lo, hi = bootstrap(values[(method, length, key)], boot_rng)
                 cells.append(f"{mean:.2f} [{lo:.2f}, {hi:.2f}]")
             lines.append(f"| {length} ms | " + " | ".join(cells) + " |")
@@ -210,7 +257,7 @@ def main(argv=None) -> int:
               f"- detections in the {len(excerpts)} clean excerpts (false repairs): {false_clean}", ""]
     lines += ["## Speed (2 CPU cores shared with other work; one gap per 8 s clip, detection included)", "",
               "| method | seconds per second of audio |", "| --- | --- |"]
-    for method in METHODS[1:]:
+    for method in (m for m in methods if m != "silence"):
         lines.append(f"| {method} | {seconds[method] / audio_s[method]:.3f} |")
     text = "\n".join(lines) + "\n"
     if args.out:

@@ -173,3 +173,28 @@ def test_srflow_trains_and_its_checkpoint_generates_the_missing_band(music_dir, 
     stage = get_registry().stages["sr.flow"](checkpoint=str(out / "best.safetensors"), cutoff_hz=4000.0)
     y = Pipeline([stage], device="cpu")(Audio(torch.from_numpy(chord(1.0, 220, 9))[None], RATE))
     assert y.sample_rate == 44100 and y.frames == 44100 and torch.isfinite(y.samples).all()
+
+
+def test_inpaintflow_trains_from_an_srflow_checkpoint_and_fills_gaps(music_dir, tmp_path):
+    """The two flow families share one network: --init takes srflow's weights (its sr-only settings drop)."""
+    small = '{"channels": 4, "depth": 2, "max_channels": 8}'
+    sr_args = train_args(music_dir, tmp_path / "srflow", 1, model="srflow", hparams=small)
+    assert CliRunner().invoke(cli, sr_args).exit_code == 0
+    out = tmp_path / "inpaintflow"
+    args = train_args(music_dir, out, 1, model="inpaintflow", hparams="{}")
+    args[args.index("--segment-s") + 1] = "1.5"
+    args += ["--init", str(tmp_path / "srflow" / "best.safetensors")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert all(np.isfinite(float(r["val_loss"])) and float(r["val_loss"]) > 0 for r in rows)  # gaps to learn
+    ckpt = checkpoints.load(out / "best.safetensors")
+    assert ckpt.config["model"] == "inpaintflow" and ckpt.architecture == "flow_unet2d"
+    assert ckpt.config["training"]["degrade"] == "dropouts" and "margin" not in ckpt.hparams
+    assert ckpt.hparams["channels"] == 4
+    x = chord(2.0, 220, 9)
+    x[RATE // 2 + 100:RATE // 2 + 100 + RATE // 10] = 0  # a 100 ms gap
+    stage = get_registry().stages["inpaint.flow"](checkpoint=str(out / "best.safetensors"))
+    y = Pipeline([stage], device="cpu")(Audio(torch.from_numpy(x)[None], RATE)).numpy()[0]
+    assert np.abs(y[RATE // 2 + 100:RATE // 2 + 100 + RATE // 10]).max() > 0
+    assert np.array_equal(y[:RATE // 2 - 100], x[:RATE // 2 - 100])  # before the 5 ms cross-fade

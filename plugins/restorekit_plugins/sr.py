@@ -172,20 +172,25 @@ def sample_flow(model, cond: torch.Tensor, missing: torch.Tensor, noise: torch.T
 
 
 # -- the model family ---------------------------------------------------------------------
-class FlowHparams(Hparams):
+class FlowNetHparams(Hparams):
+    """The network and the flow's loss: shared by every model family built on `flow_unet2d` (srflow, inpaintflow)."""
+
     channels: int = Field(16, ge=2, le=128, description="Channels of the first level.")
     depth: int = Field(4, ge=1, le=6, description="Number of down-sampling levels (each halves frequency and time).")
     max_channels: int = Field(256, ge=4, le=1024, description="Channel cap of the deeper levels.")
-    prior_std: float = Field(0.2, gt=0, le=10, description="Standard deviation of the prior noise in the band to "
+    prior_std: float = Field(0.2, gt=0, le=10, description="Standard deviation of the prior noise in the region to "
                                                            "generate, in compressed-spectrum units.")
-    margin: float = Field(0.25, ge=0, le=1, description="Region computed below the cutoff, as a fraction of the "
-                                                        "cutoff frequency (at least 16 bins).")
     mag_weight: float = Field(3.0, ge=0, description="Weight of the log-magnitude L1 loss on the estimate of x1.")
     t0_fraction: float = Field(0.3, ge=0, le=1, description="Share of training items drawn at t = 0 (the one-step "
                                                             "estimate); the rest uniform in [0, 1).")
     mse_at_t0: bool = Field(False, description="Apply the MSE to the one-step (t = 0) estimates too; false: only "
                                               "the log-magnitude loss there, so one step gives a sample with the "
                                               "right level instead of the (darker) conditional mean.")
+
+
+class FlowHparams(FlowNetHparams):
+    margin: float = Field(0.25, ge=0, le=1, description="Region computed below the cutoff, as a fraction of the "
+                                                        "cutoff frequency (at least 16 bins).")
     missing_db: float = Field(-10.0, le=-3, description="Training: a bin is missing when the degraded input's power "
                                                         "is this far below the target's.")
     edge_drop_db: float = Field(25.0, ge=6, description="Training: a cliff of this many dB in the target's spectrum "
@@ -264,31 +269,46 @@ class FlowSpec(ModelSpec):
 
         missing, weight = region(missing), region(weight)
         cond, x1 = region(inputs[:, :2]) * (1 - missing), region(targets[:, :2])
-        b = len(cond)
-        gen = None if model.training else torch.Generator(device=cond.device).manual_seed(0)
-        noise = torch.randn(cond.shape, generator=gen, device=cond.device)
-        if model.training:
-            t = torch.rand(b, device=cond.device)
-            t = torch.where(torch.rand(b, device=cond.device) < hp.t0_fraction, torch.zeros_like(t), t)
-        else:
-            t = torch.linspace(0, 0.9, b, device=cond.device)
-        keep = 1 - missing
-        x0 = cond * keep + hp.prior_std * noise * missing
-        x1 = cond * keep + x1 * missing
-        tt = t[:, None, None, None]
-        xt = (1 - tt) * x0 + tt * x1
-        pred = model(network_inputs(xt, cond, missing, lo), t)
-        total_w = weight.sum().clamp_min(1.0)
-        if not hp.mse_at_t0:  # at t = 0 the MSE's optimum is the conditional mean, which loses the level of
-            weight_mse = weight * (t > 0)[:, None, None, None].to(weight.dtype)  # unpredictable detail
-        else:
-            weight_mse = weight
-        mse = ((pred - x1).square() * weight_mse).sum() / (2 * weight_mse.sum().clamp_min(1.0))
-        eps = 1e-2  # compressed units: a linear magnitude of 2e-7 (-134 dB), below anything audible
-        mag = lambda z: (z.square().sum(1, keepdim=True) + eps ** 2).sqrt().log()  # noqa: E731
-        mag_l1 = ((mag(pred) - mag(x1)).abs() * weight).sum() / total_w
-        total = mse + hp.mag_weight * mag_l1
-        return total, {"mse": mse.item(), "log_mag": mag_l1.item()}
+        return flow_matching_loss(model, hp, cond, x1, missing, weight, lo)
+
+
+def flow_matching_loss(model, hp: FlowNetHparams, cond: torch.Tensor, x1: torch.Tensor, missing: torch.Tensor,
+                       weight: torch.Tensor, lo: int) -> tuple[torch.Tensor, dict]:
+    """The loss of one batch of the bridge flow, shared by srflow and inpaintflow.
+
+    cond, x1: (B, 2, F, T) compressed spectra of the input and the target; missing: (B, 1, F, T)
+    the region to generate (the prior there is noise, elsewhere the condition); weight: (B, 1, F,
+    T) where the loss counts; lo: the first bin of the region. Training draws t uniformly, or 0 for
+    a share `t0_fraction`; evaluation uses fixed t and noise. MSE on the network's estimate of x1
+    (not at t = 0 unless `mse_at_t0`) plus `mag_weight` times the L1 of the log magnitudes.
+    """
+    import torch
+
+    b = len(cond)
+    gen = None if model.training else torch.Generator(device=cond.device).manual_seed(0)
+    noise = torch.randn(cond.shape, generator=gen, device=cond.device)
+    if model.training:
+        t = torch.rand(b, device=cond.device)
+        t = torch.where(torch.rand(b, device=cond.device) < hp.t0_fraction, torch.zeros_like(t), t)
+    else:
+        t = torch.linspace(0, 0.9, b, device=cond.device)
+    keep = 1 - missing
+    x0 = cond * keep + hp.prior_std * noise * missing
+    x1 = cond * keep + x1 * missing
+    tt = t[:, None, None, None]
+    xt = (1 - tt) * x0 + tt * x1
+    pred = model(network_inputs(xt, cond, missing, lo), t)
+    total_w = weight.sum().clamp_min(1.0)
+    if not hp.mse_at_t0:  # at t = 0 the MSE's optimum is the conditional mean, which loses the level of
+        weight_mse = weight * (t > 0)[:, None, None, None].to(weight.dtype)  # unpredictable detail
+    else:
+        weight_mse = weight
+    mse = ((pred - x1).square() * weight_mse).sum() / (2 * weight_mse.sum().clamp_min(1.0))
+    eps = 1e-2  # compressed units: a linear magnitude of 2e-7 (-134 dB), below anything audible
+    mag = lambda z: (z.square().sum(1, keepdim=True) + eps ** 2).sqrt().log()  # noqa: E731
+    mag_l1 = ((mag(pred) - mag(x1)).abs() * weight).sum() / total_w
+    total = mse + hp.mag_weight * mag_l1
+    return total, {"mse": mse.item(), "log_mag": mag_l1.item()}
 
 
 def load_flow(checkpoint: str, device: str):

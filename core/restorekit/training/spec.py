@@ -77,7 +77,7 @@ class ModelSpec:
                 f"{ckpt.path}: architecture '{ckpt.architecture}', expected '{self.architecture}'")
         config = ckpt.path.with_suffix(".json")
         try:
-            hparams = self.Hparams(**{**self.legacy_hparams, **ckpt.hparams})
+            hparams = self.Hparams(**self.saved_hparams(ckpt))
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"]) or "hparams"
@@ -94,6 +94,14 @@ class ModelSpec:
                 f"{ckpt.path}: the weights do not fit the network its config ({config.name}) describes: "
                 f"{detail.rstrip('.')}") from None
         return model, ckpt
+
+    def saved_hparams(self, ckpt) -> dict[str, Any]:
+        """A checkpoint's hyper-parameters for this family: `legacy_hparams` filled in; from another family on
+        the same architecture (an `--init`), only those this family has (its own loss settings drop)."""
+        saved = ckpt.hparams
+        if ckpt.config.get("model", self.name) != self.name:
+            saved = {k: v for k, v in saved.items() if k in self.Hparams.model_fields}
+        return {**self.legacy_hparams, **saved}
 
     def load_for_inference(self, checkpoint: str | Path, device: str = "cpu") -> tuple[Any, dict]:
         """(network in eval mode on `device`, its checkpoint config), loaded once per process.

@@ -94,7 +94,7 @@ def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progres
     initial = None
     if config.init and not resume:
         initial, ckpt = spec.load_trained(config.init, spec.shipped_dirs)
-        hparams = spec.Hparams(**{**spec.legacy_hparams, **ckpt.hparams, **config.hparams})
+        hparams = spec.Hparams(**{**spec.saved_hparams(ckpt), **config.hparams})
         if _weight_shapes(spec.build(hparams)) != _weight_shapes(initial):
             raise checkpoints.CheckpointError(
                 f"--init {config.init}: --hparams {config.hparams} change the architecture; "

@@ -78,6 +78,7 @@ def score(metric, audio) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clean_dir", type=Path)
+    parser.add_argument("--glob", default="*.wav", help="which clean clips, e.g. '*.[02].wav' for two excerpts a track")
     parser.add_argument("--presets", nargs="+", default=["lowres-8k", "generative-mix", "gaps"])
     parser.add_argument("--restored", nargs="*", default=[], help="recipes whose outputs form the group 'restored'")
     parser.add_argument("--checkpoint", action="append", help="cqs checkpoint(s) to evaluate (default: cqs)")
@@ -96,7 +97,7 @@ def main() -> None:
     cache_path = args.clips / "visqol.json" if args.clips else None
     scores = json.loads(cache_path.read_text()) if cache_path and cache_path.is_file() else {}
     rows = []
-    for f in sorted(args.clean_dir.glob("*.wav")):
+    for f in sorted(args.clean_dir.glob(args.glob)):
         original = read_audio(f)
         clean = to_clip(original, original.frames)
         for name, (group, _) in versions.items():

@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the markdown here (default: print it)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--checkpoint", default="inpaintflow", help="inpaint.flow's checkpoint")
-    ap.add_argument("--steps", type=int, default=4, help="inpaint.flow's steps for the method `flow`")
+    ap.add_argument("--steps", type=int, default=1, help="inpaint.flow's steps for the method `flow`")
     ap.add_argument("--visqol", type=int, default=0, metavar="N", help="ViSQOL in the first N excerpts")
     args = ap.parse_args(argv)
     methods = args.methods

@@ -1,7 +1,7 @@
 """Spectrogram figures of gap inpainting: gapped input, inpaint.ar, inpaint.similarity, inpaint.flow, reference.
 
     python scripts/inpaint_figures.py data/heldout44-fullband -o docs/results/inpaint-figures --clips 3 \
-        --gap-ms 200 --gap-ms 500 [--checkpoint inpaintflow] [--steps 4]
+        --gap-ms 200 --gap-ms 500 [--checkpoint inpaintflow] [--steps 1]
 
 For the first `--clips` files (evenly spaced through the folder, sorted by name), zeroes one
 block of each length in the middle of the clip and writes one PNG per clip and length: five
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=3)
     parser.add_argument("--gap-ms", type=float, action="append", default=[])
     parser.add_argument("--checkpoint", default="inpaintflow")
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=1)
     args = parser.parse_args()
     files = sorted(args.clean.glob("*.wav"))
     picks = [files[i] for i in np.linspace(0, len(files) - 1, args.clips).round().astype(int)]

@@ -171,7 +171,8 @@ class InpaintFlow(_GapStage):
                                   description="Audio each side of a gap the model sees, in ms (trained with "
                                               "about 1 s).")
         crossfade_ms: float = Field(5.0, ge=0, le=100, description="Cross-fade outside each edge of a gap, in ms.")
-        steps: int = Field(4, ge=1, le=8, description="Flow steps (network evaluations per gap and channel).")
+        steps: int = Field(1, ge=1, le=8, description="Flow steps (network evaluations per gap and channel); 1 "
+                                                      "measured best or near-best and 3x faster than 4.")
         solver: Literal["euler", "heun"] = Field("euler", description="ODE solver of the flow.")
         seed: int | None = Field(None, ge=0, description="Seed of the prior noise; empty: the run's seed.")
         precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(

@@ -81,6 +81,30 @@ def test_pool_size_is_a_hyper_parameter_of_the_quality_estimator(tmp_path):
     assert checkpoints.load(out / "best.safetensors").hparams["pool_size"] == 5
 
 
+def test_a_cached_pool_is_reused_only_when_made_the_same_way(tmp_path):
+    """A second run into the same RUN_DIR with other degradations makes its pool again (it used to reuse any
+    pool of the same size); the same command reuses it."""
+    from safetensors.torch import load_file
+
+    music = tmp_path / "music"
+    music.mkdir()
+    for i, root in enumerate((110, 147, 196)):
+        sf.write(music / f"track{i}.wav", chord(3.0, root, i), RATE)
+    out = tmp_path / "cqs"
+
+    def train(degrade):
+        result = CliRunner().invoke(cli, [
+            "-q", "train", "cqs", "--data", str(music), "--degrade", degrade, "--epochs", "1",
+            "--steps-per-epoch", "1", "--batch-size", "2", "--segment-s", "1", "--val-segments", "2",
+            "--hparams", '{"channels": 2, "n_mels": 16, "target": "snr", "pool_size": 4}', "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        return load_file(str(out / "pool.safetensors"))["inputs"]
+
+    first = train("lowres-8k")
+    assert np.array_equal(train("lowres-8k").numpy(), first.numpy())  # the same recipe: the same pairs
+    assert not np.array_equal(train("none").numpy(), first.numpy())  # other degradations: made again
+
+
 @pytest.mark.parametrize("checkpoint", ["cqs", "tiny"])
 def test_checkpoints_without_a_pool_size_load(checkpoint):
     from restorekit_plugins.quality import load_cqs

@@ -199,16 +199,28 @@ def train(spec: ModelSpec, config: TrainConfig, *, resume: bool = False, progres
 
 def _training_pool(spec: ModelSpec, source: SegmentSource, degrader: Degrader, out: Path, seed: int,
                    chunk: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """For specs with `pool_size`: the fixed training pairs, made once and cached in RUN_DIR/pool.safetensors."""
+    """For specs with `pool_size`: the fixed training pairs, made once and cached in RUN_DIR/pool.safetensors.
+
+    The cache is reused only when it was made the same way (degradations, seed, training
+    files, segment length, rate, hyper-parameters and size), never because only its size matches.
+    """
     if not spec.pool_size:
         return None
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     path = out / "pool.safetensors"
+    recipe = {"recipe": json.dumps({
+        "degrade": degrader.preset, "seed": seed, "files": source.names, "segment": source.segment,
+        "sample_rate": spec.sample_rate, "pool_size": spec.pool_size,
+        "hparams": spec.hparams.model_dump() if spec.hparams is not None else None}, sort_keys=True, default=str)}
     if path.is_file():
-        cached = load_file(str(path))
-        if len(cached["inputs"]) == spec.pool_size:
+        with safe_open(str(path), framework="pt") as f:
+            same = (f.metadata() or {}) == recipe
+        if same:
+            cached = load_file(str(path))
             return cached["inputs"], cached["targets"]
+        log.info("training pool: %s was made another way; making it again", path)
     rng = np.random.default_rng(seed + 2)
     inputs, targets = [], []
     for start in range(0, spec.pool_size, chunk):
@@ -218,7 +230,7 @@ def _training_pool(spec: ModelSpec, source: SegmentSource, degrader: Degrader, o
         targets.append(y)
         log.info("training pool: %d/%d pairs", start + count, spec.pool_size)
     pool = torch.cat(inputs), torch.cat(targets)
-    save_file({"inputs": pool[0].contiguous(), "targets": pool[1].contiguous()}, str(path))
+    save_file({"inputs": pool[0].contiguous(), "targets": pool[1].contiguous()}, str(path), metadata=recipe)
     return pool
 
 

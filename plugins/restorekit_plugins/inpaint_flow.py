@@ -44,11 +44,12 @@ MAX_CUT = 1e-4  # the envelope match takes a band down by up to 80 dB (to where 
 
 def zero_runs(x: torch.Tensor, min_run: int = MIN_ZERO_RUN) -> torch.Tensor:
     """(B, n) -> (B, n) bool: samples inside runs of at least `min_run` exact zeros."""
+    import torch
     import torch.nn.functional as F
 
-    zero = (x == 0).float()[:, None]
     if x.shape[-1] < min_run:
-        return zero[:, 0].bool() & False
+        return torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+    zero = (x == 0).float()[:, None]
     whole = F.avg_pool1d(zero, min_run, 1) > 1 - 0.5 / min_run  # windows of min_run samples, all zero
     return F.max_pool1d(F.pad(whole.float(), (min_run - 1, min_run - 1)), min_run, 1)[:, 0] > 0
 
@@ -87,7 +88,7 @@ def match_envelope(generated: torch.Tensor, given: torch.Tensor, missing: torch.
         return generated
     left_p, right_p = sides[0], sides[-1]
     edges = np.unique(np.round(np.geomspace(2, BINS, BANDS + 1)).astype(int))
-    centres = torch.tensor((edges[:-1] + edges[1:] - 1) / 2, dtype=torch.float64)
+    centres = (edges[:-1] + edges[1:] - 1) / 2
 
     def banded(power):  # (C, F) -> (C, bands)
         return torch.stack([power[:, a:b].mean(-1) for a, b in itertools.pairwise(edges)], -1).double()
@@ -95,13 +96,13 @@ def match_envelope(generated: torch.Tensor, given: torch.Tensor, missing: torch.
     out = generated.clone()
     gen_p = banded(generated[..., first:last + 1].abs().square().mean(-1)) + 1e-20
     limit = 10 ** (max_gain_db / 20)
-    bins = torch.arange(BINS, dtype=torch.float64)
+    bins = np.arange(BINS, dtype=np.float64)
+    left_b, right_b = banded(left_p), banded(right_p)  # the context's envelope on each side, once
     count = last - first + 1
     for k in range(count):
         w = (k + 0.5) / count
-        target = (1 - w) * banded(left_p) + w * banded(right_p)
-        gain = (target / gen_p).sqrt().clamp(MAX_CUT, limit)  # (C, bands): cut freely, boost at most `limit`
-        per_bin = torch.stack([torch.from_numpy(np.interp(bins.numpy(), centres.numpy(), g.numpy())) for g in gain])
+        gain = (((1 - w) * left_b + w * right_b) / gen_p).sqrt().clamp(MAX_CUT, limit)  # cut freely, boost capped
+        per_bin = torch.stack([torch.from_numpy(np.interp(bins, centres, g.numpy())) for g in gain])
         out[..., first + k] = generated[..., first + k] * per_bin.to(generated.real.dtype).to(generated.device)
     return out
 

@@ -17,7 +17,10 @@ PACKAGES = {"restorekit": ROOT / "core" / "restorekit", "restorekit_tools": ROOT
 # hand on and write files in blocks): streaming.py (sources, spill files, the streamed chain), the
 # block writer in io.py, `Stage.stream`, `Pipeline.whole_file_reason` and the chunk helper's `emit`
 # (about 450 lines).
-CORE_LINE_BUDGET = 4400
+# Issue 17 made pipelines start from nothing and name their outputs: a source stage's run in the batch
+# (no input file, named after what it makes, resumed by its settings) and `outputs:` in the graph
+# (about 80 lines).
+CORE_LINE_BUDGET = 4550
 
 
 def modules() -> dict[str, Path]:

@@ -218,7 +218,7 @@ def test_usage_errors_come_before_any_audio(clean_dir, tmp_path):
     noop = Pipeline([Gain()])
     with pytest.raises(UsageError, match="degradation preset"):
         restorekit.compare([noop], clean=clean_dir)
-    with pytest.raises(UsageError, match="not both"):
+    with pytest.raises(UsageError, match="give one of: clean files"):
         restorekit.compare([noop], clean=clean_dir, inputs=clean_dir, degrade="lowres-8k")
     with pytest.raises(UsageError, match="nothing to compare"):
         restorekit.compare([noop])

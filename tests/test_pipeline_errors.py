@@ -90,7 +90,7 @@ def test_unknown_top_level_key(tmp_path):
           - use: util.gain
         """)
     assert msg == ("FILE:2: sample_rte: unknown key; did you mean 'sample_rate'? valid keys: name, description, "
-                   "device, sample_rate, channels, bit_depth, seed, stages")
+                   "device, sample_rate, channels, bit_depth, seed, stages, outputs")
 
 
 def test_unknown_stage_key(tmp_path):

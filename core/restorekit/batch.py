@@ -34,9 +34,10 @@ class BatchReport:
 
 @dataclass(frozen=True)
 class Job:
-    """One input file and where its output goes (the relative path below OUTDIR, without suffix)."""
+    """One input file and where its output goes (the relative path below OUTDIR, without suffix);
+    `source` None for the one clip a pipeline starting from a source stage makes."""
 
-    source: Path
+    source: Path | None
     relative: Path
 
 
@@ -80,11 +81,11 @@ def process_file(pipeline, task: FileTask, on_stage=None) -> FileResult:
     """
     from restorekit.runner import release_freed_memory
 
-    result = FileResult(task.source, input_sha256=task.input_sha256)
+    result = FileResult(task.label, input_sha256=task.input_sha256)
     try:
         from restorekit.io import audio_info
 
-        info = audio_info(task.source)
+        info = audio_info(task.source) if task.source else None
         reason = pipeline.whole_file_reason(info.samplerate, info.channels) if info else "unreadable"
         if reason is None:
             _stream_file(pipeline, task, result, on_stage)
@@ -95,7 +96,7 @@ def process_file(pipeline, task: FileTask, on_stage=None) -> FileResult:
         result.status = "ok"
     except Exception as exc:  # noqa: BLE001 - keep going with the other files
         result.status, result.error = "failed", describe_failure(exc)
-        log.info("%s: %s", task.source, result.error)
+        log.info("%s: %s", task.label, result.error)
     finally:
         if result.status != "ok":  # a failed (or interrupted) input leaves no outputs behind, not even some
             for written in result.outputs:
@@ -107,7 +108,7 @@ def process_file(pipeline, task: FileTask, on_stage=None) -> FileResult:
 
 def _file_bits(task: FileTask, peak) -> tuple[int, float]:
     """The output depth: 32-bit float for a float WAV that needs it to hold its level (peak() > 1)."""
-    if not task.depth_is_set and task.fmt == "wav" and is_float_file(task.source):
+    if not task.depth_is_set and task.fmt == "wav" and task.source and is_float_file(task.source):
         in_peak = peak()
         if in_peak > 1.0:  # the source needs float to hold its level: keep it float
             return FLOAT_BITS, in_peak
@@ -128,10 +129,13 @@ def _notes_after(result: FileResult, task: FileTask, file_bits: int, in_peak: fl
 
 
 def _process_whole(pipeline, task: FileTask, result: FileResult, on_stage) -> None:
-    box = [read_audio(task.source)]  # handed over: the runner frees the input after its last use
-    result.input_sample_rate, result.input_channels = box[0].sample_rate, box[0].channels
-    result.duration_s = round(box[0].duration_s, 6)
-    file_bits, in_peak = _file_bits(task, lambda: float(box[0].samples.abs().max()))
+    if not task.source:  # the pipeline makes its audio: nothing to read
+        file_bits, in_peak, box = task.bits, 0.0, None
+    else:
+        box = [read_audio(task.source)]  # handed over: the runner frees the input after its last use
+        result.input_sample_rate, result.input_channels = box[0].sample_rate, box[0].channels
+        result.duration_s = round(box[0].duration_s, 6)
+        file_bits, in_peak = _file_bits(task, lambda: float(box[0].samples.abs().max()))
     run_result = pipeline.run(box, seed=task.seed, on_stage=on_stage)
     result.timings_s = {k: round(v, 6) for k, v in run_result.timings.items()}
     result.notes = run_result.notes
@@ -139,6 +143,8 @@ def _process_whole(pipeline, task: FileTask, result: FileResult, on_stage) -> No
     names = pipeline.output_names()
     outs = [run_result.outputs[None]] if names is None else [run_result.outputs[n] for n in names]
     del run_result
+    if result.duration_s is None:
+        result.duration_s = round(outs[0].duration_s, 6)
     for target, out in zip(task.targets, outs):
         _notes_after(result, task, file_bits, 0.0, target, float(out.samples.abs().max()))
         write_audio(target, out, bit_depth=file_bits, format=task.fmt)
@@ -197,7 +203,15 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
              "files stream in blocks (memory does not grow with their length)")
     results: list[FileResult] = []
     jobs: list[Job] = []
-    if inputs:
+    first = pipeline.nodes[0]
+    if first.stage.source and inputs:
+        raise UsageError(f"pipeline {pipeline.name} starts from the source stage '{first.id}' ({first.stage.id}), "
+                         f"which makes its own audio: it takes no input files ({', '.join(map(str, inputs[:3]))}); "
+                         "drop them, or use a pipeline without a source stage to restore files")
+    if first.stage.source:
+        name = first.stage.source_name() or pipeline.name
+        jobs = [Job(None, Path(f"{name}-seed{pipeline.seed if seed is None else seed}"))]
+    elif inputs:
         jobs, results = collect_jobs(inputs, exclude=outdir)
         if not jobs:  # nothing to restore at all: a usage error, before any model loads
             raise UsageError("nothing to restore: " + "; ".join(f"{r.input}: {r.error}" for r in results))
@@ -223,7 +237,7 @@ def _run_in(outdir, pipeline, jobs, results, inputs, fmt, bit_depth, seed, progr
                     dithered, bit_depth, bit_depth, bit_depth)
     base_seed = pipeline.seed if seed is None else seed
     with OutputDir(outdir, pipeline, fmt=fmt, bits=bits, seed=base_seed, overwrite=overwrite) as out:
-        if not inputs:
+        if not jobs:
             from restorekit_tools.demo import make_demo_clip
 
             demo_in = write_audio(outdir / f"{DEMO_NAME}_input.wav", make_demo_clip(), bit_depth=24)

@@ -130,8 +130,10 @@ def validate(pipeline, overrides):
     p = load_pipeline(pipeline, list(overrides))
     click.echo(f"ok: {p.spec['source']}: {len(p.nodes)} stage(s)")
     click.echo(p.describe())
+    first = p.nodes[0]
     reason = p.whole_file_reason()
-    click.echo(f"whole file in memory: {reason}" if reason else
+    click.echo(f"starts from the source stage '{first.id}' ({first.stage.id}): run it without input files"
+               if first.stage.source else f"whole file in memory: {reason}" if reason else
                "streams in blocks: memory does not grow with the file's length")
 
 
@@ -178,8 +180,10 @@ def pipelines():
     """List the pipelines shipped with restorekit (usable by name with `run`)."""
     from restorekit.pipeline import describe_file, named_pipelines
 
-    for name, path in named_pipelines().items():
-        click.echo(f"{name:<12} {describe_file(path)}")
+    found = named_pipelines()
+    width = max(map(len, found), default=12)
+    for name, path in found.items():
+        click.echo(f"{name:<{width}}  {describe_file(path)}")
 
 
 def main() -> None:

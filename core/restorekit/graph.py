@@ -2,7 +2,8 @@
 
 Inputs are references: `stage_id`, `stage_id.output_name` (a named output of a
 splitting stage) or `input` (the pipeline's input). A stage without `input` takes the
-previous stage's output. The last stage's output is the pipeline's output.
+previous stage's output. The last stage's output is the pipeline's output, unless the
+pipeline names its outputs (`outputs: {raw: gen, restored: master}`: each a reference).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Graph:
     inputs: tuple[tuple[Ref, ...], ...]
     consumers: dict[Ref, int]
     output: int
+    named: tuple[tuple[str, Ref], ...] = ()  #: the pipeline's named outputs, when it names them
 
 
 def resolve(
@@ -60,6 +62,7 @@ def resolve(
     stages: Sequence[Stage],
     raw_inputs: Sequence[Sequence[str] | None],
     locate: Locator = _no_location,
+    named_outputs: dict[str, str] | None = None,
 ) -> Graph:
     """Check references, merges, cycles and unused outputs; return the execution order."""
     problems: list[Problem] = []
@@ -135,19 +138,21 @@ def resolve(
     if problems:
         raise PipelineError(problems)
 
+    named = _named_outputs(named_outputs, ids, index, outputs, stages[0].source, problem)
     consumers: dict[Ref, int] = {}
-    for refs in all_inputs:
+    for refs in [*all_inputs, [ref for _, ref in named]]:
         for ref in refs:
             consumers[ref] = consumers.get(ref, 0) + 1
     last = len(ids) - 1
     for i, node_id in enumerate(ids):
-        if i == last:
+        if i == last and named_outputs is None:
             continue
         names = outputs[i]
         if names is None:
             if Ref(node_id) not in consumers:
-                problem(i, None, f"its output is never used: no later stage takes it and it is not the "
-                                 f"last stage; give a stage `input: {node_id}` or remove it")
+                where = "in `outputs`" if named_outputs is not None else "the last stage"
+                problem(i, None, f"its output is never used: no later stage takes it and it is not {where}; "
+                                 f"give a stage `input: {node_id}` or remove it")
         else:
             unused = [n for n in names if Ref(node_id, n) not in consumers]
             if unused:
@@ -156,7 +161,31 @@ def resolve(
                                  "can take an untouched stem) or choose fewer outputs in its parameters")
     if problems:
         raise PipelineError(problems)
-    return Graph(tuple(order), tuple(all_inputs), consumers, last)
+    return Graph(tuple(order), tuple(all_inputs), consumers, last, named)
+
+
+def _named_outputs(named_outputs, ids, index, outputs, from_source, problem) -> tuple[tuple[str, Ref], ...]:
+    """The checked `outputs:` mapping (name -> reference), in the order written."""
+    if named_outputs is None:
+        return ()
+    if not isinstance(named_outputs, dict) or not named_outputs:
+        problem(None, "outputs", "`outputs` maps output names to stages, e.g. {raw: gen, restored: dither}")
+        return ()
+    named = []
+    for name, text in named_outputs.items():
+        def located(_i, _key, message, name=name):
+            problem(None, f"outputs.{name}", message)
+
+        if not isinstance(name, str) or not NODE_ID_PATTERN.match(name):
+            located(None, None, "an output name uses letters, digits, _ and -, not starting with a digit "
+                                "(it becomes part of the file name: song.NAME.wav)")
+            continue
+        ref = _parse_ref(text, -1, ids, index, outputs, located)
+        if ref is not None and ref.node == PIPELINE_INPUT and from_source:
+            located(None, None, f"this pipeline starts from the source stage '{ids[0]}' and has no input audio")
+        elif ref is not None:
+            named.append((name, ref))
+    return tuple(named)
 
 
 def _parse_ref(text, i, ids, index, outputs, problem) -> Ref | None:

@@ -61,7 +61,16 @@ class FileTask:
     fmt: str
     bits: int
     depth_is_set: bool
-    input_sha256: str
+    input_sha256: str | None
+
+    @property
+    def label(self) -> str:
+        """The input as the manifest names it: the file, or what a source pipeline makes (`source` empty)."""
+        return self.source or generated_label(self.relative)
+
+
+def generated_label(relative) -> str:
+    return f"<generated: {Path(relative).as_posix()}>"
 
 
 def file_seed(base_seed: int, relative: Path) -> int:
@@ -230,12 +239,12 @@ class OutputDir:
         """(tasks to run, count of up-to-date files skipped); refuses, before any work, to replace files
         this project did not write."""
         by_output = {o: f for f in self.previous for o in f.get("outputs") or []}
-        inputs = {j.source.resolve() for j in jobs}
+        inputs = {j.source.resolve() for j in jobs if j.source}
         root, claimed, foreign, tasks, skipped = self.path.resolve(), {}, [], [], 0
         self.results = list(failures)
         for job in jobs:
             targets = [str(t) for t in output_paths(job.relative, self.path, names, self.fmt)]
-            result = FileResult(str(job.source))
+            result = FileResult(str(job.source) if job.source else generated_label(job.relative))
             try:
                 for t in map(Path, targets):
                     tr = t.resolve()
@@ -245,8 +254,8 @@ class OutputDir:
                         raise AudioFileError(f"refusing to write {t}: outside the output directory")
                     if tr in claimed:
                         raise AudioFileError(f"{t} is also the output of {claimed[tr]}; rename one input")
-                    claimed[tr] = str(job.source)
-                digest = sha256_file(job.source)
+                    claimed[tr] = result.input
+                digest = sha256_file(job.source) if job.source else None  # generated: the settings decide
             except (AudioFileError, OSError) as exc:
                 result.status, result.error = "failed", str(exc) if isinstance(exc, AudioFileError) else f"{exc}"
                 self.results.append(result)
@@ -260,7 +269,7 @@ class OutputDir:
             foreign += [t for t, e in zip(targets, entries) if e is None and Path(t).exists()]
             result.input_sha256, result.outputs = digest, list(targets)  # planned: ours if a kill leaves them
             self.results.append(result)
-            tasks.append(FileTask(str(job.source), job.relative.as_posix(), tuple(targets),
+            tasks.append(FileTask(str(job.source or ""), job.relative.as_posix(), tuple(targets),
                                   file_seed(base_seed, job.relative), self.fmt, self.bits, depth_is_set, digest))
         if foreign and not self.overwrite:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
@@ -278,11 +287,11 @@ class OutputDir:
         from restorekit.io import audio_seconds
 
         self.enabled = enabled
-        self.seconds = {t.source: audio_seconds(t.source) for t in tasks} if enabled else {}
+        self.seconds = {t.label: audio_seconds(t.source) for t in tasks if t.source} if enabled else {}
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=round(sum(self.seconds.values()), 1), unit="s", desc="audio", leave=False,
+            self._bar = tqdm(total=round(sum(self.seconds.values()), 1) or None, unit="s", desc="audio", leave=False,
                              bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]{postfix}")
 
     def stage(self, name: str) -> None:
@@ -299,7 +308,7 @@ class OutputDir:
                 self.recorded += 1
                 break
         self._write()
-        seconds = self.seconds.get(result.input, 0.0)
+        seconds = self.seconds.get(result.input) or result.duration_s or 0.0  # a generated clip: its length
         if self._bar is not None:
             self._bar.update(round(seconds, 1))
             self._bar.set_postfix_str(Path(result.input).name)

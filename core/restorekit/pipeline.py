@@ -33,6 +33,7 @@ TOP_KEYS = {
     "bit_depth": "output bit depth: 16, 24 or 32 (float)",
     "seed": "random seed for stages that use randomness",
     "stages": "the list of stages",
+    "outputs": "named outputs, each a stage or 'stage.output' (default: the last stage's)",
 }
 STAGE_KEYS = {"id", "use", "with", "input"}
 MAX_STAGES = 10_000  #: validation is linear in the stage count; real pipelines have a handful
@@ -331,7 +332,7 @@ def _build(data, lines, filename, overrides, device, registry) -> Pipeline:
         raise PipelineError(builder.problems)
 
     def locate(index, key):
-        path = (key,) if key else ()
+        path = (key,) if key and index is not None else tuple(key.split(".", 1)) if key else ()
         if index is not None:
             path = ("stages", built[index][0].index, *path)
         return filename, builder.line_of(path)
@@ -341,10 +342,13 @@ def _build(data, lines, filename, overrides, device, registry) -> Pipeline:
     spec = {**{k: v for k, v in settings.items() if k in ("name", "description", "device")},
             **{k: settings[k] for k in ("sample_rate", "channels", "bit_depth", "seed") if k in settings},
             "stages": stages, "source": filename}
+    outputs = data.get("outputs")
+    if outputs is not None:
+        spec["outputs"] = outputs
     return Pipeline([node for _, node in built], name=settings["name"], description=settings["description"],
                     device=settings["device"], sample_rate=settings.get("sample_rate"),
                     channels=settings.get("channels"), bit_depth=settings.get("bit_depth"),
-                    seed=settings.get("seed", 0), spec=spec, locate=locate)
+                    seed=settings.get("seed", 0), spec=spec, locate=locate, outputs=outputs)
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -158,6 +158,7 @@ class Pipeline:
         seed: int = 0,
         spec: dict[str, Any] | None = None,
         locate: graph.Locator | None = None,
+        outputs: dict[str, str] | None = None,
     ) -> None:
         counts: dict[str, int] = {}
         nodes = [item if isinstance(item, Node) else Node(graph.default_id(item.id, counts), item) for item in stages]
@@ -175,6 +176,7 @@ class Pipeline:
             [n.stage for n in nodes],
             [n.input_list() for n in nodes],
             locate or graph._no_location,
+            outputs,
         )
         self.device: str | None = None  #: the resolved device, once `prepare` ran
         self._device_spec_resolved: str | None = None
@@ -188,6 +190,9 @@ class Pipeline:
         raise KeyError(node_id)
 
     def output_names(self) -> tuple[str, ...] | None:
+        """The names of the pipeline's outputs (its own `outputs`, else its last stage's); None: one output."""
+        if self.graph.named:
+            return tuple(name for name, _ in self.graph.named)
         return self.nodes[self.graph.output].stage.output_names()
 
     def output_bit_depth(self) -> int | None:
@@ -257,6 +262,8 @@ class Pipeline:
             previous = graph.Ref(node.id)
         if self.sample_rate is not None or self.channels is not None:
             return "the pipeline converts its output (sample_rate or channels)"
+        if self.graph.named:
+            return "the pipeline names its outputs (`outputs:`)"
         return None
 
     # -- running ---------------------------------------------------------------------
@@ -316,7 +323,10 @@ class Pipeline:
                     values[graph.Ref(node.id, name)] = out[name]
         last = self.nodes[self.graph.output]
         names = last.stage.output_names()
-        if names is None:
+        if self.graph.named:
+            for name, ref in self.graph.named:
+                result.outputs[name] = self._finish(values[ref], result.notes)
+        elif names is None:
             result.outputs[None] = self._finish(values[graph.Ref(last.id)], result.notes)
         else:
             for name in names:
@@ -403,4 +413,6 @@ class Pipeline:
             node = self.nodes[i]
             src = ", ".join(str(r) for r in self.graph.inputs[i])
             lines.append(f"  {node.id} = {node.stage.id}({src})")
+        if self.graph.named:
+            lines.append("  outputs: " + ", ".join(f"{name} = {ref}" for name, ref in self.graph.named))
         return "\n".join(lines)

@@ -102,7 +102,8 @@ class Stage:
       pipeline whose stages all stream reads, processes and writes files in blocks.
     - `source`: True for a stage that makes audio from its parameters alone (a generator):
       `process(None)`; it comes first in a pipeline, which then runs without input audio
-      (`Pipeline.run(None)`); `output_spec(None, None)` gives its rate and channels.
+      (`Pipeline.run(None)`); `output_spec(None, None)` gives its rate and channels, and
+      `source_name()` a file name for what it makes (`restorekit run` names outputs after it).
 
     Expensive resources (model weights) load in `load()`, which runs once per device
     (`place`) before the first `process`; share them across instances with
@@ -133,6 +134,10 @@ class Stage:
 
     def output_names(self) -> tuple[str, ...] | None:
         """Names of the outputs of a splitting stage, or None for one unnamed output."""
+        return None
+
+    def source_name(self) -> str | None:
+        """A source stage's short name for what it makes, used in output file names (None: the pipeline's name)."""
         return None
 
     def output_spec(self, sample_rate: int, channels: int) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import difflib
 import importlib.util
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -181,6 +182,12 @@ class MusicGen(Stage):
 
     def output_spec(self, sample_rate, channels):
         return SAMPLE_RATE_HZ, self.spec.channels
+
+    def source_name(self):
+        """The prompt's first words as a file name: 'lo-fi piano, soft drums' -> lo-fi-piano-soft-drums."""
+        words = re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", self.params.prompt.lower())
+        name = "-".join(words)[:48].strip("-")
+        return name or "musicgen"
 
     def load(self):
         from restorekit.cache import load_once

@@ -21,6 +21,13 @@ from restorekit.cli_support import handle_errors
               help="How to degrade the clean files: a preset name (pipelines/degrade/) or a pipeline YAML.")
 @click.option("--inputs", "inputs", multiple=True, type=click.Path(path_type=Path), metavar="PATH",
               help="Real inputs without a reference (repeatable): reference-free metrics only.")
+@click.option("--source", "source", metavar="PIPELINE",
+              help="A pipeline that generates music (e.g. generate): its clips are the inputs; reference-free "
+                   "metrics only. Set its parameters with --set-source STAGE.PARAM=VALUE.")
+@click.option("--set-source", "source_sets", multiple=True, metavar="STAGE.PARAM=VALUE",
+              help="Override a parameter of the --source pipeline, e.g. gen.prompt=\"lo-fi piano\" (repeatable).")
+@click.option("--takes", type=click.IntRange(1, 10000), default=1, show_default=True,
+              help="With --source: how many clips to generate (each with its own seed).")
 @click.option("-o", "--output-dir", "outdir", type=click.Path(path_type=Path), default=Path("compare-report"),
               show_default=True, help="Where results.csv, summary.md and report.html go.")
 @click.option("-m", "--metric", "metric_ids", multiple=True, metavar="ID",
@@ -34,17 +41,21 @@ from restorekit.cli_support import handle_errors
               help="Search and remove a constant delay of each output up to this many ms before measuring.")
 @click.pass_context
 @handle_errors
-def compare(ctx, pipelines, clean, degrade, inputs, outdir, metric_ids, sets, device, seed, align_delay_ms):
+def compare(ctx, pipelines, clean, degrade, inputs, source, source_sets, takes, outdir, metric_ids, sets, device,
+            seed, align_delay_ms):
     """Compare restoration PIPELINES on degraded clean files, or on real inputs.
 
     \b
     restorekit compare zero_shot my.yaml --clean clean/ --degrade lowres-8k -o report/
     restorekit compare zero_shot --inputs generated/ -o report/
+    restorekit compare zero_shot unet --source generate --takes 8 --set-source gen.prompt="jazz trio"
 
     With --clean, each file is degraded with the preset, every pipeline restores the
     degraded audio, and every version (the degraded input itself included, as the row
     "degraded") is measured against the clean file. With --inputs, reference-free
-    metrics are measured on each input (row "input") and each output. Writes
+    metrics are measured on each input (row "input") and each output. With --source,
+    the pipeline generates each clip (row "generated"), which every pipeline then restores
+    and the reference-free metrics measure. Writes
     results.csv (one row per file x pipeline x metric), summary.md (means, 95 %
     confidence intervals, paired differences vs the degraded input) and report.html
     (spectrograms and audio players for listening A/B; open it in any browser,
@@ -53,12 +64,20 @@ def compare(ctx, pipelines, clean, degrade, inputs, outdir, metric_ids, sets, de
     from restorekit_tools.compare.report import HTML_NAME, summary_text
     from restorekit_tools.compare.run import run_comparison
     from restorekit_tools.compare.stats import summarize
+    from restorekit.errors import UsageError
+    from restorekit.pipeline import load_pipeline
     from restorekit_tools.measure import parse_metric_overrides
 
     quiet = bool((ctx.obj or {}).get("quiet"))
+    if source_sets and not source:
+        raise UsageError("--set-source sets parameters of the --source pipeline; give --source too")
+    if takes != 1 and not source:
+        raise UsageError("--takes counts the clips a --source pipeline makes; give --source too")
+    source_pipe = load_pipeline(source, list(source_sets), device=device) if source else None
     run = run_comparison(list(pipelines), clean=list(clean) or None, degrade=degrade, inputs=list(inputs) or None,
                          out_dir=outdir, metrics=list(metric_ids) or None, metric_params=parse_metric_overrides(sets),
-                         device=device, seed=seed, max_delay_ms=align_delay_ms, progress=not quiet)
+                         device=device, seed=seed, max_delay_ms=align_delay_ms, progress=not quiet,
+                         source=source_pipe, takes=takes)
     failed = [r for r in run.rows if not r["metric"] and r.get("error")]
     for r in failed:
         click.echo(f"FAILED {r['file']} [{r['pipeline'] or 'reading'}]: {r['error']}", err=True)

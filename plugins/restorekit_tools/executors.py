@@ -124,11 +124,11 @@ class Staging:
 
     def land(self, task: FileTask, result: FileResult) -> FileResult:
         """The result with its outputs moved from the staging folder to the task's targets."""
-        result.input = task.source
+        result.input = task.label
         staged = [str(Path(t).parent / self.name / Path(t).name) for t in task.targets]
         # messages name the paths as a serial run would (the worker saw staged, maybe absolute, ones)
         renames = [*((os.path.abspath(a), b) for a, b in zip(staged, task.targets)), *zip(staged, task.targets),
-                   (os.path.abspath(task.source), task.source)]
+                   *([(os.path.abspath(task.source), task.source)] if task.source else [])]
         for old, new in renames:
             if old != new:
                 result.error = result.error and result.error.replace(old, new)
@@ -285,9 +285,9 @@ class ProcessesExecutor(Executor):
         except WorkerLoadError as exc:  # a worker that started late and could not load
             raise PipelineError(f"a worker could not load the pipeline: {exc}") from None
         except BrokenProcessPool:
-            return FileResult(task.source, status="failed", error=WORKER_DIED, input_sha256=task.input_sha256)
+            return FileResult(task.label, status="failed", error=WORKER_DIED, input_sha256=task.input_sha256)
         except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
-            return FileResult(task.source, status="failed", error=describe_failure(exc),
+            return FileResult(task.label, status="failed", error=describe_failure(exc),
                               input_sha256=task.input_sha256)
 
 
@@ -475,7 +475,7 @@ class RayExecutor(Executor):
         queue, idle, running = deque(tasks), list(actors), {}
 
         def failed(task: FileTask, error: str) -> FileResult:
-            return FileResult(task.source, status="failed", error=error, input_sha256=task.input_sha256)
+            return FileResult(task.label, status="failed", error=error, input_sha256=task.input_sha256)
 
         while queue or running:
             while idle and queue:
@@ -505,7 +505,7 @@ def _absolute(task: FileTask) -> FileTask:
     (where the shared file system must be mounted at the same path)."""
     import dataclasses
 
-    return dataclasses.replace(task, source=os.path.abspath(task.source),
+    return dataclasses.replace(task, source=os.path.abspath(task.source) if task.source else "",
                                targets=tuple(os.path.abspath(t) for t in task.targets))
 
 

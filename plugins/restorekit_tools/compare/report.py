@@ -267,6 +267,9 @@ def _describe_run(run: CompareRun) -> list[str]:
     if run.mode == "reference":
         mode = (f"reference: each clean file is degraded with `{run.degrade}`, then every version is "
                 "measured against the clean file")
+    elif run.mode == "generated":
+        mode = (f"generated: the source pipeline `{run.degrade}` makes each clip (row \"generated\"), every "
+                "pipeline restores it, and the reference-free metrics measure each version")
     else:
         mode = "no reference: the reference-free metrics of each input and each output"
     pipes = ", ".join(f"`{label}`" + (f" ({' '.join(p.description.split())})" if p.description else "")

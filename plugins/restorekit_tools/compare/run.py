@@ -23,20 +23,21 @@ log = logging.getLogger("restorekit")
 DEGRADED = "degraded"
 INPUT = "input"
 CLEAN = "clean"
-RESERVED = (DEGRADED, INPUT, CLEAN)
+GENERATED = "generated"
+RESERVED = (DEGRADED, INPUT, CLEAN, GENERATED)
 
 
 @dataclass
 class CompareRun:
     """Everything a report needs: the settings, the rows, and per-file listening material."""
 
-    mode: str  # "reference" (clean + degrade) or "inputs"
+    mode: str  # "reference" (clean + degrade), "inputs" or "generated" (a source pipeline)
     pipelines: list[tuple[str, Any]]  # (label, Pipeline)
     metrics: list[Metric]
     skipped_metrics: dict[str, str]
     baseline: str
     sources: list[str]
-    degrade: str | None
+    degrade: str | None  # the degradation preset, or the source pipeline in "generated" mode
     seed: int
     device: str | None
     rows: list[dict] = field(default_factory=list)
@@ -46,7 +47,7 @@ class CompareRun:
 
     def row_labels(self) -> list[str]:
         """The rows of every file, in order: clean (reference mode), the baseline, each pipeline."""
-        first = [CLEAN, DEGRADED] if self.mode == "reference" else [INPUT]
+        first = [CLEAN, DEGRADED] if self.mode == "reference" else [GENERATED if self.mode == "generated" else INPUT]
         return first + [label for label, _ in self.pipelines]
 
 
@@ -92,6 +93,8 @@ def compare(
     seed: int = 0,
     max_delay_ms: float = 0.0,
     progress: bool = False,
+    source: str | Path | Pipeline | None = None,
+    takes: int = 1,
 ) -> list[dict]:
     """Compare restoration pipelines; returns one row per file x pipeline x metric.
 
@@ -100,7 +103,10 @@ def compare(
     pipeline runs on the degraded audio, and the reference metrics compare each output,
     and the degraded input itself (row "degraded"), with the clean file. Inputs mode
     (`inputs`): real material without a reference; the reference-free metrics are
-    measured on the input (row "input") and on each output.
+    measured on the input (row "input") and on each output. Generated mode (`source`: a
+    pipeline that starts from a source stage, such as `generate`): it makes `takes` clips
+    (each with its own seed), every pipeline restores each, and the reference-free metrics
+    are measured on the clip (row "generated") and on each output.
 
     `pipelines`: YAML paths or shipped names, `Pipeline` objects (built in code), or
     a mapping {label: pipeline}. `metrics`: ids or `Metric` instances (default: every
@@ -121,27 +127,33 @@ def compare(
     """
     run = run_comparison(pipelines, clean=clean, degrade=degrade, inputs=inputs, out_dir=out_dir,
                          metrics=metrics, metric_params=metric_params, device=device, seed=seed,
-                         max_delay_ms=max_delay_ms, progress=progress)
+                         max_delay_ms=max_delay_ms, progress=progress, source=source, takes=takes)
     return run.rows
 
 
 def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_dir=None, metrics=None,
-                   metric_params=None, device=None, seed=0, max_delay_ms=0.0, progress=False) -> CompareRun:
+                   metric_params=None, device=None, seed=0, max_delay_ms=0.0, progress=False,
+                   source=None, takes=1) -> CompareRun:
     """`compare`, returning the whole `CompareRun` (the CLI uses this for its summary)."""
     from tqdm import tqdm
 
-    from restorekit.batch import check_output_dir, collect_jobs, file_seed
+    from restorekit.batch import Job, check_output_dir, collect_jobs, file_seed
     from restorekit_tools.measure import resolve_metrics
     from restorekit.pipeline import find_degradation, load_pipeline
     from restorekit.runner import Pipeline
 
     # -- validate everything before touching audio -------------------------------------------
     clean_paths, input_paths = _as_paths(clean), _as_paths(inputs)
-    if clean_paths and input_paths:
-        raise UsageError("give either clean files (with a degradation) or inputs, not both")
-    if not clean_paths and not input_paths:
+    if sum(map(bool, (clean_paths, input_paths, source is not None))) > 1:
+        raise UsageError("give one of: clean files (with a degradation), inputs, or a source pipeline")
+    if not clean_paths and not input_paths and source is None:
         raise UsageError("nothing to compare: give clean files with a degradation preset (--clean DIR "
-                         "--degrade PRESET), or real inputs without a reference (--inputs DIR)")
+                         "--degrade PRESET), real inputs without a reference (--inputs DIR), or a pipeline "
+                         "that generates music (--source generate)")
+    if source is not None and degrade is not None:
+        raise UsageError("--degrade applies to --clean files; a source pipeline's clips are measured as made")
+    if not 1 <= takes <= 10_000:
+        raise UsageError(f"takes must be between 1 and 10000, got {takes}")
     if clean_paths and degrade is None:
         raise UsageError("clean files need a degradation preset to make the degraded input "
                          "(--degrade lowres-8k, or a pipeline YAML)")
@@ -149,6 +161,7 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
         raise UsageError("--degrade applies to --clean files; inputs are measured as they are")
     reference = bool(clean_paths)
     labelled = _label_pipelines(pipelines, device)
+    source_pipe = _source_pipeline(source, device) if source is not None else None
     degrade_pipe, degrade_name = None, None
     if reference:
         if isinstance(degrade, Pipeline):
@@ -161,7 +174,10 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
     if not chosen:
         raise UsageError("no metric left to measure" + (f" ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})"
                                                          if skipped else ""))
-    jobs, missing = collect_jobs(clean_paths or input_paths)
+    jobs, missing = collect_jobs(clean_paths or input_paths) if source_pipe is None else ([], [])
+    if source_pipe is not None:  # one job per take, named after what the source makes
+        stem = source_pipe.nodes[0].stage.source_name() or source_pipe.name
+        jobs = [Job(None, Path(f"{stem}-take{k}")) for k in range(1, takes + 1)]
     if not jobs:
         reasons = "; ".join(f"{m.input}: {m.error}" for m in missing)
         raise UsageError(f"no audio files to compare ({reasons})")
@@ -171,12 +187,15 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
     resolved = None
     for _, pipe in labelled:  # pipelines loaded here already carry `device`; given Pipeline objects get it now
         resolved = pipe.prepare(device)
-    if degrade_pipe is not None:
-        degrade_pipe.prepare(device)
+    for extra in (degrade_pipe, source_pipe):
+        if extra is not None:
+            extra.prepare(device)
 
-    run = CompareRun("reference" if reference else "inputs", labelled, chosen, skipped,
-                     DEGRADED if reference else INPUT, [str(p) for p in (clean_paths or input_paths)],
-                     degrade_name, seed, resolved or device)
+    mode = "reference" if reference else "generated" if source_pipe else "inputs"
+    run = CompareRun(mode, labelled, chosen, skipped, {"reference": DEGRADED, "inputs": INPUT}.get(mode, GENERATED),
+                     [str(p) for p in (clean_paths or input_paths)] or [f"{source_pipe.name} x {takes} take(s)"
+                                                                         if source_pipe else ""],
+                     degrade_name or (source_pipe.name if source_pipe else None), seed, resolved or device)
     for metric_id, reason in skipped.items():
         run.notes.append(f"metric {metric_id} skipped: {reason}")
     for m in missing:
@@ -191,18 +210,21 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
     bar = tqdm(total=total, desc="compare", unit="run", disable=not progress, leave=False)
     try:
         for job in jobs:
-            name = base = (job.relative.parent / job.source.name).as_posix()
+            name = base = (job.relative.parent / job.source.name).as_posix() if job.source else job.relative.name
             k = 1
             while name in run.files:  # the same relative path under two of the given directories
                 k += 1
                 name = f"{base} ({k})"
             run.files.append(name)
             fseed = file_seed(seed, job.relative)
-            bar.set_postfix_str(f"{name}: reading", refresh=False)
+            bar.set_postfix_str(f"{name}: {'generating' if source_pipe else 'reading'}", refresh=False)
             try:
-                source = _read(job.source)
-            except RestorekitError as exc:
-                run.rows.append(_row(name, run.baseline, "", error=str(exc)))
+                source, notes = _read(job.source) if job.source else _generate(source_pipe, fseed)
+            except Exception as exc:  # noqa: BLE001 - recorded, the other files go on
+                what = str(exc) if isinstance(exc, RestorekitError) else describe_failure(exc)
+                run.rows.append(_row(name, run.baseline, "", error=what if job.source else f"generation failed: {what}"))
+                for label, _ in labelled if not job.source else []:
+                    run.rows.append(_row(name, label, "", error="not run: the generation failed"))
                 bar.update(len(labelled) + 1)
                 continue
             ref = source if reference else None
@@ -222,7 +244,7 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
                     bar.update(len(labelled) + 1)
                     continue
             else:
-                given, notes = source, []
+                given = source
             _measure_rows(run, name, run.baseline, chosen, given, ref, max_delay_ms, notes)
             if assets:
                 assets.add(name, run.baseline, given)
@@ -251,10 +273,31 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
     return run
 
 
-def _read(path: Path) -> Audio:
+def _read(path: Path) -> tuple[Audio, list[str]]:
     from restorekit.io import read_audio
 
-    return read_audio(path)
+    return read_audio(path), []
+
+
+def _generate(source_pipe: Pipeline, seed: int) -> tuple[Audio, list[str]]:
+    result = source_pipe.run(None, seed=seed)
+    return _single_output(result, f"the source pipeline {source_pipe.name}"), list(result.notes)
+
+
+def _source_pipeline(ref, device) -> Pipeline:
+    """The pipeline that makes the clips: it must start from a source stage and have one output."""
+    from restorekit.pipeline import load_pipeline
+    from restorekit.runner import Pipeline
+
+    pipe = ref if isinstance(ref, Pipeline) else load_pipeline(ref, device=device)
+    first = pipe.nodes[0]
+    if not first.stage.source:
+        raise UsageError(f"--source {pipe.name}: its first stage '{first.id}' ({first.stage.id}) is not a source "
+                         "stage; give a pipeline that makes music from nothing, such as `generate`")
+    if pipe.output_names() is not None:
+        raise UsageError(f"--source {pipe.name} has several outputs ({', '.join(pipe.output_names())}); "
+                         "compare needs one clip per take: use a source pipeline with one output (`generate`)")
+    return pipe
 
 
 def _single_output(result, what: str) -> Audio:

@@ -61,13 +61,13 @@ def _ordered(items: Iterable[str]) -> list[str]:
 def summarize(rows: Sequence[dict], baseline: str | None = None, confidence: float = CONFIDENCE) -> list[SummaryRow]:
     """Per pipeline x metric: mean and CI over files, and the mean paired difference against `baseline`.
 
-    `baseline` defaults to the "degraded" row (or "input" with reference-free runs).
+    `baseline` defaults to the "degraded" row (or "input" / "generated" with reference-free runs).
     Differences pair the two rows of the same file; files where either failed are left out.
     Rows with an empty metric (a failed run) count as errors of their pipeline.
     """
     pipelines = _ordered(r["pipeline"] for r in rows if r["pipeline"])
     if baseline is None:
-        baseline = next((b for b in ("degraded", "input") if b in pipelines), None)
+        baseline = next((b for b in ("degraded", "input", "generated") if b in pipelines), None)
     metrics = _ordered(r["metric"] for r in rows if r["metric"])
     table: dict[tuple[str, str], dict[str, float]] = {}
     units: dict[str, str] = {}

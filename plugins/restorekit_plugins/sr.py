@@ -348,6 +348,7 @@ class FlowSuperResolution(Stage):
     id = "sr.flow"
     summary = "Generative super-resolution (flow matching on the STFT): generates the band above the input's cutoff."
     accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
+    streams = True  # detects in a first pass; resamples into a spill file; the band is generated and added in order
     test_params: ClassVar[dict] = {"checkpoint": TINY}
 
     class Params(DetectionParams):
@@ -377,12 +378,8 @@ class FlowSuperResolution(Stage):
     def load(self):
         self.model, self.hparams, self.model_rate = load_flow(self.params.checkpoint, self.device)
 
-    def process(self, audio):
-        import torch
-
-        from restorekit.audio import Audio
-        from restorekit.dsp import resample
-
+    def _diagnose(self, audio):
+        """The Finding for `audio` (Audio or a Source), noted and logged."""
         p = self.params
         top = min(p.max_hz, TOP_FRACTION * p.sample_rate_hz / 2, self.model_rate / 2)
         finding = find_extension(audio, top, p, cutoff_hz=p.cutoff_hz, min_width=MIN_WIDTH)
@@ -390,6 +387,16 @@ class FlowSuperResolution(Stage):
                                 action=f"generating ({p.steps} {p.solver} step{'s' * (p.steps > 1)})")
         self.note(line)
         log.info("sr.flow: %s", line)
+        return finding
+
+    def process(self, audio):
+        import torch
+
+        from restorekit.audio import Audio
+        from restorekit.dsp import resample
+
+        p = self.params
+        finding = self._diagnose(audio)
         if finding.cutoff_hz is None:
             return resample(audio, p.sample_rate_hz)
         added = self.generate(resample(audio, self.model_rate).samples, finding.cutoff_hz, finding.top_hz)
@@ -400,8 +407,60 @@ class FlowSuperResolution(Stage):
         band = torch.nn.functional.pad(band, (0, out.frames - band.shape[1]))
         return out.with_samples(band.to(out.samples.device).add_(out.samples))
 
-    def generate(self, samples: torch.Tensor, cutoff_hz: float, top_hz: float) -> torch.Tensor:
+    def stream(self, source, sink):
+        """`process` block by block, the same samples: the input goes to the output rate as a stream, the
+        generated band (made from a spill of the input at the model's rate) is resampled and added as it comes."""
+        import torch
+
+        from restorekit_plugins._blocks import Resampler, resampled
+
+        p, channels = self.params, source.channels
+        finding = self._diagnose(source)
+
+        def stream_at(src, rate_out):  # a source's blocks at another rate, as `resample` would give them at once
+            back = Resampler(src.sample_rate, rate_out, channels) if src.sample_rate != rate_out else None
+            for _, block in src.blocks():
+                yield back.push(block) if back else block
+            if back:
+                yield back.finish()
+
+        if finding.cutoff_hz is None:
+            for block in stream_at(source, p.sample_rate_hz):
+                sink.write(block)
+            return
+        main = stream_at(source, p.sample_rate_hz)
+        pending = torch.zeros(channels, 0)  # the input at the output rate, waiting for its band
+
+        def add(band):  # the next frames of the band, at the output rate: summed with the input and written
+            nonlocal pending
+            while pending.shape[1] < band.shape[1]:
+                block = next(main, None)
+                if block is None:  # past the input's end: the rest of the band is dropped
+                    band = band[:, :pending.shape[1]]
+                    break
+                pending = torch.cat([pending, block], dim=1)
+            if band.shape[1]:
+                sink.write(band.add_(pending[:, :band.shape[1]]))
+                pending = pending[:, band.shape[1]:]
+
+        at_model = resampled(source, self.model_rate)
+        back = Resampler(self.model_rate, p.sample_rate_hz, channels) if self.model_rate != p.sample_rate_hz else None
+        try:
+            self.generate(at_model, finding.cutoff_hz, finding.top_hz,
+                          emit=lambda band: add(back.push(band) if back else band))
+        finally:
+            if at_model is not source:
+                at_model.close()
+        if back:
+            add(back.finish())
+        for block in [pending, *main]:  # input the band did not reach (its resampled length fell short)
+            sink.write(block)
+
+    def generate(self, samples, cutoff_hz: float, top_hz: float, emit=None) -> torch.Tensor | None:
         """(channels, frames) at the model's rate -> the band from `cutoff_hz` to `top_hz` to add to it.
+
+        `samples` may be a Source (read a piece at a time); with `emit`, the band's frames go there
+        in order as they are finished and nothing is returned.
 
         Every piece the chunk helper hands over starts on a multiple of HOP * model.multiple
         samples (segment, overlap, context and the padded length are multiples of it), so
@@ -415,7 +474,7 @@ class FlowSuperResolution(Stage):
         p, model, hp = self.params, self.model, self.hparams
         n = samples.shape[1]
         grid = HOP * model.multiple
-        padded = torch.nn.functional.pad(samples, (0, -n % grid))
+        padded = _ZeroPadded(samples, n + (-n % grid))
         first = cutoff_bin(cutoff_hz, self.model_rate)
         lo, top = crop_region(first, model.multiple, hp.margin)
         seed = p.seed if p.seed is not None else self.seed
@@ -449,9 +508,35 @@ class FlowSuperResolution(Stage):
             again[:, :first] = 0
             return istft(again, length).reshape(b, c, length)
 
+        if emit is not None:
+            done = [0]
+
+            def keep(band):  # only the input's own frames: the grid's zero padding is not output
+                take = min(band.shape[1], n - done[0])
+                done[0] += band.shape[1]
+                if take > 0:
+                    emit(band[:, :take])
+
         out = process_in_chunks(run, padded, plan, batch_size=p.batch_size, device=self.device,
-                                precision=p.precision, positions=True)
-        return out[:, :n]
+                                precision=p.precision, positions=True, emit=keep if emit else None)
+        return None if emit else out[:, :n]
+
+
+class _ZeroPadded:
+    """A tensor or Source read as `frames` long, zeros after its end (the chunk helper's grid)."""
+
+    def __init__(self, samples, frames: int) -> None:
+        from restorekit.streaming import as_source
+
+        self.inner, self.frames = as_source(samples), frames
+        self.channels = self.inner.channels
+        self.shape = (self.channels, frames)
+
+    def read(self, start: int, stop: int):
+        import torch
+
+        have = self.inner.read(min(start, self.inner.frames), min(stop, self.inner.frames))
+        return torch.nn.functional.pad(have, (0, stop - start - have.shape[1]))
 
 
 @hookimpl

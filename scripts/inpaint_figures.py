@@ -15,13 +15,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from sr_figures import log_spectrogram as _log_spectrogram  # scripts/ is on the path when run as a script
 
 
 def log_spectrogram(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from scipy import signal
-
-    f, t, s = signal.spectrogram(x, rate, window="hann", nperseg=1024, noverlap=896, mode="psd")
-    return f, t, 10 * np.log10(s + 1e-14)
+    """Finer in time than the super-resolution figures (1024-point frames, 87.5 % overlap): gaps are short."""
+    return _log_spectrogram(x, rate, 1024, 0.875)
 
 
 def main() -> None:

@@ -16,10 +16,13 @@ from pathlib import Path
 import numpy as np
 
 
-def log_spectrogram(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def log_spectrogram(x: np.ndarray, rate: int, nperseg: int = 2048,
+                    overlap: float = 0.75) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frequencies, times, power in dB) of a Hann spectrogram."""
     from scipy import signal
 
-    f, t, s = signal.spectrogram(x, rate, window="hann", nperseg=2048, noverlap=1536, mode="psd")
+    f, t, s = signal.spectrogram(x, rate, window="hann", nperseg=nperseg, noverlap=round(overlap * nperseg),
+                                 mode="psd")
     return f, t, 10 * np.log10(s + 1e-14)
 
 

@@ -16,6 +16,14 @@ bootstrap over tracks (excerpts `TRACK.K.wav` of one track resampled together).
 
 `--clips DIR` keeps the processed clips (float WAV) and their ViSQOL scores, so a rerun,
 e.g. with another checkpoint, only runs cqs.
+
+Ranking restorations of one clip, which is what a user choosing between methods needs:
+`--same-input lowres-8k=restored-unet,restored-bwe-lowres` (repeatable) names versions made
+from the same damaged clip; for every pair of them on one excerpt whose ViSQOL differs by
+at least 0.1, cqs agrees when it orders them the same way (`same_input_pairs`). Also
+reported for the restored group: Spearman within each version (`within_version`), and the
+ceiling of a score that only knows which recipe made a clip (`recipe_mean_oracle`: the
+version's mean ViSQOL as the score).
 """
 
 from __future__ import annotations
@@ -55,6 +63,39 @@ def spearman(c: np.ndarray, v: np.ndarray, tracks: list[str], rng: np.random.Gen
             "mae_vs_visqol": float(np.mean(np.abs(c - v)))}
 
 
+def ranking(rows: list[dict], checkpoints: list[str], families: list[list[str]]) -> dict:
+    """Per checkpoint: same-input pair agreement, within-version Spearman (restored), and the recipe oracle."""
+    import itertools
+
+    by_file: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_file.setdefault(r["file"], {})[r["version"]] = r
+    restored = [r for r in rows if r["group"] == "restored"]
+    versions = sorted({r["version"] for r in restored})
+    out: dict = {}
+    if restored:
+        means = {v: np.mean([r["visqol"] for r in restored if r["version"] == v]) for v in versions}
+        out["recipe_mean_oracle"] = float(stats.spearmanr([r["visqol"] for r in restored],
+                                                          [means[r["version"]] for r in restored])[0])
+    for ck in checkpoints:
+        agree = total = 0
+        for family in families:
+            for versions_of in by_file.values():
+                for a, b in itertools.combinations([v for v in family if v in versions_of], 2):
+                    ra, rb = versions_of[a], versions_of[b]
+                    dv = ra["visqol"] - rb["visqol"]
+                    if abs(dv) < 0.1 or ra["cqs"][ck] is None or rb["cqs"][ck] is None:
+                        continue
+                    total += 1
+                    agree += dv * (ra["cqs"][ck] - rb["cqs"][ck]) > 0
+        within = {v: float(stats.spearmanr([r["visqol"] for r in restored if r["version"] == v],
+                                           [r["cqs"][ck] for r in restored if r["version"] == v])[0])
+                  for v in versions}
+        out[ck] = {"same_input_pairs": {"agree": agree, "pairs": total, "fraction": agree / total if total else None},
+                   "within_version": within}
+    return out
+
+
 def to_clip(audio, frames: int):
     """32 kHz mono, as long as the clean clip (what the training Degrader does)."""
     out = convert_channels(resample(audio, RATE), 1)
@@ -83,6 +124,8 @@ def main() -> None:
     parser.add_argument("--restored", nargs="*", default=[], help="recipes whose outputs form the group 'restored'")
     parser.add_argument("--checkpoint", action="append", help="cqs checkpoint(s) to evaluate (default: cqs)")
     parser.add_argument("--clips", type=Path, help="keep the processed clips and their ViSQOL scores here")
+    parser.add_argument("--same-input", action="append", default=[], metavar="DAMAGE=RESTORED,...",
+                        help="versions made from one damaged clip, for the pairwise ranking agreement")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     checkpoints = args.checkpoint or ["cqs"]
@@ -131,6 +174,8 @@ def main() -> None:
                                         [r["track"] for r in rs], np.random.default_rng(0))
                 per_group[g]["flagged_silent"] = flagged
         summary["checkpoints"][ck] = per_group
+    summary["ranking"] = ranking(rows, checkpoints, [[item.split("=")[0], *item.split("=")[1].split(",")]
+                                                      for item in args.same_input])
     summary["by_version"] = {
         name: {"group": group, "visqol": float(np.mean([r["visqol"] for r in rows if r["version"] == name])),
                **{f"cqs[{ck}]": float(np.mean([r["cqs"][ck] for r in rows

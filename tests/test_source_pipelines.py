@@ -96,8 +96,11 @@ def test_bad_named_outputs_are_reported_with_their_lines():
     assert "bad.yaml:8: outputs.first: 'inptu' names no stage of this pipeline" in message
     assert "bad.yaml:9: outputs.bad name: an output name uses letters" in message
     assert "bad.yaml:10: outputs.left: 'a.left': stage 'a' has a single output" in message
-    # neither a nor b is an output now: both are unused, the last stage included
-    assert "stage 'b' (util.gain): its output is never used" in message and "not in `outputs`" in message
+    assert "never used" not in message  # no cascade from the broken `outputs`
+    with pytest.raises(PipelineError) as info:  # with `outputs`, the last stage must be in it (or be used)
+        pipeline_from_text(text.split("outputs:")[0] + "outputs:\n  first: a\n", "bad.yaml")
+    assert str(info.value).endswith("bad.yaml:5: stage 'b' (util.gain): its output is never used: no later stage "
+                                    "takes it and it is not in `outputs`; give a stage `input: b` or remove it")
 
 
 def test_a_source_pipeline_cannot_output_the_input_it_does_not_have():
@@ -177,6 +180,18 @@ def test_generate_and_restore_writes_the_raw_and_the_restored_clip_and_resumes(t
     assert len(json.loads((out / "manifest.json").read_text())["files"]) == 2
 
 
+def test_a_source_run_on_a_terminal_shows_a_bar_without_a_total(tmp_path, monkeypatch, capsys):
+    """A generated clip's length is not known ahead: the bar counts seconds without a total (it crashed once)."""
+    pytest.importorskip("transformers")
+    from restorekit.batch import run_batch
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    report = run_batch("generate", [], tmp_path / "out", overrides=["gen.model=tiny", "gen.duration_s=0.5"],
+                       device="cpu", progress=True)
+    assert report.generated and [f.status for f in report.files] == ["ok"]
+    assert "s audio" in capsys.readouterr().err
+
+
 def test_input_files_given_to_a_source_pipeline_are_a_usage_error(tmp_path, make_wav):
     pytest.importorskip("transformers")
     song = make_wav(tmp_path / "song.wav")
@@ -236,8 +251,11 @@ def test_compare_source_is_exclusive_and_must_start_from_a_source(tmp_path, make
         run_comparison(["dsp_chain"], source="dsp_chain")
     with pytest.raises(UsageError, match="several outputs"):
         run_comparison(["dsp_chain"], source="generate_and_restore")
-    result = invoke("compare", "dsp_chain", "--takes", "3", "--inputs", tmp_path)
-    assert result.exit_code == 2 and "--takes counts the clips a --source pipeline makes" in result.output
+    with pytest.raises(UsageError, match="starts from a source stage and restores nothing; give it as --source"):
+        run_comparison(["generate"], source=tiny_source())
+    for takes in ("3", "1"):
+        result = invoke("compare", "dsp_chain", "--takes", takes, "--inputs", tmp_path)
+        assert result.exit_code == 2 and "--takes counts the clips a --source pipeline makes" in result.output
 
 
 @pytest.mark.slow

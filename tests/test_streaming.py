@@ -136,13 +136,19 @@ def test_the_cases_do_something():
     assert ": compressed" in notes[0]
     _, notes = CASES["compress diagnosing, not kept"][0]().run(tones(), 0)
     assert "left unchanged" in notes[0]
-    for case in ("sr.flow tiny 32 -> 44.1 kHz", "sr.flow tiny 44.1 -> 48 kHz, cutoff given"):
+    from restorekit.dsp import resample
+
+    for case, cutoff_hz in (("sr.flow tiny 32 -> 44.1 kHz", 8080.0), ("sr.flow tiny 44.1 -> 48 kHz, cutoff given", 6000.0)):
         build, signal = CASES[case]
         audio = signal()
         out, notes = build().run(audio, 0)
-        assert "generating" in notes[0], notes
-        above = torch.fft.rfft(out.samples[0]).abs()[int(0.4 * out.frames):]  # above 0.4 x the output rate
-        assert float(above.square().sum()) > 0
+        assert f"cutoff {cutoff_hz / 1000:.2f} kHz" in notes[0] and "generating" in notes[0], notes
+        plain = resample(audio, out.sample_rate).samples  # what the stage would give without generating
+        freqs = torch.fft.rfftfreq(out.frames, 1 / out.sample_rate)
+        added = torch.fft.rfft(out.samples - plain, dim=-1).abs().square().sum(0)
+        total = float(torch.fft.rfft(plain, dim=-1).abs().square().sum())
+        assert float(added[freqs > 1.05 * cutoff_hz].sum()) > 1e-4 * total  # a band is generated above the cutoff
+        assert float(added[freqs < 0.9 * cutoff_hz].sum()) < 1e-6 * total  # and the band below is kept
     _, notes = CASES["sr.flow full band"][0]().run(tones(3.0), 0)
     assert "generating" not in notes[0]
 

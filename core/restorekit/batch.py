@@ -26,6 +26,7 @@ class BatchReport:
     manifest_path: Path | None
     manifest_error: str | None = None  #: why the manifest could not be written (the outputs are there)
     skipped: int = 0  #: files whose outputs were already up to date
+    generated: bool = False  #: the pipeline made its audio (a source stage), no input files
 
     @property
     def failures(self) -> list[FileResult]:
@@ -250,7 +251,8 @@ def _run_in(outdir, pipeline, jobs, results, inputs, fmt, bit_depth, seed, progr
             out.progress(tasks, enabled=progress)
             run(pipeline, tasks, out.record, out.stage)
         out.finish(device_used)
-        return BatchReport(out.results, device_used or "cpu", out.manifest_path, out.manifest_error, skipped)
+        return BatchReport(out.results, device_used or "cpu", out.manifest_path, out.manifest_error, skipped,
+                           generated=bool(jobs) and jobs[0].source is None)
 
 
 def _run_here(pipeline, tasks: list[FileTask], record, on_stage) -> None:

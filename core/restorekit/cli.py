@@ -105,7 +105,8 @@ def run(ctx, pipeline, inputs, outdir, overrides, device, fmt, bit_depth, seed, 
     """Run PIPELINE (a YAML file or a shipped name) on INPUTS (files or directories).
 
     With no INPUTS, restores the built-in demo clip (synthesized music, degraded the
-    way text-to-music output is). A rerun into the same -o skips files that are up to
+    way text-to-music output is); a pipeline that starts from a source stage (e.g.
+    generate_and_restore) takes no INPUTS and makes its own clip. A rerun into the same -o skips files that are up to
     date, so an interrupted batch resumes; files this project did not write are never
     replaced without --overwrite. Exit status: 0 all restored, 1 some failed, 2 usage or
     pipeline error, 130/143 interrupted (SIGINT/SIGTERM; the manifest says what is done).
@@ -116,7 +117,7 @@ def run(ctx, pipeline, inputs, outdir, overrides, device, fmt, bit_depth, seed, 
     report = run_batch(pipeline, list(inputs), outdir, overrides=list(overrides), device=device, fmt=fmt,
                        bit_depth=int(bit_depth) if bit_depth else None, seed=seed,
                        progress=not ctx.obj["quiet"], overwrite=overwrite, executor=runner)
-    report_batch(report, outdir, "restored", ctx.obj["quiet"])
+    report_batch(report, outdir, "made" if report.generated else "restored", ctx.obj["quiet"])
 
 
 @cli.command()

@@ -145,6 +145,8 @@ def resolve(
             consumers[ref] = consumers.get(ref, 0) + 1
     last = len(ids) - 1
     for i, node_id in enumerate(ids):
+        if named_outputs is not None and not named:  # `outputs` itself is wrong: that is the problem to report
+            break
         if i == last and named_outputs is None:
             continue
         names = outputs[i]

@@ -291,8 +291,10 @@ class OutputDir:
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=round(sum(self.seconds.values()), 1) or None, unit="s", desc="audio", leave=False,
-                             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]{postfix}")
+            total = round(sum(self.seconds.values()), 1)  # 0 when the audio is generated: no length known ahead
+            self._bar = tqdm(total=total or None, unit="s", desc="audio", leave=False, bar_format=(
+                "{l_bar}{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]{postfix}" if total else
+                "{desc}: {n:.0f} s audio [{elapsed}]{postfix}"))
 
     def stage(self, name: str) -> None:
         """The running stage of the current file (the executors' `on_stage` callback)."""

@@ -66,9 +66,8 @@ class TensorSource(Source):
 
 
 def as_source(x, sample_rate: int = 0) -> Source:
-    """`x` itself when it is a Source (or reads like one: `read`, `frames`, `channels`); an Audio, tensor or
-    (channels, frames) array wrapped in a TensorSource."""
-    if isinstance(x, Source) or all(hasattr(x, a) for a in ("read", "frames", "channels")):
+    """`x` itself when it is a Source; an Audio, tensor or (channels, frames) array wrapped in a TensorSource."""
+    if isinstance(x, Source):
         return x
     if hasattr(x, "sample_rate") and hasattr(x, "samples"):
         return TensorSource(x.samples, x.sample_rate)

@@ -474,7 +474,7 @@ class FlowSuperResolution(Stage):
         p, model, hp = self.params, self.model, self.hparams
         n = samples.shape[1]
         grid = HOP * model.multiple
-        padded = _ZeroPadded(samples, n + (-n % grid))
+        padded = zero_padded(samples, n + (-n % grid))
         first = cutoff_bin(cutoff_hz, self.model_rate)
         lo, top = crop_region(first, model.multiple, hp.margin)
         seed = p.seed if p.seed is not None else self.seed
@@ -522,21 +522,22 @@ class FlowSuperResolution(Stage):
         return None if emit else out[:, :n]
 
 
-class _ZeroPadded:
-    """A tensor or Source read as `frames` long, zeros after its end (the chunk helper's grid)."""
+def zero_padded(samples, frames: int):
+    """A tensor or Source as a Source `frames` long, zeros after its end (the chunk helper's grid)."""
+    import torch
 
-    def __init__(self, samples, frames: int) -> None:
-        from restorekit.streaming import as_source
+    from restorekit.streaming import Source, as_source
 
-        self.inner, self.frames = as_source(samples), frames
-        self.channels = self.inner.channels
-        self.shape = (self.channels, frames)
+    class ZeroPadded(Source):
+        def __init__(self) -> None:
+            self.inner = as_source(samples)
+            self.sample_rate, self.channels, self.frames = self.inner.sample_rate, self.inner.channels, frames
 
-    def read(self, start: int, stop: int):
-        import torch
+        def read(self, start: int, stop: int) -> torch.Tensor:
+            have = self.inner.read(min(start, self.inner.frames), min(stop, self.inner.frames))
+            return torch.nn.functional.pad(have, (0, stop - start - have.shape[1]))
 
-        have = self.inner.read(min(start, self.inner.frames), min(stop, self.inner.frames))
-        return torch.nn.functional.pad(have, (0, stop - start - have.shape[1]))
+    return ZeroPadded()
 
 
 @hookimpl

@@ -26,8 +26,8 @@ from restorekit.cli_support import handle_errors
                    "metrics only. Set its parameters with --set-source STAGE.PARAM=VALUE.")
 @click.option("--set-source", "source_sets", multiple=True, metavar="STAGE.PARAM=VALUE",
               help="Override a parameter of the --source pipeline, e.g. gen.prompt=\"lo-fi piano\" (repeatable).")
-@click.option("--takes", type=click.IntRange(1, 10000), default=1, show_default=True,
-              help="With --source: how many clips to generate (each with its own seed).")
+@click.option("--takes", type=click.IntRange(1, 10000), default=None,
+              help="With --source: how many clips to generate, each with its own seed (default 1).")
 @click.option("-o", "--output-dir", "outdir", type=click.Path(path_type=Path), default=Path("compare-report"),
               show_default=True, help="Where results.csv, summary.md and report.html go.")
 @click.option("-m", "--metric", "metric_ids", multiple=True, metavar="ID",
@@ -71,13 +71,13 @@ def compare(ctx, pipelines, clean, degrade, inputs, source, source_sets, takes, 
     quiet = bool((ctx.obj or {}).get("quiet"))
     if source_sets and not source:
         raise UsageError("--set-source sets parameters of the --source pipeline; give --source too")
-    if takes != 1 and not source:
+    if takes is not None and not source:
         raise UsageError("--takes counts the clips a --source pipeline makes; give --source too")
     source_pipe = load_pipeline(source, list(source_sets), device=device) if source else None
     run = run_comparison(list(pipelines), clean=list(clean) or None, degrade=degrade, inputs=list(inputs) or None,
                          out_dir=outdir, metrics=list(metric_ids) or None, metric_params=parse_metric_overrides(sets),
                          device=device, seed=seed, max_delay_ms=align_delay_ms, progress=not quiet,
-                         source=source_pipe, takes=takes)
+                         source=source_pipe, takes=takes or 1)
     failed = [r for r in run.rows if not r["metric"] and r.get("error")]
     for r in failed:
         click.echo(f"FAILED {r['file']} [{r['pipeline'] or 'reading'}]: {r['error']}", err=True)

@@ -62,6 +62,9 @@ def _label_pipelines(pipelines, device: str | None) -> list[tuple[str, Pipeline]
     used: set[str] = set(RESERVED)
     for label, ref in items:
         pipe = ref if isinstance(ref, Pipeline) else load_pipeline(ref, device=device)
+        if pipe.nodes[0].stage.source:
+            raise UsageError(f"pipeline {pipe.name} starts from a source stage and restores nothing; give it as "
+                             f"--source {pipe.name} to compare restorations of the clips it makes")
         label = str(label or pipe.name or "pipeline")
         base, k = label, 1
         while label in used:

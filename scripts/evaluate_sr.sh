@@ -17,14 +17,17 @@
 # a table over 1/2/4/8 Euler steps and 2 Heun steps (docs/results/sr-steps-DAMAGE). About
 # 20 minutes per damage on one core, most of it ViSQOL. Part `zero-shot`: the zero_shot
 # pipeline (which extends with bwe.harmonic) against the same pipeline extending with sr.flow,
-# on text-to-music damage (docs/results/sr-zero-shot-text-to-music). Set PARTS to run some of it
-# (default "lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot"); parts can run in parallel.
+# on text-to-music damage (docs/results/sr-zero-shot-text-to-music). Part `envelope`: the envelope
+# match (match_envelope_db 0/12/24/48) against bwe.harmonic on lowres-8k and text-to-music with
+# ViSQOL (docs/results/sr-envelope-DAMAGE), and zero_shot extending with sr.flow at the default
+# against zero_shot (docs/results/sr-zero-shot-envelope-text-to-music). Set PARTS to run some of it
+# (default "lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope"); parts can run in parallel.
 set -euo pipefail
 OUT=${OUT:-docs/results}
 MUSIC=${MUSIC:-data/music}
 CKPT=${CKPT:-srflow}
 CLEAN=${CLEAN:-data/heldout44-fullband}
-PARTS=${PARTS:-"lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot"}
+PARTS=${PARTS:-"lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope"}
 VISQOL=${VISQOL-1}  # VISQOL= (empty) leaves ViSQOL out of the main comparisons (it is most of the time)
 [[ -d "$CLEAN" ]] || python scripts/make_heldout_set.py "$MUSIC" "$CLEAN" --excerpts 6 \
   --seconds 8 --rate 44100 --min-edge-hz 19000
@@ -65,6 +68,23 @@ for part in $PARTS; do
       restorekit -q compare zero_shot "$tmp/zero_shot-sr.yaml" --clean "$CLEAN" --degrade text-to-music \
         -m lsd -m lsd_norm -m lsd_band -m si_sdr -m band_level_db -m band_tracking ${STEPS_VISQOL:+-m visqol} \
         --set lsd_band.low_hz=16000 --set lsd_band.high_hz=20000 -o "$OUT/sr-zero-shot-text-to-music"
+      continue ;;
+    envelope)  # the envelope match's strength, then zero_shot extending with sr.flow at the default
+      for db in 0 12 24 48; do
+        sed -e "s/^name: sr$/name: sr-env$db/" -e "s#match_envelope_db: 24.0,#match_envelope_db: $db, checkpoint: $CKPT,#" \
+          pipelines/sr.yaml > "$tmp/sr-env$db.yaml"
+      done
+      for d in lowres-8k:4000 text-to-music:16000; do
+        restorekit -q compare "$tmp"/sr-env{0,12,24,48}.yaml "$tmp/bwe-harmonic.yaml" --clean "$CLEAN" \
+          --degrade "${d%%:*}" -m lsd -m lsd_band -m si_sdr -m visqol -m band_level_db -m band_tracking \
+          --set lsd_band.low_hz="${d##*:}" --set lsd_band.high_hz=20000 -o "$OUT/sr-envelope-${d%%:*}"
+      done
+      sed -e "s/^name: zero_shot$/name: zero_shot-sr/" -e "s/use: bwe.harmonic/use: sr.flow/" \
+        -e "s/with: {sample_rate_hz: 44100}$/with: {sample_rate_hz: 44100, steps: 2, checkpoint: $CKPT}/" \
+        pipelines/zero_shot.yaml > "$tmp/zero_shot-sr.yaml"
+      restorekit -q compare zero_shot "$tmp/zero_shot-sr.yaml" --clean "$CLEAN" --degrade text-to-music \
+        -m lsd -m lsd_norm -m lsd_band -m si_sdr -m visqol -m band_level_db -m band_tracking \
+        --set lsd_band.low_hz=16000 --set lsd_band.high_hz=20000 -o "$OUT/sr-zero-shot-envelope-text-to-music"
       continue ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac

@@ -317,6 +317,62 @@ def load_flow(checkpoint: str, device: str):
     return model, FlowHparams(**config["hparams"]), int(config.get("sample_rate", SAMPLE_RATE))
 
 
+ENVELOPE_FIT_BANDS = 6  # log-spaced bands of the top octave below the cutoff, for the envelope's fit
+ENVELOPE_BANDS_PER_OCTAVE = 6  # bands of the generated band whose level is matched
+MAX_CUT_DB = 80.0  # the envelope match may take a band down this far
+
+
+class EnvelopeMatch:
+    """Each frame's generated band brought to the envelope extrapolated from the top octave below the cutoff.
+
+    Per STFT frame, the power of the octave below the cutoff is fitted in log-spaced bands by a
+    line in dB over octaves (its slope kept between -`max_rolloff` and -`min_rolloff` dB per
+    octave, bwe.harmonic's rule), which is extended above the cutoff; each 1/6-octave band of the
+    generated spectrum is then scaled to that line's power, up by at most `max_boost_db`, down
+    by at most 80 dB. The network keeps the fine structure and phase; the level follows the music.
+    """
+
+    def __init__(self, first: int, top: int, rate: int, max_boost_db: float, min_rolloff: float,
+                 max_rolloff: float, device) -> None:
+        import torch
+
+        from restorekit_plugins.bwe import _band_matrix
+
+        bin_hz = rate / N_FFT
+        freqs = torch.arange(N_FFT // 2 + 1, dtype=torch.float64, device=device) * bin_hz
+        cutoff = first * bin_hz
+        self.first, self.top, self.low = first, top, max(1, first // 2)
+        self.fit_avg, centers = _band_matrix(freqs[self.low:first], cutoff / 2, cutoff, ENVELOPE_FIT_BANDS)
+        xs = torch.log2(centers / cutoff)
+        self.fit_x, self.fit_xmean = xs - xs.mean(), float(xs.mean())
+        self.fit_xvar = max(float((self.fit_x ** 2).sum()), 1e-12)
+        up = freqs[first:top]
+        n_bands = max(1, math.ceil(math.log2(up[-1] / cutoff) * ENVELOPE_BANDS_PER_OCTAVE)) if len(up) else 1
+        self.band_avg, _ = _band_matrix(up, cutoff, float(up[-1]) * (1 + 1e-9), n_bands)
+        self.band_back = (self.band_avg > 0).to(torch.float64).T.contiguous()
+        self.up_octaves = torch.log2(up / cutoff)
+        self.max_boost_db, self.min_rolloff, self.max_rolloff = max_boost_db, min_rolloff, max_rolloff
+
+    def __call__(self, spec: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
+        """`generated` (N, bins, T) complex with its bins first..top rescaled, from the input's `spec` (N, bins, T)."""
+        import torch
+
+        if self.top <= self.first:
+            return generated
+        power = lambda z: (z.real.square() + z.imag.square()).double().transpose(1, 2)  # noqa: E731 (N, T, F)
+        level = 10 * torch.log10(power(spec[:, self.low:self.first]) @ self.fit_avg + 1e-20)
+        mean = level.mean(dim=-1, keepdim=True)
+        slope = (((level - mean) @ self.fit_x[:, None]) / self.fit_xvar).clamp(-self.max_rolloff, -self.min_rolloff)
+        env = torch.pow(10.0, (mean - slope * self.fit_xmean + slope * self.up_octaves) / 10)  # (N, T, F up)
+        have = power(generated[:, self.first:self.top]) @ self.band_avg
+        want = env @ self.band_avg
+        gain_db = (10 * torch.log10((want + 1e-30) / (have + 1e-30))).clamp(-MAX_CUT_DB, self.max_boost_db)
+        gain = torch.pow(10.0, (gain_db @ self.band_back) / 20).transpose(1, 2).to(generated.real.dtype)
+        out = generated.clone()
+        out[:, self.first:self.top] *= gain
+        return out
+
+
 def positional_noise(seed: int, first_frame: int, frames: int, device) -> torch.Tensor:
     """(2, bins, frames) standard normal noise that depends only on the seed and the absolute frame index,
     so overlapping chunks draw the same noise where they overlap."""
@@ -371,6 +427,13 @@ class FlowSuperResolution(Stage):
         batch_size: int = Field(1, ge=1, le=64, description="Segments per forward pass.")
         precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
             "auto", description="Arithmetic of the network: auto = float16 on CUDA, float32 on the CPU.")
+        match_envelope_db: float = Field(
+            24.0, ge=0, le=60, description="Bring each frame's generated band to the envelope extrapolated from the "
+                                          "octave below the cutoff (bwe.harmonic's level and slope rule), boosting "
+                                          "by at most this many dB (cuts are free); 0: the network's own level.")
+        min_rolloff_db_per_oct: float = Field(3.0, ge=0, le=96, description="The envelope match's extrapolation "
+                                                                            "falls at least this fast above the cutoff.")
+        max_rolloff_db_per_oct: float = Field(24.0, ge=0, le=96, description="And at most this fast.")
 
     def output_spec(self, sample_rate: int, channels: int) -> tuple[int, int]:
         return self.params.sample_rate_hz, channels
@@ -483,6 +546,9 @@ class FlowSuperResolution(Stage):
         k = torch.arange(N_FFT // 2 + 1)
         fade_out = ((top_hz - k * (self.model_rate / N_FFT)) / TOP_FADE_HZ).clamp(0, 1)
         ramp = ((k - first + 1) / RAMP_BINS).clamp(0, 1) * fade_out
+        match = EnvelopeMatch(first, min(N_FFT // 2 + 1, math.ceil(top_hz * N_FFT / self.model_rate) + 1),
+                              self.model_rate, p.match_envelope_db, p.min_rolloff_db_per_oct,
+                              p.max_rolloff_db_per_oct, self.device) if p.match_envelope_db > 0 else None
 
         def run(batch, starts):  # (B, C, L) pieces starting at samples `starts` (multiples of the grid)
             b, c, length = batch.shape
@@ -499,6 +565,10 @@ class FlowSuperResolution(Stage):
             est = torch.cat([sample_flow(model, cond[i:i + 1], missing[i:i + 1], noise[i:i + 1], lo, p.steps,
                                          p.solver, hp.prior_std) for i in range(len(cond))])  # one at a time: memory
             generated = decompress(est.float()[:, :, :N_FFT // 2 + 1 - lo, :frames])
+            if match is not None:  # the level of the generated band follows the music, frame by frame
+                full = torch.zeros_like(spec)
+                full[:, lo:] = generated
+                generated = match(spec, full)[:, lo:]
             delta = torch.zeros_like(spec)
             delta[:, lo:] = (generated - spec[:, lo:]) * ramp[lo:, None].to(batch.device)
             added = istft(delta, length)

@@ -157,7 +157,13 @@ def slow_site(tmp_path: Path) -> Path:
 def start(args: list[str], site: Path, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, "-m", "restorekit", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
+
+
+def sigint_default() -> None:
+    """SIGINT as a terminal's Ctrl-C finds it: a job a shell started in the background (`cmd &`) runs with
+    SIGINT ignored, and its children inherit that, so a test run that way would see SIGINT do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_done(out: Path, count: int, proc: subprocess.Popen, limit_s: float = 120) -> None:

@@ -215,7 +215,9 @@ def test_an_interrupted_batch_with_workers_stops_promptly_and_resumes_bit_identi
 
     def restorekit(*args, **kw):
         return subprocess.Popen([sys.executable, "-m", "restorekit", *args], cwd=tmp_path, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
+        # (SIGINT as Ctrl-C finds it: a shell's background job, and its children, start with it ignored)
 
     proc = restorekit("run", str(pipe), "in", "-o", "out", "--workers", "2")
     deadline = time.monotonic() + 120

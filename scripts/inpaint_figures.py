@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from sr_figures import log_spectrogram as _log_spectrogram  # scripts/ is on the path when run as a script
+from sr_figures import pick_clips
 
 
 def log_spectrogram(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,8 +44,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="inpaintflow")
     parser.add_argument("--steps", type=int, default=1)
     args = parser.parse_args()
-    files = sorted(args.clean.glob("*.wav"))
-    picks = [files[i] for i in np.linspace(0, len(files) - 1, args.clips).round().astype(int)]
+    picks = pick_clips(args.clean, args.clips)
     stages = get_registry().stages
     methods = {"inpaint.ar": Pipeline([stages["inpaint.ar"](max_gap_ms=2000)], device="cpu"),
                "inpaint.similarity": Pipeline([stages["inpaint.similarity"](min_gap_ms=5)], device="cpu"),

@@ -26,6 +26,12 @@ def log_spectrogram(x: np.ndarray, rate: int, nperseg: int = 2048,
     return f, t, 10 * np.log10(s + 1e-14)
 
 
+def pick_clips(folder: Path, count: int) -> list[Path]:
+    """`count` WAV files evenly spaced through `folder`, sorted by name."""
+    files = sorted(folder.glob("*.wav"))
+    return [files[i] for i in np.linspace(0, len(files) - 1, count).round().astype(int)]
+
+
 def main() -> None:
     import matplotlib
 
@@ -46,8 +52,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="srflow")
     parser.add_argument("--steps", type=int, default=2)
     args = parser.parse_args()
-    files = sorted(args.clean.glob("*.wav"))
-    picks = [files[i] for i in np.linspace(0, len(files) - 1, args.clips).round().astype(int)]
+    picks = pick_clips(args.clean, args.clips)
     stages = get_registry().stages
     flow = Pipeline([stages["sr.flow"](checkpoint=args.checkpoint, steps=args.steps)], device="cpu")
     harmonic = Pipeline([stages["bwe.harmonic"](sample_rate_hz=44100)], device="cpu")

@@ -204,6 +204,7 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
              "files stream in blocks (memory does not grow with their length)")
     results: list[FileResult] = []
     jobs: list[Job] = []
+    base_seed = pipeline.seed if seed is None else seed
     first = pipeline.nodes[0]
     if first.stage.source and inputs:
         raise UsageError(f"pipeline {pipeline.name} starts from the source stage '{first.id}' ({first.stage.id}), "
@@ -211,7 +212,7 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
                          "drop them, or use a pipeline without a source stage to restore files")
     if first.stage.source:
         name = first.stage.source_name() or pipeline.name
-        jobs = [Job(None, Path(f"{name}-seed{pipeline.seed if seed is None else seed}"))]
+        jobs = [Job(None, Path(f"{name}-seed{base_seed}"))]
     elif inputs:
         jobs, results = collect_jobs(inputs, exclude=outdir)
         if not jobs:  # nothing to restore at all: a usage error, before any model loads
@@ -221,14 +222,14 @@ def run_batch(pipeline_ref, inputs: list[Path], outdir: Path, *, overrides=None,
     elif hasattr(executor, "start"):
         executor.start()  # the workers load theirs (or fail) before OUTDIR is touched
     try:
-        return _run_in(outdir, pipeline, jobs, results, inputs, fmt, bit_depth, seed, progress,
+        return _run_in(outdir, pipeline, jobs, results, inputs, fmt, bit_depth, base_seed, progress,
                        overwrite, executor)
     finally:
         if executor is not None and hasattr(executor, "close"):
             executor.close()
 
 
-def _run_in(outdir, pipeline, jobs, results, inputs, fmt, bit_depth, seed, progress, overwrite, executor):
+def _run_in(outdir, pipeline, jobs, results, inputs, fmt, bit_depth, base_seed, progress, overwrite, executor):
     check_output_dir(outdir)
     dithered = pipeline.output_bit_depth()  # the pipeline's bit_depth, else its dither stage's
     bits = bit_depth or dithered or 24
@@ -236,7 +237,6 @@ def _run_in(outdir, pipeline, jobs, results, inputs, fmt, bit_depth, seed, progr
         log.warning("the pipeline dithers to %d bits; --bit-depth %d rounds that without new dither. "
                     "To dither to %d bits, set the dither stage's bit_depth (e.g. --set dither.bit_depth=%d)",
                     dithered, bit_depth, bit_depth, bit_depth)
-    base_seed = pipeline.seed if seed is None else seed
     with OutputDir(outdir, pipeline, fmt=fmt, bits=bits, seed=base_seed, overwrite=overwrite) as out:
         if not jobs:
             from restorekit_tools.demo import make_demo_clip

@@ -14,7 +14,7 @@ docs/models.md gives the training and the measured effect; docs/stages/inpaint.m
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 from restorekit.hookspecs import hookimpl
@@ -28,6 +28,7 @@ from restorekit_plugins.sr import (
     N_FFT,
     SAMPLE_RATE,
     FlowNetHparams,
+    FlowSamplingParams,
     FlowSpec,
 )
 
@@ -163,7 +164,7 @@ class InpaintFlow(_GapStage):
     method = "flow"
     test_params: ClassVar[dict] = {"checkpoint": TINY}
 
-    class Params(DetectParams):
+    class Params(DetectParams, FlowSamplingParams):
         max_gap_ms: float = Field(1000.0, ge=1, le=10_000,
                                   description="Longest gap this stage fills, in ms (trained on 20-1000 ms).")
         checkpoint: str = Field(SHIPPED, description="Checkpoint name or path (.safetensors with its .json); "
@@ -174,10 +175,6 @@ class InpaintFlow(_GapStage):
         crossfade_ms: float = Field(5.0, ge=0, le=100, description="Cross-fade outside each edge of a gap, in ms.")
         steps: int = Field(1, ge=1, le=8, description="Flow steps (network evaluations per gap and channel); 1 "
                                                       "measured best or near-best and 3x faster than 4.")
-        solver: Literal["euler", "heun"] = Field("euler", description="ODE solver of the flow.")
-        seed: int | None = Field(None, ge=0, description="Seed of the prior noise; empty: the run's seed.")
-        precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-            "auto", description="Arithmetic of the network: auto = float16 on CUDA, float32 on the CPU.")
         match_envelope_db: float = Field(
             24.0, ge=0, le=60, description="Bring the generated frames' spectral envelope to the music's around the "
                                            "gap, raising a band by at most this many dB (lowering it by up to 80); "

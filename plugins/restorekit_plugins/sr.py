@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from pydantic import Field
 
 from restorekit.hookspecs import hookimpl
-from restorekit.stage import Accepts, Stage
+from restorekit.stage import Accepts, Stage, StageParams
 from restorekit.training.spec import TINY, Hparams, ModelSpec
 from restorekit_plugins import WEIGHTS_DIR
 from restorekit_plugins._band_limit import DetectionParams, find_extension
@@ -255,8 +255,6 @@ class FlowSpec(ModelSpec):
         return N_FFT // 2 if found.cutoff_hz is None else int(found.cutoff_hz / (SAMPLE_RATE / N_FFT))
 
     def loss(self, model, inputs, targets):
-        import torch
-
         hp = self.hparams
         missing, weight = inputs[:, 2:3], targets[:, 2:3]
         per_item = missing[:, 0, :, 0]  # (B, F): the first missing bin of the items that miss something
@@ -317,6 +315,15 @@ def load_flow(checkpoint: str, device: str):
     return model, FlowHparams(**config["hparams"]), int(config.get("sample_rate", SAMPLE_RATE))
 
 
+class FlowSamplingParams(StageParams):
+    """How a flow stage samples: solver, noise seed, arithmetic (sr.flow and inpaint.flow)."""
+
+    solver: Literal["euler", "heun"] = Field("euler", description="ODE solver of the flow.")
+    seed: int | None = Field(None, ge=0, description="Seed of the prior noise; empty: the run's seed.")
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Arithmetic of the network: auto = float16 on CUDA, float32 on the CPU.")
+
+
 ENVELOPE_FIT_BANDS = 6  # log-spaced bands of the top octave below the cutoff, for the envelope's fit
 ENVELOPE_BANDS_PER_OCTAVE = 6  # bands of the generated band whose level is matched
 MAX_CUT_DB = 80.0  # the envelope match may take a band down this far
@@ -359,7 +366,9 @@ class EnvelopeMatch:
 
         if self.top <= self.first:
             return generated
-        power = lambda z: (z.real.square() + z.imag.square()).double().transpose(1, 2)  # noqa: E731 (N, T, F)
+        def power(z):  # (N, F, T) complex -> (N, T, F) float64
+            return (z.real.square() + z.imag.square()).double().transpose(1, 2)
+
         level = 10 * torch.log10(power(spec[:, self.low:self.first]) @ self.fit_avg + 1e-20)
         mean = level.mean(dim=-1, keepdim=True)
         slope = (((level - mean) @ self.fit_x[:, None]) / self.fit_xvar).clamp(-self.max_rolloff, -self.min_rolloff)
@@ -407,7 +416,7 @@ class FlowSuperResolution(Stage):
     streams = True  # detects in a first pass; resamples into a spill file; the band is generated and added in order
     test_params: ClassVar[dict] = {"checkpoint": TINY}
 
-    class Params(DetectionParams):
+    class Params(DetectionParams, FlowSamplingParams):
         checkpoint: str = Field(SHIPPED, description="Checkpoint name or path (.safetensors with its .json); "
                                                      "'srflow' = shipped weights, 'tiny' = random test model.")
         sample_rate_hz: Literal[44100, 48000] = Field(44100, description="Sample rate of the output in Hz.")
@@ -417,16 +426,12 @@ class FlowSuperResolution(Stage):
                                                                       "over the 500 Hz below); as bwe.harmonic's.")
         steps: int = Field(2, ge=1, le=8, description="Flow steps (network evaluations: Euler one per step, Heun "
                                                       "two per step but the last).")
-        solver: Literal["euler", "heun"] = Field("euler", description="ODE solver of the flow.")
-        seed: int | None = Field(None, ge=0, description="Seed of the prior noise; empty: the run's seed.")
         segment_s: float = Field(4.0, ge=0.5, le=120, description="Length of each inference segment in seconds.")
         overlap_s: float = Field(0.5, ge=0, le=10, description="Cross-fade between segments in seconds.")
         context_s: float = Field(1.0, ge=0, le=10, description="Context computed and discarded on each side of a "
                                                                "segment (at 1 s chunked output matches whole-file "
                                                                "output within 2e-6 of the generated band).")
         batch_size: int = Field(1, ge=1, le=64, description="Segments per forward pass.")
-        precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-            "auto", description="Arithmetic of the network: auto = float16 on CUDA, float32 on the CPU.")
         match_envelope_db: float = Field(
             24.0, ge=0, le=60, description="Bring each frame's generated band to the envelope extrapolated from the "
                                           "octave below the cutoff (bwe.harmonic's level and slope rule), boosting "

@@ -20,14 +20,19 @@
 # on text-to-music damage (docs/results/sr-zero-shot-text-to-music). Part `envelope`: the envelope
 # match (match_envelope_db 0/12/24/48) against bwe.harmonic on lowres-8k and text-to-music with
 # ViSQOL (docs/results/sr-envelope-DAMAGE), and zero_shot extending with sr.flow at the default
-# against zero_shot (docs/results/sr-zero-shot-envelope-text-to-music). Set PARTS to run some of it
-# (default "lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope"); parts can run in parallel.
+# against zero_shot (docs/results/sr-zero-shot-envelope-text-to-music); since the learned envelope
+# (srenvelope) became the default, part `envelope` measures the line rule only with `envelope: line`
+# added to its pipelines (the published sr-envelope-* tables predate the predictor). Part `learned`:
+# the learned envelope (boost cap 24 and 48 dB) against the line rule and bwe.harmonic on both
+# damages (docs/results/sr-learned-envelope-DAMAGE) and inside zero_shot
+# (docs/results/sr-zero-shot-learned-text-to-music). Set PARTS to run some of it (default
+# "lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope learned"); parts can run in parallel.
 set -euo pipefail
 OUT=${OUT:-docs/results}
 MUSIC=${MUSIC:-data/music}
 CKPT=${CKPT:-srflow}
 CLEAN=${CLEAN:-data/heldout44-fullband}
-PARTS=${PARTS:-"lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope"}
+PARTS=${PARTS:-"lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope learned"}
 VISQOL=${VISQOL-1}  # VISQOL= (empty) leaves ViSQOL out of the main comparisons (it is most of the time)
 [[ -d "$CLEAN" ]] || python scripts/make_heldout_set.py "$MUSIC" "$CLEAN" --excerpts 6 \
   --seconds 8 --rate 44100 --min-edge-hz 19000
@@ -54,6 +59,14 @@ description: Harmonic bandwidth extension to 44.1 kHz (bwe.harmonic), the DSP ba
 stages:
   - {id: bwe, use: bwe.harmonic, with: {sample_rate_hz: 44100}}
 EOF
+zero_shot_sr() {  # zero_shot_sr EXTRA_PARAMS OUTNAME: zero_shot against zero_shot extending with sr.flow, with ViSQOL
+  sed -e "s/^name: zero_shot$/name: zero_shot-sr/" -e "s/use: bwe.harmonic/use: sr.flow/" \
+    -e "s/with: {sample_rate_hz: 44100}$/with: {sample_rate_hz: 44100, steps: 2, checkpoint: $CKPT$1}/" \
+    pipelines/zero_shot.yaml > "$tmp/zero_shot-sr.yaml"
+  restorekit -q compare zero_shot "$tmp/zero_shot-sr.yaml" --clean "$CLEAN" --degrade text-to-music \
+    -m lsd -m lsd_norm -m lsd_band -m si_sdr -m visqol -m band_level_db -m band_tracking \
+    --set lsd_band.low_hz=16000 --set lsd_band.high_hz=20000 -o "$OUT/$2"
+}
 metrics=(-m lsd -m lsd_band -m si_sdr -m snr --set lsd_band.high_hz=20000)
 for part in $PARTS; do
   case "$part" in
@@ -69,9 +82,24 @@ for part in $PARTS; do
         -m lsd -m lsd_norm -m lsd_band -m si_sdr -m band_level_db -m band_tracking ${STEPS_VISQOL:+-m visqol} \
         --set lsd_band.low_hz=16000 --set lsd_band.high_hz=20000 -o "$OUT/sr-zero-shot-text-to-music"
       continue ;;
+    learned)  # the learned envelope (the default) against the line rule and bwe.harmonic, then inside zero_shot
+      for v in "learned24:srenvelope:24" "learned48:srenvelope:48" "line24:line:24"; do
+        IFS=: read -r name env db <<< "$v"
+        sed -e "s/^name: sr$/name: sr-$name/" \
+          -e "s#match_envelope_db: 24.0,#match_envelope_db: $db, envelope: $env, checkpoint: $CKPT,#" \
+          pipelines/sr.yaml > "$tmp/sr-$name.yaml"
+      done
+      for d in lowres-8k:4000 text-to-music:16000; do
+        restorekit -q compare "$tmp"/sr-{learned24,learned48,line24}.yaml "$tmp/bwe-harmonic.yaml" --clean "$CLEAN" \
+          --degrade "${d%%:*}" -m lsd -m lsd_band -m si_sdr -m visqol -m band_level_db -m band_tracking \
+          --set lsd_band.low_hz="${d##*:}" --set lsd_band.high_hz=20000 -o "$OUT/sr-learned-envelope-${d%%:*}"
+      done
+      zero_shot_sr "" sr-zero-shot-learned-text-to-music
+      continue ;;
     envelope)  # the envelope match's strength, then zero_shot extending with sr.flow at the default
       for db in 0 12 24 48; do
-        sed -e "s/^name: sr$/name: sr-env$db/" -e "s#match_envelope_db: 24.0,#match_envelope_db: $db, checkpoint: $CKPT,#" \
+        sed -e "s/^name: sr$/name: sr-env$db/" \
+          -e "s#match_envelope_db: 24.0,#match_envelope_db: $db, envelope: line, checkpoint: $CKPT,#" \
           pipelines/sr.yaml > "$tmp/sr-env$db.yaml"
       done
       for d in lowres-8k:4000 text-to-music:16000; do
@@ -79,12 +107,7 @@ for part in $PARTS; do
           --degrade "${d%%:*}" -m lsd -m lsd_band -m si_sdr -m visqol -m band_level_db -m band_tracking \
           --set lsd_band.low_hz="${d##*:}" --set lsd_band.high_hz=20000 -o "$OUT/sr-envelope-${d%%:*}"
       done
-      sed -e "s/^name: zero_shot$/name: zero_shot-sr/" -e "s/use: bwe.harmonic/use: sr.flow/" \
-        -e "s/with: {sample_rate_hz: 44100}$/with: {sample_rate_hz: 44100, steps: 2, checkpoint: $CKPT}/" \
-        pipelines/zero_shot.yaml > "$tmp/zero_shot-sr.yaml"
-      restorekit -q compare zero_shot "$tmp/zero_shot-sr.yaml" --clean "$CLEAN" --degrade text-to-music \
-        -m lsd -m lsd_norm -m lsd_band -m si_sdr -m visqol -m band_level_db -m band_tracking \
-        --set lsd_band.low_hz=16000 --set lsd_band.high_hz=20000 -o "$OUT/sr-zero-shot-envelope-text-to-music"
+      zero_shot_sr ", envelope: line" sr-zero-shot-envelope-text-to-music
       continue ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac

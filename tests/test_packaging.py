@@ -34,7 +34,7 @@ def test_wheel_contents(wheel):
     assert "restorekit_plugins/pipelines/crnn.yaml" in names
     assert any(n.startswith("restorekit_plugins/pipelines/degrade/") for n in names)
     assert "restorekit_plugins/util.py" in names
-    for weights in ("unet", "cqs", "crnn", "crnn-direct", "srflow", "inpaintflow"):  # weights travel with configs
+    for weights in ("unet", "cqs", "crnn", "crnn-direct", "srflow", "srenvelope", "inpaintflow"):  # weights travel with configs
         assert f"restorekit_plugins/weights/{weights}.safetensors" in names
         assert f"restorekit_plugins/weights/{weights}.json" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))

@@ -188,15 +188,20 @@ class FlowNetHparams(Hparams):
                                               "right level instead of the (darker) conditional mean.")
 
 
-class FlowHparams(FlowNetHparams):
-    margin: float = Field(0.25, ge=0, le=1, description="Region computed below the cutoff, as a fraction of the "
-                                                        "cutoff frequency (at least 16 bins).")
+class TeachingHparams(Hparams):
+    """Which bins of a (degraded, clean) training pair teach the missing band (srflow, srenvelope)."""
+
     missing_db: float = Field(-10.0, le=-3, description="Training: a bin is missing when the degraded input's power "
                                                         "is this far below the target's.")
     edge_drop_db: float = Field(25.0, ge=6, description="Training: a cliff of this many dB in the target's spectrum "
                                                          "ends its band (a lossy source); nothing above it is taught.")
     silent_db: float = Field(-90.0, le=-20, description="Training: bins of the target this far below its 1-4 kHz "
                                                         "level count as silent, not as content the input kept.")
+
+
+class FlowHparams(FlowNetHparams, TeachingHparams):
+    margin: float = Field(0.25, ge=0, le=1, description="Region computed below the cutoff, as a fraction of the "
+                                                        "cutoff frequency (at least 16 bins).")
 
 
 class FlowSpec(ModelSpec):
@@ -225,34 +230,14 @@ class FlowSpec(ModelSpec):
         (B, 3, F, T): the clean compressed spectrum and the loss weight (missing and inside the clean band)."""
         import torch
 
-        hp = self.hparams
         d, c = stft(degraded[:, 0]), stft(clean[:, 0])
-        pd, pc = _analysis_power(degraded[:, 0]), _analysis_power(clean[:, 0])  # (B, F) long-term power
-        smooth = torch.nn.functional.avg_pool1d(pc[:, None], 5, 1, 2, count_include_pad=False)[:, 0]
-        bins = pc.shape[1]
-        freqs = torch.arange(bins) * (SAMPLE_RATE / N_FFT)
-        ref = pc[:, (freqs >= 1000) & (freqs < 4000)].mean(-1, keepdim=True).clamp_min(1e-12)
-        edge = torch.tensor([self._band_end_bin(x) for x in clean[:, 0]])
-        ratio_db = 10 * torch.log10((pd + 1e-12) / (pc + 1e-12))
-        informative = smooth > ref * 10 ** (hp.silent_db / 10)
-        k = torch.arange(bins)
-        present = (ratio_db > hp.missing_db) & informative & (k[None] <= edge[:, None])  # above the edge: no content
-        last = torch.where(present.any(-1), bins - 1 - present.flip(-1).int().argmax(-1), torch.zeros(len(pc)).long())
-        missing = (k[None] > last[:, None]).float()  # (B, F)
-        weight = missing * (k[None] <= edge[:, None]).float()
+        missing, weight = taught_bins(degraded[:, 0], clean[:, 0], self.hparams)
         t = d.shape[-1]
         m = missing[:, None, :, None].expand(-1, 1, -1, t)
         w = weight[:, None, :, None].expand(-1, 1, -1, t).clone()
         w[..., :EDGE_FRAMES] = 0
         w[..., -EDGE_FRAMES:] = 0
         return torch.cat([compress(d), m], 1), torch.cat([compress(c), w], 1)
-
-    def _band_end_bin(self, x) -> int:
-        """The last bin of a clean segment's own band: below a cliff (a lossy source's low-pass), else the top."""
-        from restorekit_plugins._band_limit import analyze_spectrum, find_cutoff
-
-        found = find_cutoff(analyze_spectrum(x[None], SAMPLE_RATE), self.hparams.edge_drop_db, floor_drop_db=None)
-        return N_FFT // 2 if found.cutoff_hz is None else int(found.cutoff_hz / (SAMPLE_RATE / N_FFT))
 
     def loss(self, model, inputs, targets):
         hp = self.hparams
@@ -268,6 +253,34 @@ class FlowSpec(ModelSpec):
         missing, weight = region(missing), region(weight)
         cond, x1 = region(inputs[:, :2]) * (1 - missing), region(targets[:, :2])
         return flow_matching_loss(model, hp, cond, x1, missing, weight, lo)
+
+
+def band_end_bin(x, edge_drop_db: float) -> int:
+    """The last bin of a clean segment's own band: below a cliff (a lossy source's low-pass), else the top."""
+    from restorekit_plugins._band_limit import analyze_spectrum, find_cutoff
+
+    found = find_cutoff(analyze_spectrum(x[None], SAMPLE_RATE), edge_drop_db, floor_drop_db=None)
+    return N_FFT // 2 if found.cutoff_hz is None else int(found.cutoff_hz / (SAMPLE_RATE / N_FFT))
+
+
+def taught_bins(degraded: torch.Tensor, clean: torch.Tensor, hp: TeachingHparams) -> tuple[torch.Tensor, torch.Tensor]:
+    """(missing, weight), each (B, bins) in {0, 1}, of (B, samples) segments at 44.1 kHz: missing = every bin
+    above the last one the degraded input kept; weight = missing and inside the clean segment's own band."""
+    import torch
+
+    pd, pc = _analysis_power(degraded), _analysis_power(clean)  # (B, F) long-term power
+    smooth = torch.nn.functional.avg_pool1d(pc[:, None], 5, 1, 2, count_include_pad=False)[:, 0]
+    bins = pc.shape[1]
+    freqs = torch.arange(bins) * (SAMPLE_RATE / N_FFT)
+    ref = pc[:, (freqs >= 1000) & (freqs < 4000)].mean(-1, keepdim=True).clamp_min(1e-12)
+    edge = torch.tensor([band_end_bin(x, hp.edge_drop_db) for x in clean])
+    ratio_db = 10 * torch.log10((pd + 1e-12) / (pc + 1e-12))
+    informative = smooth > ref * 10 ** (hp.silent_db / 10)
+    k = torch.arange(bins)
+    present = (ratio_db > hp.missing_db) & informative & (k[None] <= edge[:, None])  # above the edge: no content
+    last = torch.where(present.any(-1), bins - 1 - present.flip(-1).int().argmax(-1), torch.zeros(len(pc)).long())
+    missing = (k[None] > last[:, None]).float()  # (B, F)
+    return missing, missing * (k[None] <= edge[:, None]).float()
 
 
 def flow_matching_loss(model, hp: FlowNetHparams, cond: torch.Tensor, x1: torch.Tensor, missing: torch.Tensor,
@@ -330,17 +343,19 @@ MAX_CUT_DB = 80.0  # the envelope match may take a band down this far
 
 
 class EnvelopeMatch:
-    """Each frame's generated band brought to the envelope extrapolated from the top octave below the cutoff.
+    """Each frame's generated band brought to an envelope: predicted, or extrapolated from the octave below.
 
-    Per STFT frame, the power of the octave below the cutoff is fitted in log-spaced bands by a
-    line in dB over octaves (its slope kept between -`max_rolloff` and -`min_rolloff` dB per
-    octave, bwe.harmonic's rule), which is extended above the cutoff; each 1/6-octave band of the
-    generated spectrum is then scaled to that line's power, up by at most `max_boost_db`, down
-    by at most 80 dB. The network keeps the fine structure and phase; the level follows the music.
+    The envelope is `envelope`'s (sr_envelope.LearnedEnvelope: a small network's per-frame
+    prediction) or, without one, a line: per STFT frame the power of the octave below the cutoff
+    is fitted in log-spaced bands by a line in dB over octaves (its slope kept between
+    -`max_rolloff` and -`min_rolloff` dB per octave, bwe.harmonic's rule) and extended above the
+    cutoff. Each 1/6-octave band of the generated spectrum is then scaled to the envelope's power,
+    up by at most `max_boost_db`, down by at most 80 dB. The network keeps the fine structure and
+    phase; the level follows the music.
     """
 
     def __init__(self, first: int, top: int, rate: int, max_boost_db: float, min_rolloff: float,
-                 max_rolloff: float, device) -> None:
+                 max_rolloff: float, device, envelope=None) -> None:
         import torch
 
         from restorekit_plugins.bwe import _band_matrix
@@ -359,6 +374,7 @@ class EnvelopeMatch:
         self.band_back = (self.band_avg > 0).to(torch.float64).T.contiguous()
         self.up_octaves = torch.log2(up / cutoff)
         self.max_boost_db, self.min_rolloff, self.max_rolloff = max_boost_db, min_rolloff, max_rolloff
+        self.envelope = envelope  # None: the line; else (N, bins, T) input power -> (N, T, top - first) power
 
     def __call__(self, spec: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
         """`generated` (N, bins, T) complex with its bins first..top rescaled, from the input's `spec` (N, bins, T)."""
@@ -369,10 +385,14 @@ class EnvelopeMatch:
         def power(z):  # (N, F, T) complex -> (N, T, F) float64
             return (z.real.square() + z.imag.square()).double().transpose(1, 2)
 
-        level = 10 * torch.log10(power(spec[:, self.low:self.first]) @ self.fit_avg + 1e-20)
-        mean = level.mean(dim=-1, keepdim=True)
-        slope = (((level - mean) @ self.fit_x[:, None]) / self.fit_xvar).clamp(-self.max_rolloff, -self.min_rolloff)
-        env = torch.pow(10.0, (mean - slope * self.fit_xmean + slope * self.up_octaves) / 10)  # (N, T, F up)
+        if self.envelope is not None:
+            env = self.envelope(power(spec).transpose(1, 2))  # (N, T, F up)
+        else:
+            level = 10 * torch.log10(power(spec[:, self.low:self.first]) @ self.fit_avg + 1e-20)
+            mean = level.mean(dim=-1, keepdim=True)
+            slope = (((level - mean) @ self.fit_x[:, None]) / self.fit_xvar).clamp(-self.max_rolloff,
+                                                                                    -self.min_rolloff)
+            env = torch.pow(10.0, (mean - slope * self.fit_xmean + slope * self.up_octaves) / 10)  # (N, T, F up)
         have = power(generated[:, self.first:self.top]) @ self.band_avg
         want = env @ self.band_avg
         gain_db = (10 * torch.log10((want + 1e-30) / (have + 1e-30))).clamp(-MAX_CUT_DB, self.max_boost_db)
@@ -414,7 +434,7 @@ class FlowSuperResolution(Stage):
     summary = "Generative super-resolution (flow matching on the STFT): generates the band above the input's cutoff."
     accepts = Accepts(devices=frozenset({"cpu", "cuda"}))
     streams = True  # detects in a first pass; resamples into a spill file; the band is generated and added in order
-    test_params: ClassVar[dict] = {"checkpoint": TINY}
+    test_params: ClassVar[dict] = {"checkpoint": TINY, "envelope": TINY}
 
     class Params(DetectionParams, FlowSamplingParams):
         checkpoint: str = Field(SHIPPED, description="Checkpoint name or path (.safetensors with its .json); "
@@ -433,10 +453,16 @@ class FlowSuperResolution(Stage):
                                                                "output within 2e-6 of the generated band).")
         batch_size: int = Field(1, ge=1, le=64, description="Segments per forward pass.")
         match_envelope_db: float = Field(
-            24.0, ge=0, le=60, description="Bring each frame's generated band to the envelope extrapolated from the "
-                                          "octave below the cutoff (bwe.harmonic's level and slope rule), boosting "
-                                          "by at most this many dB (cuts are free); 0: the network's own level.")
-        min_rolloff_db_per_oct: float = Field(3.0, ge=0, le=96, description="The envelope match's extrapolation "
+            24.0, ge=0, le=60, description="Bring each frame's generated band to the level `envelope` gives it, "
+                                          "boosting by at most this many dB (cuts are free); 0: the network's own "
+                                          "level.")
+        envelope: str = Field(
+            "srenvelope", min_length=1,
+            description="Where the envelope match's levels come from: 'srenvelope' = the shipped predictor (each "
+                        "1/6-octave band above the cutoff, per frame, from the bands below), a checkpoint path of "
+                        "that family, 'tiny' = random test model, or 'line' = a line in dB over octaves fitted to "
+                        "the octave below the cutoff and extended (bwe.harmonic's rule).")
+        min_rolloff_db_per_oct: float = Field(3.0, ge=0, le=96, description="envelope 'line': the extrapolation "
                                                                             "falls at least this fast above the cutoff.")
         max_rolloff_db_per_oct: float = Field(24.0, ge=0, le=96, description="And at most this fast.")
 
@@ -445,6 +471,10 @@ class FlowSuperResolution(Stage):
 
     def load(self):
         self.model, self.hparams, self.model_rate = load_flow(self.params.checkpoint, self.device)
+        if self.params.match_envelope_db > 0 and self.params.envelope != "line":
+            from restorekit_plugins.sr_envelope import EnvelopeSpec
+
+            EnvelopeSpec().load_for_inference(self.params.envelope, self.device)  # errors now, not mid-file
 
     def _diagnose(self, audio):
         """The Finding for `audio` (Audio or a Source), noted and logged."""
@@ -551,9 +581,16 @@ class FlowSuperResolution(Stage):
         k = torch.arange(N_FFT // 2 + 1)
         fade_out = ((top_hz - k * (self.model_rate / N_FFT)) / TOP_FADE_HZ).clamp(0, 1)
         ramp = ((k - first + 1) / RAMP_BINS).clamp(0, 1) * fade_out
-        match = EnvelopeMatch(first, min(N_FFT // 2 + 1, math.ceil(top_hz * N_FFT / self.model_rate) + 1),
-                              self.model_rate, p.match_envelope_db, p.min_rolloff_db_per_oct,
-                              p.max_rolloff_db_per_oct, self.device) if p.match_envelope_db > 0 else None
+        match = None
+        if p.match_envelope_db > 0:
+            top_bin = min(N_FFT // 2 + 1, math.ceil(top_hz * N_FFT / self.model_rate) + 1)
+            envelope = None
+            if p.envelope != "line":
+                from restorekit_plugins.sr_envelope import LearnedEnvelope
+
+                envelope = LearnedEnvelope(p.envelope, first, top_bin, self.device)
+            match = EnvelopeMatch(first, top_bin, self.model_rate, p.match_envelope_db, p.min_rolloff_db_per_oct,
+                                  p.max_rolloff_db_per_oct, self.device, envelope)
 
         def run(batch, starts):  # (B, C, L) pieces starting at samples `starts` (multiples of the grid)
             b, c, length = batch.shape
@@ -622,4 +659,7 @@ def register_stages(register):
 
 @hookimpl
 def register_models(register):
+    from restorekit_plugins.sr_envelope import EnvelopeSpec
+
     register(FlowSpec)
+    register(EnvelopeSpec)

@@ -483,6 +483,10 @@ class FlowSuperResolution(Stage):
         finding = find_extension(audio, top, p, cutoff_hz=p.cutoff_hz, min_width=MIN_WIDTH)
         line = finding.describe(audio.sample_rate, p.sample_rate_hz,
                                 action=f"generating ({p.steps} {p.solver} step{'s' * (p.steps > 1)})")
+        if finding.cutoff_hz is not None:
+            line += ("; level: the network's own" if p.match_envelope_db == 0 else
+                     f"; level: {'a line from the octave below' if p.envelope == 'line' else p.envelope}, "
+                     f"boost at most {p.match_envelope_db:g} dB")
         self.note(line)
         log.info("sr.flow: %s", line)
         return finding

@@ -171,7 +171,7 @@ def test_cli_runs_the_sr_pipeline_offline_with_the_tiny_model(tmp_path):
 def test_envelope_match_extends_the_top_octaves_slope_frame_by_frame():
     """A top octave falling 6 dB per octave, 10 dB louder in the second frame: each generated band lands on
     the extended line in each frame; boosts stop at the cap, cuts at 80 dB."""
-    from restorekit_plugins.sr import N_FFT, EnvelopeMatch
+    from restorekit_plugins.sr import N_FFT, EnvelopeMatch, LineEnvelope
 
     bins, first, top = N_FFT // 2 + 1, 186, 465  # 8 kHz and 20 kHz at 44.1 kHz
     f = torch.arange(bins, dtype=torch.float64) * RATE / N_FFT
@@ -187,16 +187,17 @@ def test_envelope_match_extends_the_top_octaves_slope_frame_by_frame():
         band = (f >= lo_hz) & (f < hi_hz)
         return float(10 * torch.log10(z[0, band, frame].abs().square().mean()))
 
-    matched = EnvelopeMatch(first, top, RATE, 120.0, 3.0, 24.0, "cpu")(spec, quiet)
+    line = LineEnvelope(first, top, RATE, 3.0, 24.0, "cpu")
+    matched = EnvelopeMatch(first, top, RATE, 120.0, line, "cpu")(spec, quiet)
     assert torch.equal(matched[:, :first], quiet[:, :first])  # only the band above the cutoff is touched
     for frame, offset in ((0, 0.0), (1, 10.0)):
         for lo_hz, hi_hz in ((9000, 10000), (15000, 17000)):
             want = float(10 * torch.log10(torch.pow(10, (line_db[(f >= lo_hz) & (f < hi_hz)] + offset) / 10).mean()))
             assert abs(level(matched, frame, lo_hz, hi_hz) - want) < 1.0, (frame, lo_hz)
-    capped = EnvelopeMatch(first, top, RATE, 24.0, 3.0, 24.0, "cpu")(spec, quiet)
+    capped = EnvelopeMatch(first, top, RATE, 24.0, line, "cpu")(spec, quiet)
     assert abs(level(capped, 0, 9000, 10000) - (-90 + 24)) < 0.01  # boosted by the cap only
     loud = quiet * 10 ** (200 / 20)  # 130 dB above the line
-    cut = EnvelopeMatch(first, top, RATE, 24.0, 3.0, 24.0, "cpu")(spec, loud)
+    cut = EnvelopeMatch(first, top, RATE, 24.0, line, "cpu")(spec, loud)
     assert abs(level(cut, 0, 9000, 10000) - (110 - 80)) < 0.01  # cut by 80 dB at most
 
 
@@ -262,15 +263,16 @@ def test_shipped_envelope_predicts_the_level_of_the_missing_bands(cutoff_hz):
     per-frame 1/6-octave levels above the cutoff against the clean clip's must beat random weights by
     5 dB (measured: 11.8 against 20.3 dB at 4 kHz, 7.8 against 16.8 at 8 kHz) and, at 4 kHz where a line
     extended over 2.3 octaves strays, the line rule by 2 dB (14.7 dB; at 8 kHz 8.7, closer)."""
-    from restorekit_plugins.sr import N_FFT, EnvelopeMatch, cutoff_bin, stft
-    from restorekit_plugins.sr_envelope import Layout, LearnedEnvelope
+    from restorekit_plugins.sr import N_FFT, LineEnvelope, cutoff_bin, stft
+    from restorekit_plugins.sr_envelope import EnvelopeSpec, Layout, LearnedEnvelope
 
     clean = music(6.0, seed=31)
     degraded = lowpassed(clean, cutoff_hz)
     first, top = cutoff_bin(cutoff_hz), 465  # to 20 kHz
     power_in, power_clean = (stft(a.samples).abs().square() for a in (degraded, clean))
-    avg = Layout().avg[first:top]
-    bands = (avg > 0).all(0) | ((avg > 0).any(0) & (Layout().lo >= first * RATE / N_FFT))  # wholly above the cutoff
+    layout = Layout()
+    avg = layout.avg[first:top]
+    bands = (avg > 0).any(0) & (layout.lo >= first * RATE / N_FFT)  # the bands wholly above the first bin
     avg = avg[:, bands] / avg[:, bands].sum(0)
 
     def levels(per_bin):  # (1, T, top - first) power -> (1, T, bands) dB
@@ -282,12 +284,10 @@ def test_shipped_envelope_predicts_the_level_of_the_missing_bands(cutoff_hz):
     def error(per_bin):
         return float((levels(per_bin) - truth).abs()[loud].mean())
 
-    shipped = error(LearnedEnvelope("srenvelope", first, top, "cpu")(power_in))
-    random_weights = error(LearnedEnvelope("tiny", first, top, "cpu")(power_in))
+    shipped, random_weights = (error(LearnedEnvelope(EnvelopeSpec().load_for_inference(name)[0], first, top,
+                                                     "cpu")(power_in)) for name in ("srenvelope", "tiny"))
     assert shipped < random_weights - 5, (shipped, random_weights)
-    spec = stft(degraded.samples)
-    line = EnvelopeMatch(first, top, RATE, 120.0, 3.0, 24.0, "cpu")(spec, torch.ones_like(spec))  # a flat band
-    line_error = error(line[:, first:top].abs().square().transpose(1, 2))  # scaled to the line, band by band
+    line_error = error(LineEnvelope(first, top, RATE, 3.0, 24.0, "cpu")(power_in))
     if cutoff_hz == 4000.0:
         assert shipped < line_error - 2, (shipped, line_error)
 

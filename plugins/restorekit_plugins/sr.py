@@ -342,20 +342,15 @@ ENVELOPE_BANDS_PER_OCTAVE = 6  # bands of the generated band whose level is matc
 MAX_CUT_DB = 80.0  # the envelope match may take a band down this far
 
 
-class EnvelopeMatch:
-    """Each frame's generated band brought to an envelope: predicted, or extrapolated from the octave below.
+class LineEnvelope:
+    """The level above the cutoff extrapolated from the octave below it (bwe.harmonic's rule).
 
-    The envelope is `envelope`'s (sr_envelope.LearnedEnvelope: a small network's per-frame
-    prediction) or, without one, a line: per STFT frame the power of the octave below the cutoff
-    is fitted in log-spaced bands by a line in dB over octaves (its slope kept between
-    -`max_rolloff` and -`min_rolloff` dB per octave, bwe.harmonic's rule) and extended above the
-    cutoff. Each 1/6-octave band of the generated spectrum is then scaled to the envelope's power,
-    up by at most `max_boost_db`, down by at most 80 dB. The network keeps the fine structure and
-    phase; the level follows the music.
+    Per STFT frame the power of the octave below the cutoff is fitted in log-spaced bands by a
+    line in dB over octaves, its slope kept between -`max_rolloff` and -`min_rolloff` dB per
+    octave, and the line is extended to the bins from `first` to `top`.
     """
 
-    def __init__(self, first: int, top: int, rate: int, max_boost_db: float, min_rolloff: float,
-                 max_rolloff: float, device, envelope=None) -> None:
+    def __init__(self, first: int, top: int, rate: int, min_rolloff: float, max_rolloff: float, device) -> None:
         import torch
 
         from restorekit_plugins.bwe import _band_matrix
@@ -363,18 +358,48 @@ class EnvelopeMatch:
         bin_hz = rate / N_FFT
         freqs = torch.arange(N_FFT // 2 + 1, dtype=torch.float64, device=device) * bin_hz
         cutoff = first * bin_hz
-        self.first, self.top, self.low = first, top, max(1, first // 2)
+        self.first, self.low = first, max(1, first // 2)
         self.fit_avg, centers = _band_matrix(freqs[self.low:first], cutoff / 2, cutoff, ENVELOPE_FIT_BANDS)
         xs = torch.log2(centers / cutoff)
         self.fit_x, self.fit_xmean = xs - xs.mean(), float(xs.mean())
         self.fit_xvar = max(float((self.fit_x ** 2).sum()), 1e-12)
-        up = freqs[first:top]
-        n_bands = max(1, math.ceil(math.log2(up[-1] / cutoff) * ENVELOPE_BANDS_PER_OCTAVE)) if len(up) else 1
+        self.up_octaves = torch.log2(freqs[first:top] / cutoff)
+        self.min_rolloff, self.max_rolloff = min_rolloff, max_rolloff
+
+    def __call__(self, power: torch.Tensor) -> torch.Tensor:
+        """power: (N, bins, T) of the input -> (N, T, top - first) float64."""
+        import torch
+
+        level = 10 * torch.log10(power[:, self.low:self.first].double().transpose(1, 2) @ self.fit_avg + 1e-20)
+        mean = level.mean(dim=-1, keepdim=True)
+        slope = (((level - mean) @ self.fit_x[:, None]) / self.fit_xvar).clamp(-self.max_rolloff, -self.min_rolloff)
+        return torch.pow(10.0, (mean - slope * self.fit_xmean + slope * self.up_octaves) / 10)
+
+
+class EnvelopeMatch:
+    """Each frame's generated band brought to an envelope's level, band by band.
+
+    `envelope` gives the wanted per-bin power above the cutoff from the input's STFT power
+    (`LineEnvelope`, or sr_envelope.LearnedEnvelope: a small network's per-frame prediction).
+    Each 1/6-octave band of the generated spectrum is scaled to it, up by at most
+    `max_boost_db`, down by at most 80 dB. The network keeps the fine structure and phase; the
+    level follows the music.
+    """
+
+    def __init__(self, first: int, top: int, rate: int, max_boost_db: float, envelope, device) -> None:
+        import torch
+
+        from restorekit_plugins.bwe import _band_matrix
+
+        self.first, self.top, self.max_boost_db, self.envelope = first, top, max_boost_db, envelope
+        if top <= first:  # nothing to match
+            return
+        bin_hz = rate / N_FFT
+        up = torch.arange(first, top, dtype=torch.float64, device=device) * bin_hz
+        cutoff = first * bin_hz
+        n_bands = max(1, math.ceil(math.log2(up[-1] / cutoff) * ENVELOPE_BANDS_PER_OCTAVE))
         self.band_avg, _ = _band_matrix(up, cutoff, float(up[-1]) * (1 + 1e-9), n_bands)
         self.band_back = (self.band_avg > 0).to(torch.float64).T.contiguous()
-        self.up_octaves = torch.log2(up / cutoff)
-        self.max_boost_db, self.min_rolloff, self.max_rolloff = max_boost_db, min_rolloff, max_rolloff
-        self.envelope = envelope  # None: the line; else (N, bins, T) input power -> (N, T, top - first) power
 
     def __call__(self, spec: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
         """`generated` (N, bins, T) complex with its bins first..top rescaled, from the input's `spec` (N, bins, T)."""
@@ -382,18 +407,9 @@ class EnvelopeMatch:
 
         if self.top <= self.first:
             return generated
-        def power(z):  # (N, F, T) complex -> (N, T, F) float64
-            return (z.real.square() + z.imag.square()).double().transpose(1, 2)
-
-        if self.envelope is not None:
-            env = self.envelope(power(spec).transpose(1, 2))  # (N, T, F up)
-        else:
-            level = 10 * torch.log10(power(spec[:, self.low:self.first]) @ self.fit_avg + 1e-20)
-            mean = level.mean(dim=-1, keepdim=True)
-            slope = (((level - mean) @ self.fit_x[:, None]) / self.fit_xvar).clamp(-self.max_rolloff,
-                                                                                    -self.min_rolloff)
-            env = torch.pow(10.0, (mean - slope * self.fit_xmean + slope * self.up_octaves) / 10)  # (N, T, F up)
-        have = power(generated[:, self.first:self.top]) @ self.band_avg
+        env = self.envelope(spec.real.square() + spec.imag.square())  # (N, T, F up)
+        band = generated[:, self.first:self.top]
+        have = (band.real.square() + band.imag.square()).double().transpose(1, 2) @ self.band_avg
         want = env @ self.band_avg
         gain_db = (10 * torch.log10((want + 1e-30) / (have + 1e-30))).clamp(-MAX_CUT_DB, self.max_boost_db)
         gain = torch.pow(10.0, (gain_db @ self.band_back) / 20).transpose(1, 2).to(generated.real.dtype)
@@ -470,11 +486,21 @@ class FlowSuperResolution(Stage):
         return self.params.sample_rate_hz, channels
 
     def load(self):
-        self.model, self.hparams, self.model_rate = load_flow(self.params.checkpoint, self.device)
-        if self.params.match_envelope_db > 0 and self.params.envelope != "line":
+        p = self.params
+        self.model, self.hparams, self.model_rate = load_flow(p.checkpoint, self.device)
+        self.envelope_model = None
+        if p.match_envelope_db > 0 and p.envelope != "line":
             from restorekit_plugins.sr_envelope import EnvelopeSpec
 
-            EnvelopeSpec().load_for_inference(self.params.envelope, self.device)  # errors now, not mid-file
+            self.envelope_model, _ = EnvelopeSpec().load_for_inference(p.envelope, self.device)
+
+    def _level_note(self) -> str:
+        """Where the generated band's level comes from, for the manifest's note."""
+        p = self.params
+        if p.match_envelope_db == 0:
+            return "the network's own"
+        source = "a line from the octave below" if p.envelope == "line" else p.envelope
+        return f"{source}, boost at most {p.match_envelope_db:g} dB"
 
     def _diagnose(self, audio):
         """The Finding for `audio` (Audio or a Source), noted and logged."""
@@ -484,9 +510,7 @@ class FlowSuperResolution(Stage):
         line = finding.describe(audio.sample_rate, p.sample_rate_hz,
                                 action=f"generating ({p.steps} {p.solver} step{'s' * (p.steps > 1)})")
         if finding.cutoff_hz is not None:
-            line += ("; level: the network's own" if p.match_envelope_db == 0 else
-                     f"; level: {'a line from the octave below' if p.envelope == 'line' else p.envelope}, "
-                     f"boost at most {p.match_envelope_db:g} dB")
+            line += f"; level: {self._level_note()}"
         self.note(line)
         log.info("sr.flow: %s", line)
         return finding
@@ -588,13 +612,14 @@ class FlowSuperResolution(Stage):
         match = None
         if p.match_envelope_db > 0:
             top_bin = min(N_FFT // 2 + 1, math.ceil(top_hz * N_FFT / self.model_rate) + 1)
-            envelope = None
-            if p.envelope != "line":
+            if self.envelope_model is not None:
                 from restorekit_plugins.sr_envelope import LearnedEnvelope
 
-                envelope = LearnedEnvelope(p.envelope, first, top_bin, self.device)
-            match = EnvelopeMatch(first, top_bin, self.model_rate, p.match_envelope_db, p.min_rolloff_db_per_oct,
-                                  p.max_rolloff_db_per_oct, self.device, envelope)
+                envelope = LearnedEnvelope(self.envelope_model, first, top_bin, self.device)
+            else:
+                envelope = LineEnvelope(first, top_bin, self.model_rate, p.min_rolloff_db_per_oct,
+                                        p.max_rolloff_db_per_oct, self.device)
+            match = EnvelopeMatch(first, top_bin, self.model_rate, p.match_envelope_db, envelope, self.device)
 
         def run(batch, starts):  # (B, C, L) pieces starting at samples `starts` (multiples of the grid)
             b, c, length = batch.shape

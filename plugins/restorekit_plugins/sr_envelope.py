@@ -168,8 +168,8 @@ class EnvelopeSpec(ModelSpec):
 class LearnedEnvelope:
     """Per-bin power (N, T, top - first) of the band from `first` to `top` for sr.flow's envelope match."""
 
-    def __init__(self, checkpoint: str, first: int, top: int, device) -> None:
-        self.model, _ = EnvelopeSpec().load_for_inference(checkpoint, device)
+    def __init__(self, model, first: int, top: int, device) -> None:
+        self.model = model  # an EnvelopeTCN, e.g. EnvelopeSpec().load_for_inference(name)[0]
         self.layout = Layout(device)
         self.first, self.top = first, top
         self.spread = self.layout.interpolation(first, top)

@@ -4,8 +4,9 @@
     python scripts/make_heldout_set.py data/music data/heldout44 --rate 44100 --min-edge-hz 16000
 
 Reads the run's split.json, or splits a music directory by file name the way `restorekit
-train` does (files split by track, never by excerpt), takes evenly
-spaced excerpts from each test track, skipping near-silent ones, and writes them as
+train` does (files split by track, never by excerpt), takes evenly spaced excerpts from each
+test track (fewer where the track is short: excerpts overlap by at most half, so an 8 s loop
+gives one 8 s excerpt, not six copies of it), skipping near-silent ones, and writes them as
 mono 24-bit WAV at `--rate` (32 kHz by default): the clean references for `restorekit
 compare --clean`. `--min-edge-hz` skips excerpts whose own band ends lower (the edge of
 `restorekit_plugins.degrade.profile`), for references of bandwidth extension.
@@ -50,7 +51,10 @@ def main() -> None:
         x = x / max(1.0, float(np.abs(x).max()))
         if len(x) < n:
             continue
-        starts = np.linspace(0, len(x) - n, args.excerpts + 2)[1:-1].astype(int)
+        starts = []
+        for s in np.linspace(0, len(x) - n, args.excerpts + 2)[1:-1].astype(int):
+            if not starts or s - starts[-1] >= n // 2:  # a short track gives fewer excerpts, never copies of one
+                starts.append(s)
         for k, s in enumerate(starts):
             seg = np.ascontiguousarray(x[s:s + n], dtype=np.float32)
             if 20 * np.log10(np.sqrt(np.mean(seg ** 2)) + 1e-12) < -40:

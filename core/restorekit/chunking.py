@@ -6,7 +6,8 @@ and, on CUDA, float16 autocast (`precision="auto"`; `bfloat16` is an opt-in for 
 with native bfloat16 instructions: about 3x faster convolutions, at a measured cost in
 quality for some models). Overlapping segment cores are cross-faded with complementary
 raised-cosine windows and normalised by the summed weights, so there are no seams.
-Memory beyond the input is one output buffer plus one batch of segments.
+Memory beyond the input is one output buffer plus one batch of segments (with `emit`, not
+even the output buffer).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def process_in_chunks(
     order as soon as no later segment reaches them, nothing is returned, and memory is one
     batch of segments whatever the length (the values are the same).
     """
+    from restorekit.runner import release_freed_memory
     from restorekit.streaming import as_source
 
     if len(samples.shape) != 2:
@@ -106,8 +108,20 @@ def process_in_chunks(
     ctx = plan.context
     fade = _fade(plan.overlap, torch.device("cpu"))
 
+    if emit is None:  # the same path, its finished frames written into one preallocated result: no weight
+        whole: list[torch.Tensor] = []  # (no weight as long as the input: half an output's size for stereo)
+        filled = 0
+
+        def emit(block: torch.Tensor) -> None:
+            nonlocal filled
+            if not whole:
+                whole.append(torch.empty(block.shape[0], frames, dtype=torch.float32))
+            whole[0][:, filled:filled + block.shape[1]] = block
+            filled += block.shape[1]
+    else:
+        whole = None
     out: torch.Tensor | None = None
-    window = frames if emit is None else min(frames, seg + batch_size * plan.hop)
+    window = min(frames, seg + batch_size * plan.hop)
     weight = torch.zeros(window, dtype=torch.float32)
     base = 0  # the frame at out[:, 0]
     dtype = autocast_dtype(precision, device)
@@ -131,16 +145,17 @@ def process_in_chunks(
                 w[seg - plan.overlap:] = fade.flip(0)
             out[:, start - base:start - base + seg].addcmul_(piece, w)
             weight[start - base:start - base + seg] += w
-        if emit is not None:  # frames before the next batch's first segment are final
-            done = starts[b + batch_size] - base if b + batch_size < len(starts) else frames - base
-            emit(out[:, :done] / weight[:done].clamp_min(1e-8))
-            out = torch.cat([out[:, done:], out.new_zeros(out.shape[0], done)], dim=1)
-            weight = torch.cat([weight[done:], weight.new_zeros(done)])
-            base += done
+        # frames before the next batch's first segment are final
+        done = starts[b + batch_size] - base if b + batch_size < len(starts) else frames - base
+        emit(out[:, :done] / weight[:done].clamp_min(1e-8))
+        out = torch.cat([out[:, done:], out.new_zeros(out.shape[0], done)], dim=1)
+        weight = torch.cat([weight[done:], weight.new_zeros(done)])
+        base += done
+        release_freed_memory()  # this batch's temporaries: else the heap keeps them and grows
         if progress:
             progress(min(b + batch_size, len(starts)), len(starts))
     assert out is not None
-    return None if emit is not None else out.div_(weight.clamp_min(1e-8))
+    return whole[0] if whole is not None else None
 
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")

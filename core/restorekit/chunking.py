@@ -108,18 +108,16 @@ def process_in_chunks(
     ctx = plan.context
     fade = _fade(plan.overlap, torch.device("cpu"))
 
-    if emit is None:  # the same path, its finished frames written into one preallocated result: no weight
-        whole: list[torch.Tensor] = []  # (no weight as long as the input: half an output's size for stereo)
-        filled = 0
+    whole: torch.Tensor | None = None  # without `emit`: the finished blocks, written into one output
+    filled = 0  # (so no weight as long as the file is kept: the same path either way)
+    if emit is None:
 
         def emit(block: torch.Tensor) -> None:
-            nonlocal filled
-            if not whole:
-                whole.append(torch.empty(block.shape[0], frames, dtype=torch.float32))
-            whole[0][:, filled:filled + block.shape[1]] = block
+            nonlocal whole, filled
+            if whole is None:
+                whole = torch.empty(block.shape[0], frames, dtype=torch.float32)
+            whole[:, filled:filled + block.shape[1]] = block
             filled += block.shape[1]
-    else:
-        whole = None
     out: torch.Tensor | None = None
     window = min(frames, seg + batch_size * plan.hop)
     weight = torch.zeros(window, dtype=torch.float32)
@@ -155,7 +153,7 @@ def process_in_chunks(
         if progress:
             progress(min(b + batch_size, len(starts)), len(starts))
     assert out is not None
-    return whole[0] if whole is not None else None
+    return whole
 
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")

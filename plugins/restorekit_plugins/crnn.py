@@ -46,6 +46,7 @@ class CRNNSpec(ModelSpec):
     default_weight_decay = 1e-3
     lr_schedule = "plateau"
     shipped_dirs = (WEIGHTS_DIR,)
+    channels_last = True  # convolutions 1.8x faster on the CPU (oneDNN), same results within 1e-6
 
     def build(self, hparams):
         from restorekit_plugins.nets.crnn_mel import CRNNMel
@@ -116,10 +117,7 @@ class CRNNRestore(Stage):
                                 "bfloat16 = faster on CPUs with native bfloat16. Front end and resynthesis: float32.")
 
     def load(self):
-        import torch
-
-        # channels-last convolutions: 1.8x faster on CPU (oneDNN), same results within 1e-6
-        self.model = load_crnn(self.params.checkpoint, self.device).to(memory_format=torch.channels_last)
+        self.model = load_crnn(self.params.checkpoint, self.device)
 
     def process(self, audio):
         return audio.with_samples(self._restore(audio.samples, audio.sample_rate))

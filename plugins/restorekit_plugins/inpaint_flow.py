@@ -181,10 +181,7 @@ class InpaintFlow(_GapStage):
                                            "0: the network's own output.")
 
     def load(self):
-        import torch
-
         self.model, config = InpaintFlowSpec().load_for_inference(self.params.checkpoint, self.device)
-        self.model = self.model.to(memory_format=torch.channels_last)  # as sr.load_flow: faster on the CPU
         self.prior_std = FlowNetHparams(**config["hparams"]).prior_std
 
     def process(self, audio):

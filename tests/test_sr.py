@@ -128,6 +128,18 @@ def test_output_is_the_same_chunked_or_whole(band_limited):
     assert error < 1e-5 * generated, f"chunked differs from whole by {float(error / generated):.2e} of the band"
 
 
+def test_shipped_envelope_sees_no_further_than_the_chunk_context(band_limited):
+    """The shipped level predictor's receptive field (78 frames, 0.9 s, each side) must fit inside the
+    default context (1 s), or chunked output would differ from whole-file output."""
+    chunked, _ = run_stage(band_limited, checkpoint="tiny", envelope="srenvelope", segment_s=1.5, overlap_s=0.25,
+                           context_s=1.0)
+    whole, _ = run_stage(band_limited, checkpoint="tiny", envelope="srenvelope", segment_s=30.0)
+    generated = (whole.samples - band_limited.samples).square().mean().sqrt()
+    error = (chunked.samples - whole.samples).square().mean().sqrt()
+    # measured: 1e-7 of the band (with context_s 0.5, inside the receptive field: 1e-5)
+    assert error < 1e-6 * generated, f"chunked differs from whole by {float(error / generated):.2e} of the band"
+
+
 def test_seed_makes_it_deterministic(band_limited):
     a, _ = run_stage(band_limited, checkpoint="tiny", seed=5)
     b, _ = run_stage(band_limited, checkpoint="tiny", seed=5)
@@ -230,6 +242,33 @@ def test_envelope_features_mark_known_bands_and_spread_levels_over_bins():
     assert (spread - line_db[first:465]).abs().max() < 0.6  # 1/6-octave bands of a 6 dB/octave slope
 
 
+@pytest.mark.parametrize("first", [93, 186, 372])  # 4, 8, 16 kHz
+def test_envelope_edge_view_follows_the_spectrum_down_from_any_cutoff(first):
+    """`edge_points`: the level at points 1/24 octave apart going down from the cutoff, relative to the
+    reference octave; on a 6 dB/octave slope it rises 0.25 dB a point, whatever the cutoff, and a bump
+    in the spectrum shows at its place."""
+    from restorekit_plugins.sr import N_FFT
+    from restorekit_plugins.sr_envelope import INPUTS, LEVEL_SCALE_DB, Layout
+
+    f = torch.arange(N_FFT // 2 + 1, dtype=torch.float64) * RATE / N_FFT
+    line_db = -6 * torch.log2(f.clamp_min(20) / 1000)
+    power = torch.pow(10, line_db / 10)[None, :, None].repeat(1, 1, 2)
+    layout = Layout()
+    plain, _, _ = layout.features(power, torch.tensor([first]))
+    x, ref_db, _ = layout.features(power, torch.tensor([first]), edge_points=48)
+    assert plain.shape[1] == INPUTS and x.shape[1] == INPUTS + 48
+    assert torch.equal(x[:, :INPUTS], plain)  # the fixed inputs are unchanged
+    edge = x[0, INPUTS:, 0].double() * LEVEL_SCALE_DB  # dB relative to the reference octave, going down
+    steps = edge.diff()[12:]  # past the lowest point's bin spacing effects near the cutoff
+    assert steps.mean() == pytest.approx(0.25, abs=0.03), steps
+    bump = power.clone()
+    k = int(round(first * 2 ** -1.5))  # 1.5 octaves below the cutoff (under the reference octave): point 36
+    bump[0, k] *= 1000
+    bumped = layout.features(bump, torch.tensor([first]), edge_points=48)[0][0, INPUTS:, 0]
+    moved = ((bumped - x[0, INPUTS:, 0]).abs() * LEVEL_SCALE_DB > 3).nonzero().flatten().tolist()
+    assert moved and all(abs(i + 1 - 36) <= 2 for i in moved), moved
+
+
 # -- the shipped model ----------------------------------------------------------------------------
 def lsd_above(est: Audio, ref: Audio, low_hz: float, high_hz: float = 20000.0) -> float:
     return get_registry().metrics["lsd_band"](low_hz=low_hz, high_hz=high_hz)(est, ref)
@@ -238,7 +277,7 @@ def lsd_above(est: Audio, ref: Audio, low_hz: float, high_hz: float = 20000.0) -
 @pytest.mark.parametrize("cutoff_hz", [4000.0, 8000.0])
 def test_shipped_model_lowers_lsd_above_the_cutoff_and_keeps_the_band_below(cutoff_hz):
     """On synthesized music the trained flow cuts LSD above the cutoff by more than a quarter (measured at
-    the default, the learned envelope: 4.63 -> 2.99 at 4 kHz, 4.45 -> 2.59 at 8 kHz; the line rule 3.16,
+    the default, the learned envelope: 4.63 -> 2.72 at 4 kHz, 4.45 -> 2.31 at 8 kHz; the line rule 3.16,
     2.65). The network's own output (no envelope
     match) does better than the same network with random weights (measured 3.23 against 3.36 at 4 kHz,
     3.31 against 3.39 at 8 kHz: any noise at a plausible level already lowers LSD against an empty
@@ -261,7 +300,7 @@ def test_shipped_model_lowers_lsd_above_the_cutoff_and_keeps_the_band_below(cuto
 def test_shipped_envelope_predicts_the_level_of_the_missing_bands(cutoff_hz):
     """The envelope predictor alone, on synthesized music low-passed at the cutoff: the mean error of its
     per-frame 1/6-octave levels above the cutoff against the clean clip's must beat random weights by
-    5 dB (measured: 11.8 against 20.3 dB at 4 kHz, 7.8 against 16.8 at 8 kHz) and, at 4 kHz where a line
+    5 dB (measured: 11.1 against 20.3 dB at 4 kHz, 8.4 against 16.8 at 8 kHz) and, at 4 kHz where a line
     extended over 2.3 octaves strays, the line rule by 2 dB (14.7 dB; at 8 kHz 8.7, closer)."""
     from restorekit_plugins.sr import N_FFT, LineEnvelope, cutoff_bin, stft
     from restorekit_plugins.sr_envelope import EnvelopeSpec, Layout, LearnedEnvelope
@@ -284,8 +323,8 @@ def test_shipped_envelope_predicts_the_level_of_the_missing_bands(cutoff_hz):
     def error(per_bin):
         return float((levels(per_bin) - truth).abs()[loud].mean())
 
-    shipped, random_weights = (error(LearnedEnvelope(EnvelopeSpec().load_for_inference(name)[0], first, top,
-                                                     "cpu")(power_in)) for name in ("srenvelope", "tiny"))
+    shipped, random_weights = (error(LearnedEnvelope(*EnvelopeSpec().load_envelope(name), first, top, "cpu")(power_in))
+                               for name in ("srenvelope", "tiny"))
     assert shipped < random_weights - 5, (shipped, random_weights)
     line_error = error(LineEnvelope(first, top, RATE, 3.0, 24.0, "cpu")(power_in))
     if cutoff_hz == 4000.0:

@@ -202,9 +202,11 @@ def test_inpaintflow_trains_from_an_srflow_checkpoint_and_fills_gaps(music_dir, 
 
 def test_srenvelope_trains_and_sr_flow_uses_its_checkpoint(music_dir, tmp_path):
     """The envelope predictor trains on the same pairs as srflow; its loss falls (the chords' band above
-    a random cutoff is predictable) and sr.flow takes the checkpoint as its `envelope`."""
+    a random cutoff is predictable) and sr.flow takes the checkpoint, with its fine view of the edge, as
+    its `envelope`."""
     out = tmp_path / "srenvelope"
-    args = train_args(music_dir, out, 3, model="srenvelope", hparams='{"channels": 16, "dilations": [1, 2]}')
+    args = train_args(music_dir, out, 3, model="srenvelope",
+                      hparams='{"channels": 16, "dilations": [1, 2], "edge_points": 8}')
     args[args.index("--segment-s") + 1] = "1.0"
     args[args.index("--steps-per-epoch") + 1] = "15"
     result = CliRunner().invoke(cli, args + ["--lr", "3e-3"])
@@ -214,6 +216,7 @@ def test_srenvelope_trains_and_sr_flow_uses_its_checkpoint(music_dir, tmp_path):
     assert all(np.isfinite(v) and v > 0 for v in losses) and losses[-1] < losses[0], losses
     ckpt = checkpoints.load(out / "best.safetensors")
     assert ckpt.architecture == "envelope_tcn" and ckpt.config["sample_rate"] == 44100
+    assert ckpt.config["hparams"]["edge_points"] == 8
     stage = get_registry().stages["sr.flow"](checkpoint="tiny", envelope=str(out / "best.safetensors"),
                                              cutoff_hz=4000.0)
     y = Pipeline([stage], device="cpu")(Audio(torch.from_numpy(chord(1.0, 220, 9))[None], RATE))

@@ -496,7 +496,7 @@ class FlowSuperResolution(Stage):
         if p.match_envelope_db > 0 and p.envelope != "line":
             from restorekit_plugins.sr_envelope import EnvelopeSpec
 
-            self.envelope_model, _ = EnvelopeSpec().load_for_inference(p.envelope, self.device)
+            self.envelope_model, self.envelope_hparams = EnvelopeSpec().load_envelope(p.envelope, self.device)
 
     def _level_note(self) -> str:
         """Where the generated band's level comes from, for the manifest's note."""
@@ -620,7 +620,7 @@ class FlowSuperResolution(Stage):
             if self.envelope_model is not None:
                 from restorekit_plugins.sr_envelope import LearnedEnvelope
 
-                envelope = LearnedEnvelope(self.envelope_model, first, top_bin, self.device)
+                envelope = LearnedEnvelope(self.envelope_model, self.envelope_hparams, first, top_bin, self.device)
             else:
                 envelope = LineEnvelope(first, top_bin, self.model_rate, p.min_rolloff_db_per_oct,
                                         p.max_rolloff_db_per_oct, self.device)

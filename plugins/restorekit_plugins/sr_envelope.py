@@ -4,8 +4,9 @@ sr.flow's network generates the missing band's texture and phase; how loud each 
 that band should be is the harder guess, and the one log-spectral distance punishes most.
 This small model makes it: per STFT frame (sr.flow's STFT: 44.1 kHz, n_fft 1024, hop 512)
 it reads the levels of fixed 1/6-octave bands below the cutoff, relative to the octave just
-below the cutoff, over about 0.4 s of context, and predicts the level of every band above
-(`EnvelopeTCN`: a dilated 1-D convolution stack). sr.flow's envelope match then scales its
+below the cutoff, and (`edge_points`) a finer view of the two octaves just below the cutoff,
+over up to 0.9 s of context, and predicts the level of every band above (`EnvelopeTCN`: a
+dilated 1-D convolution stack). sr.flow's envelope match then scales its
 generated band to the prediction (`envelope: srenvelope`, the default). Trained with
 `restorekit train srenvelope` on the same pairs as srflow (docs/models.md).
 """
@@ -30,6 +31,7 @@ LOWEST_EDGE_HZ = 500.0  # 1/6-octave bands from here up; below it two bands, 0-2
 BANDS_PER_OCTAVE = 6
 FLOOR = 1e-20  # added to powers before the logarithm
 REF_CENTER_DB = 20.0  # the reference octave's level (unnormalized STFT power, dB) a network input of 0 stands for
+EDGE_POINTS_PER_OCTAVE = 24  # the optional fine view of the spectrum just below the cutoff (`edge_points`)
 
 
 def band_edges_hz(rate: int = SAMPLE_RATE) -> list[float]:
@@ -40,7 +42,7 @@ def band_edges_hz(rate: int = SAMPLE_RATE) -> list[float]:
 
 
 BANDS = len(band_edges_hz()) - 1
-INPUTS = 3 * BANDS + 2
+INPUTS = 3 * BANDS + 2  # without the fine view below the cutoff (`edge_points` more with it)
 
 
 class Layout:
@@ -58,14 +60,16 @@ class Layout:
         self.centers = torch.where(self.lo > 0, torch.sqrt(self.lo * self.hi), self.hi / 2)
         self.freqs = freqs
 
-    def features(self, power: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(network input (N, INPUTS, T), reference level in dB (N, T), known bands (N, BANDS)).
+    def features(self, power: torch.Tensor, first: torch.Tensor,
+                 edge_points: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(network input (N, INPUTS + edge_points, T), reference level in dB (N, T), known bands (N, BANDS)).
 
         power: (N, bins, T) STFT power; first: (N,) the first missing bin of each item. A band is
         known when it ends at or below the cutoff. Inputs: each known band's level in dB relative
         to the reference (the mean power of the octave below the cutoff in each frame) and its
         flatness (geometric over arithmetic mean of its bins' power, dB: tonal or noise-like),
-        zero for the others; which bands are known; the reference's level; the cutoff.
+        zero for the others; which bands are known; the reference's level; the cutoff; and, with
+        `edge_points`, the fine view below the cutoff (`edge_levels`).
         """
         import torch
 
@@ -83,8 +87,30 @@ class Layout:
         flatness = ((geometric_db - band_db).clamp(-40, 0) / LEVEL_SCALE_DB) * known[:, :, None]  # 0: flat, noise-like
         loudness = ((ref_db - REF_CENTER_DB) / LEVEL_SCALE_DB).clamp(-3, 3)[:, None]  # frame by frame: chunks agree
         where = (torch.log2(cutoff / 1000.0) / 4)[:, None, None].expand(n, 1, t)
-        x = torch.cat([level, flatness, known[:, :, None].double().expand(n, BANDS, t), loudness, where], dim=1)
-        return x.float(), ref_db, known
+        parts = [level, flatness, known[:, :, None].double().expand(n, BANDS, t), loudness, where]
+        if edge_points:
+            parts.append(self.edge_levels(power, first, ref_db, edge_points))
+        return torch.cat(parts, dim=1).float(), ref_db, known
+
+    def edge_levels(self, power: torch.Tensor, first: torch.Tensor, ref_db: torch.Tensor,
+                    points: int) -> torch.Tensor:
+        """(N, points, T): the level, relative to the reference, at `points` frequencies below the cutoff,
+        1/24 octave apart going down from it (each the mean power of the bins within 1/48 octave of
+        it, or of the nearest bin): where the fixed 1/6-octave bands see the spectrum at a fixed
+        place and coarsely, this sees how it behaves as it approaches the cutoff, at any cutoff."""
+        import torch
+
+        bins = power.shape[1]
+        k = torch.arange(1, points + 1, dtype=torch.float64, device=power.device)
+        centre = first.double()[:, None] * 2 ** (-k / EDGE_POINTS_PER_OCTAVE)  # (N, points), in bins
+        half = 2 ** (1 / (2 * EDGE_POINTS_PER_OCTAVE))
+        f = torch.arange(bins, dtype=torch.float64, device=power.device)
+        near = (f >= centre[..., None] / half) & (f < centre[..., None] * half)  # (N, points, bins)
+        nearest = torch.nn.functional.one_hot(centre.round().long().clamp(0, bins - 1), bins).bool()
+        w = torch.where(near.any(-1, keepdim=True), near, nearest).double()
+        w = w / w.sum(-1, keepdim=True)
+        db = 10 * torch.log10(torch.einsum("nft,npf->npt", power, w) + FLOOR) - ref_db[:, None]
+        return db.clamp(-100, 40) / LEVEL_SCALE_DB
 
     def interpolation(self, first: int, top: int) -> torch.Tensor:
         """(BANDS, top - first): each bin from `first` to `top` as a blend of the two nearest band centres in
@@ -106,11 +132,14 @@ class EnvelopeHparams(TeachingHparams):
     channels: int = Field(128, ge=4, le=512, description="Channels of the convolution stack.")
     dilations: tuple[int, ...] = Field((1, 2, 4, 8, 16, 1, 2, 4), min_length=1, max_length=12,
                                        description="Dilation of each residual block's 3-tap convolution (frames); "
-                                                   "the sum, 38 frames each side (0.44 s), must stay within sr.flow's "
+                                                   "the sum (here 38 frames each side, 0.44 s; the shipped model's 78, "
+                                                   "0.9 s) must stay within sr.flow's "
                                                    "context_s for chunked output to equal whole-file output.")
     huber_db: float = Field(40.0, gt=0, description="The loss is quadratic in the level error below this many dB, "
                                                     "linear above: 40 is nearly the squared error LSD weighs; 10 (the "
                                                     "first phase) is robust to targets with dropouts.")
+    edge_points: int = Field(0, ge=0, le=96, description="Also read the level at this many points below the "
+                                                          "cutoff, 1/24 octave apart (0: only the fixed bands).")
     quiet_db: float = Field(60.0, gt=0, description="Training: frames whose reference octave is this far below the "
                                                     "segment's loudest frame teach nothing.")
 
@@ -129,10 +158,15 @@ class EnvelopeSpec(ModelSpec):
     def build(self, hparams):
         from restorekit_plugins.nets.envelope_tcn import EnvelopeTCN
 
-        return EnvelopeTCN(INPUTS, BANDS, hparams.channels, tuple(hparams.dilations))
+        return EnvelopeTCN(INPUTS + hparams.edge_points, BANDS, hparams.channels, tuple(hparams.dilations))
+
+    def load_envelope(self, checkpoint: str, device: str = "cpu") -> tuple:
+        """(network in eval mode, its EnvelopeHparams) for a checkpoint name/path or `tiny`."""
+        model, config = self.load_for_inference(checkpoint, device)
+        return model, self.Hparams(**config["hparams"])
 
     def make_batch(self, degraded, clean):
-        """inputs (B, INPUTS, T): the degraded input's features; targets (B, 2 * BANDS, T): the clean
+        """inputs (B, INPUTS + edge_points, T): the degraded input's features; targets (B, 2 * BANDS, T): the clean
         levels relative to the input's reference octave, and the loss weight (bands not known, inside the
         clean segment's own band, frames not at the segment's edges and not near-silent)."""
         import torch
@@ -142,7 +176,7 @@ class EnvelopeSpec(ModelSpec):
         bins = missing.shape[1]
         first = torch.where(missing.any(-1), missing.argmax(-1), torch.full((len(missing),), bins))
         d, c = stft(degraded[:, 0]), stft(clean[:, 0])
-        x, ref_db, known = layout.features(d.abs().square(), first.clamp_min(2))
+        x, ref_db, known = layout.features(d.abs().square(), first.clamp_min(2), self.hparams.edge_points)
         clean_db = 10 * torch.log10(torch.einsum("nft,fb->nbt", c.abs().square().double(), layout.avg) + FLOOR)
         target = ((clean_db - ref_db[:, None]).clamp(-100, 40) / LEVEL_SCALE_DB).float()
         edge_hz = (weight * torch.arange(bins)).amax(-1).double() * (SAMPLE_RATE / N_FFT)  # last taught bin
@@ -168,8 +202,9 @@ class EnvelopeSpec(ModelSpec):
 class LearnedEnvelope:
     """Per-bin power (N, T, top - first) of the band from `first` to `top` for sr.flow's envelope match."""
 
-    def __init__(self, model, first: int, top: int, device) -> None:
-        self.model = model  # an EnvelopeTCN, e.g. EnvelopeSpec().load_for_inference(name)[0]
+    def __init__(self, model, hparams: EnvelopeHparams, first: int, top: int, device) -> None:
+        self.model = model  # an EnvelopeTCN and its hyper-parameters: `EnvelopeSpec().load_envelope(name)`
+        self.edge_points = hparams.edge_points
         self.layout = Layout(device)
         self.first, self.top = first, top
         self.spread = self.layout.interpolation(first, top)
@@ -179,7 +214,7 @@ class LearnedEnvelope:
         import torch
 
         first = torch.full((power.shape[0],), self.first, device=power.device)
-        x, ref_db, known = self.layout.features(power, first)
+        x, ref_db, known = self.layout.features(power, first, self.edge_points)
         with torch.no_grad():
             pred = self.model(x.to(next(self.model.parameters()).dtype)).double() * LEVEL_SCALE_DB
         have = x[:, :BANDS].double() * LEVEL_SCALE_DB

@@ -394,3 +394,20 @@ def test_cli_compare_end_to_end_in_a_subprocess(clean_dir, tmp_path):
     assert "6.04" in out.stdout  # the degraded row's SNR
     assert {p.name for p in (tmp_path / "rep").iterdir()} >= {"results.csv", "summary.md", "report.html",
                                                               "audio", "figures"}
+
+
+def test_paired_delta_script_pairs_two_rows_by_file(tmp_path):
+    """scripts/paired_delta.py: B - A per file, its mean and t-interval, only files both rows measured."""
+    path = tmp_path / "results.csv"
+    rows = [("f1", "a", "lsd", 2.0), ("f1", "b", "lsd", 1.5), ("f2", "a", "lsd", 3.0), ("f2", "b", "lsd", 2.3),
+            ("f3", "a", "lsd", 1.0), ("f3", "b", "lsd", 0.6), ("f4", "a", "lsd", 9.0),  # f4: only a
+            ("f1", "degraded", "lsd", 5.0)]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "pipeline", "metric", "value", "unit", "error", "notes"])
+        w.writerows([(a, b, c, d, "", "", "") for a, b, c, d in rows])
+    out = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "paired_delta.py"), str(path),
+                          "--a", "a", "--b", "b"], capture_output=True, text=True, check=True).stdout
+    expected = mean_ci([-0.5, -0.7, -0.4])
+    assert f"b - a {expected.mean:+.4f} [{expected.low:+.4f}, {expected.high:+.4f}]" in out and "n=3" in out, out
+    assert "b above on 0" in out

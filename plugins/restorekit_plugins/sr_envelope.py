@@ -132,7 +132,7 @@ class EnvelopeHparams(TeachingHparams):
     channels: int = Field(128, ge=4, le=512, description="Channels of the convolution stack.")
     dilations: tuple[int, ...] = Field((1, 2, 4, 8, 16, 1, 2, 4), min_length=1, max_length=12,
                                        description="Dilation of each residual block's 3-tap convolution (frames); "
-                                                   "the sum (here 38 frames each side, 0.44 s; the shipped model's 78, "
+                                                   "the sum (by default 38 frames each side, 0.44 s; the shipped model's 78, "
                                                    "0.9 s) must stay within sr.flow's "
                                                    "context_s for chunked output to equal whole-file output.")
     huber_db: float = Field(40.0, gt=0, description="The loss is quadratic in the level error below this many dB, "

@@ -323,8 +323,8 @@ def test_shipped_envelope_predicts_the_level_of_the_missing_bands(cutoff_hz):
     def error(per_bin):
         return float((levels(per_bin) - truth).abs()[loud].mean())
 
-    shipped, random_weights = (error(LearnedEnvelope(*EnvelopeSpec().load_envelope(name), first, top, "cpu")(power_in))
-                               for name in ("srenvelope", "tiny"))
+    shipped, random_weights = (error(LearnedEnvelope(*EnvelopeSpec().load_with_hparams(name)[:2], first, top,
+                                                     "cpu")(power_in)) for name in ("srenvelope", "tiny"))
     assert shipped < random_weights - 5, (shipped, random_weights)
     line_error = error(LineEnvelope(first, top, RATE, 3.0, 24.0, "cpu")(power_in))
     if cutoff_hz == 4000.0:

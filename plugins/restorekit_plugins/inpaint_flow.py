@@ -181,8 +181,8 @@ class InpaintFlow(_GapStage):
                                            "0: the network's own output.")
 
     def load(self):
-        self.model, config = InpaintFlowSpec().load_for_inference(self.params.checkpoint, self.device)
-        self.prior_std = FlowNetHparams(**config["hparams"]).prior_std
+        self.model, hparams, _ = InpaintFlowSpec().load_with_hparams(self.params.checkpoint, self.device)
+        self.prior_std = hparams.prior_std
 
     def process(self, audio):
         gaps = self.find(audio)

@@ -328,8 +328,8 @@ def flow_matching_loss(model, hp: FlowNetHparams, cond: torch.Tensor, x1: torch.
 
 def load_flow(checkpoint: str, device: str):
     """(network, its hyper-parameters, its sample rate) for a checkpoint name/path or `tiny`."""
-    model, config = FlowSpec().load_for_inference(checkpoint, device)
-    return model, FlowHparams(**config["hparams"]), int(config.get("sample_rate", SAMPLE_RATE))
+    model, hparams, config = FlowSpec().load_with_hparams(checkpoint, device)
+    return model, hparams, int(config.get("sample_rate", SAMPLE_RATE))
 
 
 class FlowSamplingParams(StageParams):
@@ -496,7 +496,7 @@ class FlowSuperResolution(Stage):
         if p.match_envelope_db > 0 and p.envelope != "line":
             from restorekit_plugins.sr_envelope import EnvelopeSpec
 
-            self.envelope_model, self.envelope_hparams = EnvelopeSpec().load_envelope(p.envelope, self.device)
+            self.envelope_model, self.envelope_hparams, _ = EnvelopeSpec().load_with_hparams(p.envelope, self.device)
 
     def _level_note(self) -> str:
         """Where the generated band's level comes from, for the manifest's note."""

@@ -160,11 +160,6 @@ class EnvelopeSpec(ModelSpec):
 
         return EnvelopeTCN(INPUTS + hparams.edge_points, BANDS, hparams.channels, tuple(hparams.dilations))
 
-    def load_envelope(self, checkpoint: str, device: str = "cpu") -> tuple:
-        """(network in eval mode, its EnvelopeHparams) for a checkpoint name/path or `tiny`."""
-        model, config = self.load_for_inference(checkpoint, device)
-        return model, self.Hparams(**config["hparams"])
-
     def make_batch(self, degraded, clean):
         """inputs (B, INPUTS + edge_points, T): the degraded input's features; targets (B, 2 * BANDS, T): the clean
         levels relative to the input's reference octave, and the loss weight (bands not known, inside the
@@ -203,7 +198,7 @@ class LearnedEnvelope:
     """Per-bin power (N, T, top - first) of the band from `first` to `top` for sr.flow's envelope match."""
 
     def __init__(self, model, hparams: EnvelopeHparams, first: int, top: int, device) -> None:
-        self.model = model  # an EnvelopeTCN and its hyper-parameters: `EnvelopeSpec().load_envelope(name)`
+        self.model = model  # an EnvelopeTCN and its hyper-parameters: `EnvelopeSpec().load_with_hparams(name)`
         self.edge_points = hparams.edge_points
         self.layout = Layout(device)
         self.first, self.top = first, top

@@ -125,11 +125,17 @@ class ModelSpec:
                 config: dict = {"hparams": self.Hparams(**self.tiny).model_dump()}
             else:
                 model, ckpt = self.load_trained(checkpoint)
-                config = ckpt.config
+                config = {**ckpt.config, "hparams": self.saved_hparams(ckpt)}  # what the network was built with
             model = model.eval().to(device)
             return (model.to(memory_format=torch.channels_last) if self.channels_last else model), config
 
         return load_once((self.name, str(checkpoint), device), factory)
+
+    def load_with_hparams(self, checkpoint: str | Path, device: str = "cpu") -> tuple[Any, Any, dict]:
+        """(network in eval mode, the hyper-parameters it was built with as this family's `Hparams`, its
+        checkpoint config)."""
+        model, config = self.load_for_inference(checkpoint, device)
+        return model, self.Hparams(**config["hparams"]), config
 
     def randomize_tiny(self, model: torch.nn.Module) -> None:
         """Make a freshly built tiny model do something visible (default: leave its initialisation)."""

@@ -117,6 +117,35 @@ def test_tiny_model_keeps_the_band_below_the_cutoff_and_generates_above(band_lim
     assert band_db(out, 10000, 20000) > band_db(band_limited, 10000, 20000) + 20
 
 
+def test_level_offset_moves_the_generated_band_and_is_noted(band_limited):
+    """level_offset_db shifts the envelope match's level of the whole generated band by that many dB and
+    leaves the band below the cutoff alone (the cap at 60 dB, so that the tiny model's quiet band is never
+    held back by it)."""
+    base, _ = run_stage(band_limited, checkpoint="tiny", match_envelope_db=60.0)
+    darker, notes = run_stage(band_limited, checkpoint="tiny", match_envelope_db=60.0, level_offset_db=-6.0)
+    assert any("level: srenvelope -6 dB, boost at most 60 dB" in n for n in notes), notes
+    assert abs(band_db(darker, 10000, 18000) - band_db(base, 10000, 18000) + 6.0) < 0.5
+    change = darker.with_samples(darker.samples - band_limited.samples)
+    assert band_db(change, 1000, 6500) < band_db(band_limited, 1000, 6500) - 40
+
+
+def test_level_offset_without_the_envelope_match_is_refused(tmp_path):
+    import soundfile as sf
+
+    from click.testing import CliRunner
+
+    from restorekit.cli import cli
+
+    src = tmp_path / "in.wav"
+    sf.write(src, lowpassed(music(1.0, rate=32000), 7000.0).numpy().T, 32000, subtype="FLOAT")
+    result = CliRunner().invoke(cli, ["run", "sr", str(src), "-o", str(tmp_path / "out"), "--set",
+                                      "sr.checkpoint=tiny", "--set", "sr.match_envelope_db=0",
+                                      "--set", "sr.level_offset_db=3"])
+    assert result.exit_code != 0
+    assert "level_offset_db" in result.output and "match_envelope_db above 0" in result.output, result.output
+    assert not (tmp_path / "out" / "in.wav").exists()
+
+
 def test_output_is_the_same_chunked_or_whole(band_limited):
     """6 s in 1.5 s pieces: the last piece starts where the hop grid alone would not put it in step
     with the U-Net's down-sampling; pieces must start on the grid of both."""
@@ -208,6 +237,9 @@ def test_envelope_match_extends_the_top_octaves_slope_frame_by_frame():
             assert abs(level(matched, frame, lo_hz, hi_hz) - want) < 1.0, (frame, lo_hz)
     capped = EnvelopeMatch(first, top, RATE, 24.0, line, "cpu")(spec, quiet)
     assert abs(level(capped, 0, 9000, 10000) - (-90 + 24)) < 0.01  # boosted by the cap only
+    darker = EnvelopeMatch(first, top, RATE, 120.0, line, "cpu", offset_db=-6.0)(spec, quiet)
+    assert abs(level(darker, 0, 9000, 10000) - level(matched, 0, 9000, 10000) + 6.0) < 0.01  # level_offset_db
+    assert torch.equal(darker[:, :first], quiet[:, :first])
     loud = quiet * 10 ** (200 / 20)  # 130 dB above the line
     cut = EnvelopeMatch(first, top, RATE, 24.0, line, "cpu")(spec, loud)
     assert abs(level(cut, 0, 9000, 10000) - (110 - 80)) < 0.01  # cut by 80 dB at most

@@ -17,7 +17,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from restorekit.hookspecs import hookimpl
 from restorekit.stage import Accepts, Stage, StageParams
@@ -385,17 +385,19 @@ class EnvelopeMatch:
 
     `envelope` gives the wanted per-bin power above the cutoff from the input's STFT power
     (`LineEnvelope`, or sr_envelope.LearnedEnvelope: a small network's per-frame prediction).
-    Each 1/6-octave band of the generated spectrum is scaled to it, up by at most
-    `max_boost_db`, down by at most 80 dB. The network keeps the fine structure and phase; the
-    level follows the music.
+    Each 1/6-octave band of the generated spectrum is scaled to it, moved by `offset_db`, up by
+    at most `max_boost_db`, down by at most 80 dB. The network keeps the fine structure and
+    phase; the level follows the music.
     """
 
-    def __init__(self, first: int, top: int, rate: int, max_boost_db: float, envelope, device) -> None:
+    def __init__(self, first: int, top: int, rate: int, max_boost_db: float, envelope, device,
+                 offset_db: float = 0.0) -> None:
         import torch
 
         from restorekit_plugins.bwe import _band_matrix
 
         self.first, self.top, self.max_boost_db, self.envelope = first, top, max_boost_db, envelope
+        self.offset_db = offset_db
         if top <= first:  # nothing to match
             return
         bin_hz = rate / N_FFT
@@ -415,7 +417,8 @@ class EnvelopeMatch:
         band = generated[:, self.first:self.top]
         have = (band.real.square() + band.imag.square()).double().transpose(1, 2) @ self.band_avg
         want = env @ self.band_avg
-        gain_db = (10 * torch.log10((want + 1e-30) / (have + 1e-30))).clamp(-MAX_CUT_DB, self.max_boost_db)
+        gain_db = (10 * torch.log10((want + 1e-30) / (have + 1e-30)) + self.offset_db).clamp(-MAX_CUT_DB,
+                                                                                             self.max_boost_db)
         gain = torch.pow(10.0, (gain_db @ self.band_back) / 20).transpose(1, 2).to(generated.real.dtype)
         out = generated.clone()
         out[:, self.first:self.top] *= gain
@@ -482,9 +485,20 @@ class FlowSuperResolution(Stage):
                         "1/6-octave band above the cutoff, per frame, from the bands below), a checkpoint path of "
                         "that family, 'tiny' = random test model, or 'line' = a line in dB over octaves fitted to "
                         "the octave below the cutoff and extended (bwe.harmonic's rule).")
+        level_offset_db: float = Field(
+            0.0, ge=-24, le=24, description="Added to the envelope's level of every generated band, in dB: "
+                                            "a brightness control for the envelope match (0 = the predicted "
+                                            "level; the boost cap still applies).")
         min_rolloff_db_per_oct: float = Field(3.0, ge=0, le=96, description="envelope 'line': the extrapolation "
                                                                             "falls at least this fast above the cutoff.")
         max_rolloff_db_per_oct: float = Field(24.0, ge=0, le=96, description="And at most this fast.")
+
+        @model_validator(mode="after")
+        def _offset_needs_match(self):
+            if self.level_offset_db and self.match_envelope_db == 0:
+                raise ValueError("level_offset_db moves the envelope match's level, which match_envelope_db: 0 "
+                                 "turns off; set match_envelope_db above 0 or leave level_offset_db at 0")
+            return self
 
     def output_spec(self, sample_rate: int, channels: int) -> tuple[int, int]:
         return self.params.sample_rate_hz, channels
@@ -504,7 +518,8 @@ class FlowSuperResolution(Stage):
         if p.match_envelope_db == 0:
             return "the network's own"
         source = "a line from the octave below" if p.envelope == "line" else p.envelope
-        return f"{source}, boost at most {p.match_envelope_db:g} dB"
+        offset = f" {p.level_offset_db:+g} dB" if p.level_offset_db else ""
+        return f"{source}{offset}, boost at most {p.match_envelope_db:g} dB"
 
     def _diagnose(self, audio):
         """The Finding for `audio` (Audio or a Source), noted and logged."""
@@ -624,7 +639,8 @@ class FlowSuperResolution(Stage):
             else:
                 envelope = LineEnvelope(first, top_bin, self.model_rate, p.min_rolloff_db_per_oct,
                                         p.max_rolloff_db_per_oct, self.device)
-            match = EnvelopeMatch(first, top_bin, self.model_rate, p.match_envelope_db, envelope, self.device)
+            match = EnvelopeMatch(first, top_bin, self.model_rate, p.match_envelope_db, envelope, self.device,
+                                  p.level_offset_db)
 
         def run(batch, starts):  # (B, C, L) pieces starting at samples `starts` (multiples of the grid)
             b, c, length = batch.shape

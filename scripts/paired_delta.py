@@ -1,9 +1,10 @@
 """Paired difference between two rows of `restorekit compare` results, per metric.
 
-`summary.md` gives each pipeline's difference against the degraded input; this gives the
-difference between two pipelines measured on the same files (B − A, by file, with its 95 %
-t-interval), which is what choosing between two versions needs. Several results.csv files may
-be given (one line per file and metric).
+`summary.md` gives each pipeline's difference against the degraded input (or against the row
+`restorekit compare --against ROW` names); this gives, from a results.csv already written, the
+difference between any two rows measured on the same files (B − A, by file, with its 95 %
+t-interval, and on how many files B is above), which is what choosing between two versions
+needs. Several results.csv files may be given (one line per file and metric).
 
     python scripts/paired_delta.py runs/cmp/results.csv --a sr-v2 --b sr-v3
 """

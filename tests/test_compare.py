@@ -411,3 +411,31 @@ def test_paired_delta_script_pairs_two_rows_by_file(tmp_path):
     expected = mean_ci([-0.5, -0.7, -0.4])
     assert f"b - a {expected.mean:+.4f} [{expected.low:+.4f}, {expected.high:+.4f}]" in out and "n=3" in out, out
     assert "b above on 0" in out
+
+
+def test_against_takes_the_paired_differences_against_a_chosen_row(clean_dir, tmp_path):
+    """--against ROW: every Δ (summary.md, report.html, the terminal table) is the per-file difference
+    from that row, which gets none itself; the degraded row is measured against it too. A row that does
+    not exist is a usage error before any audio, naming the rows there are."""
+    out = tmp_path / "report"
+    rows = restorekit.compare(
+        {"declip": Pipeline([SineDeclip()], name="declip"), "noop": Pipeline([Gain()], name="noop")},
+        clean=clean_dir, degrade=Pipeline([HardClip()], name="clip at 0.5"), out_dir=out,
+        metrics=["snr"], seed=3, against="declip")
+    keyed = by_key(rows)
+    files = [f"sine{i}.wav" for i in range(4)]
+    expected = mean_ci([keyed[(f, "noop", "snr")]["value"] - keyed[(f, "declip", "snr")]["value"] for f in files])
+    summary = {s.pipeline: s for s in summarize(rows, "declip")}
+    assert summary["declip"].diff is None
+    assert math.isclose(summary["noop"].diff.mean, expected.mean) and expected.high < -40  # the no-op loses
+    md = (out / "summary.md").read_text()
+    assert "Δ vs declip" in md and "(pipeline − declip)" in md and "Δ vs degraded" not in md
+    noop_line = md.split("| noop |")[1].splitlines()[0]
+    assert f"| {expected.mean:.1f} |" in noop_line and "| worse |" in noop_line, noop_line  # e.g. -145.4
+    assert "| — |" in md.split("| declip |")[1].splitlines()[0]
+    assert "against the <b>declip</b> row" in (out / "report.html").read_text()
+    with pytest.raises(UsageError, match=r"--against decl: no such row; the rows are degraded, declip, noop"):
+        restorekit.compare({"declip": Pipeline([SineDeclip()], name="declip"), "noop": Pipeline([Gain()])},
+                           clean=clean_dir, degrade=Pipeline([HardClip()]), out_dir=tmp_path / "never",
+                           metrics=["snr"], against="decl")
+    assert not (tmp_path / "never").exists()

@@ -37,18 +37,22 @@ from restorekit.cli_support import handle_errors
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: each pipeline's own).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Base seed; each file gets its own, for the degradation and the pipelines.")
+@click.option("--against", metavar="ROW",
+              help="Take the paired differences (Δ) against this row: a pipeline's name, to compare two "
+                   "restorations file by file (default: degraded, input or generated).")
 @click.option("--align-delay-ms", type=click.FloatRange(0, 10000), default=0.0, show_default=True,
               help="Search and remove a constant delay of each output up to this many ms before measuring.")
 @click.pass_context
 @handle_errors
 def compare(ctx, pipelines, clean, degrade, inputs, source, source_sets, takes, outdir, metric_ids, sets, device,
-            seed, align_delay_ms):
+            seed, against, align_delay_ms):
     """Compare restoration PIPELINES on degraded clean files, or on real inputs.
 
     \b
     restorekit compare zero_shot my.yaml --clean clean/ --degrade lowres-8k -o report/
     restorekit compare zero_shot --inputs generated/ -o report/
     restorekit compare zero_shot unet --source generate --takes 8 --set-source gen.prompt="jazz trio"
+    restorekit compare sr my-sr.yaml --clean clean/ --degrade lowres-8k --against sr
 
     With --clean, each file is degraded with the preset, every pipeline restores the
     degraded audio, and every version (the degraded input itself included, as the row
@@ -57,7 +61,8 @@ def compare(ctx, pipelines, clean, degrade, inputs, source, source_sets, takes, 
     the pipeline generates each clip (row "generated"), which every pipeline then restores
     and the reference-free metrics measure. Writes
     results.csv (one row per file x pipeline x metric), summary.md (means, 95 %
-    confidence intervals, paired differences vs the degraded input) and report.html
+    confidence intervals, paired differences vs the degraded input, or vs the row
+    --against names) and report.html
     (spectrograms and audio players for listening A/B; open it in any browser,
     offline). Exit status: 0 all ran, 1 some runs failed, 2 usage error.
     """
@@ -77,14 +82,14 @@ def compare(ctx, pipelines, clean, degrade, inputs, source, source_sets, takes, 
     run = run_comparison(list(pipelines), clean=list(clean) or None, degrade=degrade, inputs=list(inputs) or None,
                          out_dir=outdir, metrics=list(metric_ids) or None, metric_params=parse_metric_overrides(sets),
                          device=device, seed=seed, max_delay_ms=align_delay_ms, progress=not quiet,
-                         source=source_pipe, takes=takes or 1)
+                         source=source_pipe, takes=takes or 1, against=against)
     failed = [r for r in run.rows if not r["metric"] and r.get("error")]
     for r in failed:
         click.echo(f"FAILED {r['file']} [{r['pipeline'] or 'reading'}]: {r['error']}", err=True)
     for note in run.notes:
         click.echo(f"note: {note}", err=True)
     if not quiet:
-        click.echo(summary_text(run, summarize(run.rows, run.baseline)))
+        click.echo(summary_text(run, summarize(run.rows, run.delta_row)))
     click.echo(f"compared {len(run.pipelines)} pipeline(s) on {len(run.files)} file(s): {outdir / HTML_NAME}",
                err=quiet)
     sys.exit(1 if failed else 0)

@@ -231,7 +231,7 @@ def _direction(hib: bool | None) -> str:
 def write_report(run: CompareRun, out: Path, assets: ReportAssets | None = None) -> dict[str, Path]:
     """Write results.csv, summary.md and report.html into `out`; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(run.rows, run.baseline)
+    summary = summarize(run.rows, run.delta_row)
     paths = {"csv": out / CSV_NAME, "summary": out / SUMMARY_NAME, "html": out / HTML_NAME}
     write_csv(run.rows, paths["csv"])
     paths["summary"].write_text(summary_markdown(run, summary), encoding="utf-8")
@@ -289,7 +289,7 @@ def summary_markdown(run: CompareRun, summary: list[SummaryRow]) -> str:
     lines = ["# restorekit comparison", ""]
     lines += [f"- {line}" for line in _describe_run(run)]
     lines += [
-        f"- Δ is the mean over files of (pipeline − {run.baseline}) for the same file, with its 95 % "
+        f"- Δ is the mean over files of (pipeline − {run.delta_row}) for the same file, with its 95 % "
         "confidence interval (t-distribution); a verdict of better/worse means that interval excludes 0.",
         "",
     ]
@@ -297,7 +297,7 @@ def summary_markdown(run: CompareRun, summary: list[SummaryRow]) -> str:
         summ, unit, hib = info.get(metric, ("", "", None))
         unit_text = f"{unit}, " if unit else ""
         lines += [f"## {metric} ({unit_text}{_direction(hib)})", "", summ, "",
-                  f"| row | mean | 95 % CI | n | Δ vs {run.baseline} | 95 % CI of Δ | verdict | errors |",
+                  f"| row | mean | 95 % CI | n | Δ vs {run.delta_row} | 95 % CI of Δ | verdict | errors |",
                   "|---|---:|---|---:|---:|---|---|---:|"]
         for r in (r for r in summary if r.metric == metric):
             lines.append(f"| {r.pipeline} | {_num(r.stat.mean)} | {_ci(r.stat)} | {r.stat.n} | "
@@ -392,7 +392,7 @@ def report_html(run: CompareRun, summary: list[SummaryRow], assets: ReportAssets
 
     p += ['<h2 id="summary">Summary</h2>',
           f'<p>Mean over files with its 95 % confidence interval (t-distribution); Δ is the mean paired '
-          f'difference against the <b>{_e(run.baseline)}</b> row for the same file. Green: the interval of Δ '
+          f'difference against the <b>{_e(run.delta_row)}</b> row for the same file. Green: the interval of Δ '
           f'lies entirely on the better side of 0; red: on the worse side.</p>']
     for metric in _metric_order(run, summary):
         summ, unit, hib = info.get(metric, ("", "", None))
@@ -400,7 +400,7 @@ def report_html(run: CompareRun, summary: list[SummaryRow], assets: ReportAssets
               f'{" (" + _e(unit) + ")" if unit else ""} — {_e(_direction(hib))}</h3>',
               f'<p class="metric-summary">{_e(summ)}</p>',
               '<table class="summary"><tr><th>row</th><th>mean</th><th>95 % CI</th><th>n</th>'
-              f'<th>Δ vs {_e(run.baseline)}</th><th>95 % CI of Δ</th><th>verdict</th><th>errors</th></tr>']
+              f'<th>Δ vs {_e(run.delta_row)}</th><th>95 % CI of Δ</th><th>verdict</th><th>errors</th></tr>']
         for r in (r for r in summary if r.metric == metric):
             v = verdict(r, hib)
             cls = v if v in ("better", "worse", "changed") else ""
@@ -474,7 +474,7 @@ def summary_text(run: CompareRun, summary: list[SummaryRow]) -> str:
     lw = max(len(x) for x in labels)
     heads = [m + _unit_suffix(info, m) for m in _metric_order(run, summary)]
     mw = max((len(h) for h in heads), default=6)
-    lines = [f"{'metric':<{mw}}  {'row':<{lw}}  {'mean':>9}  {'Δ vs ' + run.baseline + ' [95 % CI]':<34}  verdict"]
+    lines = [f"{'metric':<{mw}}  {'row':<{lw}}  {'mean':>9}  {'Δ vs ' + run.delta_row + ' [95 % CI]':<34}  verdict"]
     for metric, head in zip(_metric_order(run, summary), heads):
         hib = info.get(metric, ("", "", None))[2]
         for i, r in enumerate(x for x in summary if x.metric == metric):

@@ -44,6 +44,12 @@ class CompareRun:
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     started: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+    against: str | None = None  # the row every Δ is taken against; None: the baseline
+
+    @property
+    def delta_row(self) -> str:
+        """The row the paired differences (Δ) are taken against: `against`, else the baseline."""
+        return self.against or self.baseline
 
     def row_labels(self) -> list[str]:
         """The rows of every file, in order: clean (reference mode), the baseline, each pipeline."""
@@ -98,6 +104,7 @@ def compare(
     progress: bool = False,
     source: str | Path | Pipeline | None = None,
     takes: int = 1,
+    against: str | None = None,
 ) -> list[dict]:
     """Compare restoration pipelines; returns one row per file x pipeline x metric.
 
@@ -115,7 +122,9 @@ def compare(
     a mapping {label: pipeline}. `metrics`: ids or `Metric` instances (default: every
     available metric of the mode); `metric_params`: {"lsd_band": {"low_hz": 4000}}.
     Each file gets its own seed (`restorekit.batch.file_seed(seed, relative path)`),
-    used for both the degradation and the pipelines.
+    used for both the degradation and the pipelines. `against`: the row (a pipeline's
+    label, or the baseline row) that the report's paired differences (Δ) are taken
+    against; default the baseline ("degraded", "input" or "generated").
 
     The default metrics leave out slow ones (`Metric.slow`: ViSQOL), with a note; name
     them in `metrics` to include them. An output (or the degraded input) whose length
@@ -130,13 +139,14 @@ def compare(
     """
     run = run_comparison(pipelines, clean=clean, degrade=degrade, inputs=inputs, out_dir=out_dir,
                          metrics=metrics, metric_params=metric_params, device=device, seed=seed,
-                         max_delay_ms=max_delay_ms, progress=progress, source=source, takes=takes)
+                         max_delay_ms=max_delay_ms, progress=progress, source=source, takes=takes,
+                         against=against)
     return run.rows
 
 
 def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_dir=None, metrics=None,
                    metric_params=None, device=None, seed=0, max_delay_ms=0.0, progress=False,
-                   source=None, takes=1) -> CompareRun:
+                   source=None, takes=1, against=None) -> CompareRun:
     """`compare`, returning the whole `CompareRun` (the CLI uses this for its summary)."""
     from tqdm import tqdm
 
@@ -165,6 +175,11 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
     reference = bool(clean_paths)
     labelled = _label_pipelines(pipelines, device)
     source_pipe = _source_pipeline(source, device) if source is not None else None
+    baseline = DEGRADED if reference else GENERATED if source_pipe is not None else INPUT
+    rows_named = [baseline] + [label for label, _ in labelled]
+    if against is not None and against not in rows_named:
+        raise UsageError(f"--against {against}: no such row; the rows are {', '.join(rows_named)} (a pipeline's "
+                         f"label is its name, or name_2 ... for repeats)")
     degrade_pipe, degrade_name = None, None
     if reference:
         if isinstance(degrade, Pipeline):
@@ -195,10 +210,11 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
             extra.prepare(device)
 
     mode = "reference" if reference else "generated" if source_pipe else "inputs"
-    run = CompareRun(mode, labelled, chosen, skipped, {"reference": DEGRADED, "inputs": INPUT}.get(mode, GENERATED),
+    run = CompareRun(mode, labelled, chosen, skipped, baseline,
                      [str(p) for p in (clean_paths or input_paths)] or [f"{source_pipe.name} x {takes} take(s)"
                                                                          if source_pipe else ""],
-                     degrade_name or (source_pipe.name if source_pipe else None), seed, resolved or device)
+                     degrade_name or (source_pipe.name if source_pipe else None), seed, resolved or device,
+                     against=against)
     for metric_id, reason in skipped.items():
         run.notes.append(f"metric {metric_id} skipped: {reason}")
     for m in missing:

@@ -12,27 +12,23 @@ needs. Several results.csv files may be given (one line per file and metric).
 from __future__ import annotations
 
 import argparse
-import csv
-from collections import defaultdict
 
-from restorekit_tools.compare.stats import mean_ci
+from restorekit_tools.compare import read_results, summarize
 
 
 def paired(path: str, a: str, b: str) -> list[tuple[str, float, float, float, int, int]]:
-    """(metric, mean of b - a, low, high, n, files where b is above a) for every metric both rows have."""
-    values: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["metric"] and row["value"] and not row.get("error") and row["pipeline"] in (a, b):
-                values[row["metric"]][row["pipeline"]][row["file"]] = float(row["value"])
+    """(metric, mean of b - a, low, high, n, files where b is above a) for every metric both rows have,
+    paired by file as `summarize` pairs a row with its baseline."""
+    rows = [r for r in read_results(path) if r["pipeline"] in (a, b)]
+    value = {(r["metric"], r["pipeline"], r["file"]): r["value"] for r in rows
+             if r["metric"] and r["value"] is not None and not r["error"]}
     out = []
-    for metric, rows in values.items():
-        files = sorted(set(rows.get(a, {})) & set(rows.get(b, {})))
-        if not files:
+    for s in summarize(rows, a):
+        if s.pipeline != b or s.diff is None or s.diff.n == 0:
             continue
-        diffs = [rows[b][f] - rows[a][f] for f in files]
-        stat = mean_ci(diffs)
-        out.append((metric, stat.mean, stat.low, stat.high, stat.n, sum(d > 0 for d in diffs)))
+        above = sum(v > value[(m, a, f)] for (m, p, f), v in value.items()
+                    if m == s.metric and p == b and (m, a, f) in value)
+        out.append((s.metric, s.diff.mean, s.diff.low, s.diff.high, s.diff.n, above))
     return out
 
 

@@ -25,6 +25,7 @@ INPUT = "input"
 CLEAN = "clean"
 GENERATED = "generated"
 RESERVED = (DEGRADED, INPUT, CLEAN, GENERATED)
+BASELINE = {"reference": DEGRADED, "inputs": INPUT, "generated": GENERATED}  # each mode's unrestored row
 
 
 @dataclass
@@ -175,8 +176,8 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
     reference = bool(clean_paths)
     labelled = _label_pipelines(pipelines, device)
     source_pipe = _source_pipeline(source, device) if source is not None else None
-    baseline = DEGRADED if reference else GENERATED if source_pipe is not None else INPUT
-    rows_named = [baseline] + [label for label, _ in labelled]
+    mode = "reference" if reference else "generated" if source_pipe else "inputs"
+    rows_named = [BASELINE[mode]] + [label for label, _ in labelled]
     if against is not None and against not in rows_named:
         raise UsageError(f"--against {against}: no such row; the rows are {', '.join(rows_named)} (a pipeline's "
                          f"label is its name, or name_2 ... for repeats)")
@@ -209,8 +210,7 @@ def run_comparison(pipelines=(), *, clean=None, degrade=None, inputs=None, out_d
         if extra is not None:
             extra.prepare(device)
 
-    mode = "reference" if reference else "generated" if source_pipe else "inputs"
-    run = CompareRun(mode, labelled, chosen, skipped, baseline,
+    run = CompareRun(mode, labelled, chosen, skipped, BASELINE[mode],
                      [str(p) for p in (clean_paths or input_paths)] or [f"{source_pipe.name} x {takes} take(s)"
                                                                          if source_pipe else ""],
                      degrade_name or (source_pipe.name if source_pipe else None), seed, resolved or device,

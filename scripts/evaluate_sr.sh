@@ -25,14 +25,18 @@
 # added to its pipelines (the published sr-envelope-* tables predate the predictor). Part `learned`:
 # the learned envelope (boost cap 24 and 48 dB) against the line rule and bwe.harmonic on both
 # damages (docs/results/sr-learned-envelope-DAMAGE) and inside zero_shot
-# (docs/results/sr-zero-shot-learned-text-to-music). Set PARTS to run some of it (default
-# "lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope learned"); parts can run in parallel.
+# (docs/results/sr-zero-shot-learned-text-to-music). Part `detail`: the band's detail from the
+# flow against Gaussian noise, and `detail: auto` (the default since issue 12's seventh session:
+# noise below a 12 kHz cutoff, the flow from there up), on all four damages with ViSQOL
+# (docs/results/sr-detail-DAMAGE). Every part but `detail` runs the flow (`detail: flow`), as when
+# its tables were published. Set PARTS to run some of it (default "lowres-8k text-to-music
+# lowpass-8k lowpass-16k zero-shot envelope learned detail"); parts can run in parallel.
 set -euo pipefail
 OUT=${OUT:-docs/results}
 MUSIC=${MUSIC:-data/music}
 CKPT=${CKPT:-srflow}
 CLEAN=${CLEAN:-data/heldout44-fullband}
-PARTS=${PARTS:-"lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope learned"}
+PARTS=${PARTS:-"lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope learned detail"}
 VISQOL=${VISQOL-1}  # VISQOL= (empty) leaves ViSQOL out of the main comparisons (it is most of the time)
 [[ -d "$CLEAN" ]] || python scripts/make_heldout_set.py "$MUSIC" "$CLEAN" --excerpts 6 \
   --seconds 8 --rate 44100 --min-edge-hz 19000
@@ -49,7 +53,8 @@ EOF
 done
 flow() {  # flow STEPS [SOLVER]: the sr pipeline with this checkpoint and step count
   local name="sr-flow-$1${2:+-$2}"
-  sed -e "s/^name: sr$/name: $name/" -e "s#steps: 2,#steps: $1, checkpoint: $CKPT${2:+, solver: $2},#" \
+  sed -e "s/^name: sr$/name: $name/" \
+    -e "s#detail: auto, steps: 2,#detail: flow, steps: $1, checkpoint: $CKPT${2:+, solver: $2},#" \
     pipelines/sr.yaml > "$tmp/$name.yaml"
   echo "$tmp/$name.yaml"
 }
@@ -87,6 +92,7 @@ for part in $PARTS; do
         IFS=: read -r name env db <<< "$v"
         sed -e "s/^name: sr$/name: sr-$name/" \
           -e "s#match_envelope_db: 24.0,#match_envelope_db: $db, envelope: $env, checkpoint: $CKPT,#" \
+          -e "s#detail: auto,#detail: flow,#" \
           pipelines/sr.yaml > "$tmp/sr-$name.yaml"
       done
       for d in lowres-8k:4000 text-to-music:16000; do
@@ -100,6 +106,7 @@ for part in $PARTS; do
       for db in 0 12 24 48; do
         sed -e "s/^name: sr$/name: sr-env$db/" \
           -e "s#match_envelope_db: 24.0,#match_envelope_db: $db, envelope: line, checkpoint: $CKPT,#" \
+          -e "s#detail: auto,#detail: flow,#" \
           pipelines/sr.yaml > "$tmp/sr-env$db.yaml"
       done
       for d in lowres-8k:4000 text-to-music:16000; do
@@ -108,6 +115,19 @@ for part in $PARTS; do
           --set lsd_band.low_hz="${d##*:}" --set lsd_band.high_hz=20000 -o "$OUT/sr-envelope-${d%%:*}"
       done
       zero_shot_sr ", envelope: line" sr-zero-shot-envelope-text-to-music
+      continue ;;
+    detail)  # the band's detail: the flow, noise, and auto (the default), with ViSQOL
+      for v in flow noise auto; do
+        sed -e "s/^name: sr$/name: sr-detail-$v/" -e "s#detail: auto, steps: 2,#detail: $v, checkpoint: $CKPT,#" \
+          pipelines/sr.yaml > "$tmp/sr-detail-$v.yaml"
+      done
+      sed -i "s#detail: flow, checkpoint#detail: flow, steps: 2, checkpoint#" "$tmp/sr-detail-flow.yaml"
+      for d in lowres-8k:4000 text-to-music:16000 "$tmp/lowpass-8k.yaml:8000" "$tmp/lowpass-16k.yaml:16000"; do
+        name=$(basename "${d%%:*}" .yaml)
+        restorekit -q compare "$tmp"/sr-detail-{flow,noise,auto}.yaml --clean "$CLEAN" --degrade "${d%%:*}" \
+          -m lsd -m lsd_band -m visqol --set lsd_band.low_hz="${d##*:}" --set lsd_band.high_hz=20000 \
+          --against sr-detail-flow -o "$OUT/sr-detail-$name"
+      done
       continue ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac

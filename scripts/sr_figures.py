@@ -1,7 +1,7 @@
 """Spectrogram figures of super-resolution: degraded input, sr.flow output, bwe.harmonic output, reference.
 
     python scripts/sr_figures.py data/heldout44-fullband -o docs/results/sr-figures --clips 3 \
-        --degrade lowres-8k --degrade text-to-music [--checkpoint srflow] [--steps 2]
+        --degrade lowres-8k --degrade text-to-music [--checkpoint srflow] [--steps 2] [--detail auto]
 
 For the first `--clips` files (sorted by name, evenly spaced through the folder), each
 degraded with each preset (seeded as `restorekit compare` seeds file 0, 1, ...), writes one
@@ -51,10 +51,14 @@ def main() -> None:
     parser.add_argument("--degrade", action="append", default=[])
     parser.add_argument("--checkpoint", default="srflow")
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--detail", default="auto", choices=["auto", "flow", "noise"])
     args = parser.parse_args()
     picks = pick_clips(args.clean, args.clips)
     stages = get_registry().stages
-    flow = Pipeline([stages["sr.flow"](checkpoint=args.checkpoint, steps=args.steps)], device="cpu")
+    flow_params = {"checkpoint": args.checkpoint, "detail": args.detail}
+    if args.detail != "noise":
+        flow_params["steps"] = args.steps
+    flow = Pipeline([stages["sr.flow"](**flow_params)], device="cpu")
     harmonic = Pipeline([stages["bwe.harmonic"](sample_rate_hz=44100)], device="cpu")
     args.out.mkdir(parents=True, exist_ok=True)
     for preset in args.degrade or ["lowres-8k", "text-to-music"]:
@@ -62,7 +66,9 @@ def main() -> None:
         for k, path in enumerate(picks):
             clean = convert_channels(read_audio(path), 1)
             degraded = damage.run(clean, seed=k).audio
-            versions = {"degraded input": degraded, f"sr.flow ({args.steps} steps)": flow(degraded),
+            result = flow.run(degraded, seed=0)
+            detail = "noise detail" if any("noise detail" in n for n in result.notes) else f"flow, {args.steps} steps"
+            versions = {"degraded input": degraded, f"sr.flow ({detail})": result.audio,
                         "bwe.harmonic": harmonic(degraded), "reference": clean}
             fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharey=True)
             for ax, (name, audio) in zip(axes, versions.items()):

@@ -426,20 +426,55 @@ class EnvelopeMatch:
         return out
 
 
-def positional_noise(seed: int, first_frame: int, frames: int, device) -> torch.Tensor:
-    """(2, bins, frames) standard normal noise that depends only on the seed and the absolute frame index,
-    so overlapping chunks draw the same noise where they overlap."""
+def positional_noise(seed: int, first_frame: int, frames: int, device, stream: int = 0) -> torch.Tensor:
+    """(2, bins, frames) standard normal noise that depends only on the seed, the stream (another
+    independent draw for the same seed) and the absolute frame index, so overlapping chunks draw the
+    same noise where they overlap."""
     import torch
 
     bins = N_FFT // 2 + 1
     b0, b1 = first_frame // NOISE_BLOCK, (first_frame + frames - 1) // NOISE_BLOCK
     blocks = []
     for b in range(b0, b1 + 1):
-        gen = torch.Generator().manual_seed((seed * 1_000_003 + b) % (2 ** 63))
+        gen = torch.Generator().manual_seed((seed * 1_000_003 + b + stream * 2 ** 40) % (2 ** 63))
         blocks.append(torch.randn(2, bins, NOISE_BLOCK, generator=gen))
     noise = torch.cat(blocks, dim=-1)
     start = first_frame - b0 * NOISE_BLOCK
     return noise[..., start:start + frames].to(device)
+
+
+def band_correlation(spec: torch.Tensor, channels: int, lo_bin: int, hi_bin: int) -> torch.Tensor:
+    """(B, T) in [0, 1]: per frame, how alike the channels of (B * channels, bins, T) are in the bins
+    lo_bin..hi_bin: the real part of their normalized cross-spectrum over those bins (parametric
+    stereo's inter-channel coherence), the mean over channel pairs, negative values as 0."""
+    import torch
+
+    x = spec[:, lo_bin:hi_bin].reshape(-1, channels, hi_bin - lo_bin, spec.shape[-1])
+    if channels == 1:
+        return torch.ones(x.shape[0], x.shape[-1], device=spec.device)
+    power = x.real.square().add(x.imag.square()).sum(2)  # (B, C, T)
+    total, pairs = 0.0, 0
+    for i in range(channels):
+        for j in range(i + 1, channels):
+            cross = (x[:, i] * x[:, j].conj()).real.sum(1)
+            total = total + cross / (power[:, i] * power[:, j]).sqrt().clamp_min(1e-30)
+            pairs += 1
+    return (total / pairs).clamp(0, 1)
+
+
+def channel_noise(common: torch.Tensor, rho: torch.Tensor, seed: int, starts, channels: int) -> torch.Tensor:
+    """Noise detail for (B * channels, 2, bins, T) as alike between channels as the input is: per frame,
+    sqrt(rho) of the noise all channels share (`common`) and sqrt(1 - rho) of each channel's own
+    (positional, stream 1 + channel); `rho` (B, T) from `band_correlation`."""
+    import torch
+
+    if channels == 1:
+        return common
+    frames = common.shape[-1]
+    own = torch.stack([positional_noise(seed, s // HOP, frames, common.device, stream=1 + ch)
+                       for s in starts for ch in range(channels)])
+    r = rho.repeat_interleave(channels, dim=0)[:, None, None, :].to(common.dtype)
+    return common * r.sqrt() + own.to(common.dtype) * (1 - r).sqrt()
 
 
 class FlowSuperResolution(Stage):
@@ -452,9 +487,9 @@ class FlowSuperResolution(Stage):
     (44.1 kHz) and the band above the cutoff is generated: its detail is Gaussian noise
     (`detail: noise`) or `steps` steps of the trained flow (`detail: flow`; `auto`, the default:
     noise below a 12 kHz cutoff, the flow from there up), its level per 1/6 octave and frame
-    the envelope's (`match_envelope_db`, `envelope`). Only that
-    band is added: everything below the cutoff stays as the input had it. The model's band
-    ends at 22.05 kHz, so at 48 kHz the top 2 kHz stay empty. Deterministic for a `seed`.
+    the envelope's (`match_envelope_db`, `envelope`). Only that band is added: everything below
+    the cutoff stays as the input had it. The model's band ends at 22.05 kHz, so at 48 kHz the
+    top 2 kHz stay empty. Deterministic for a `seed`.
     """
 
     id = "sr.flow"
@@ -686,6 +721,8 @@ class FlowSuperResolution(Stage):
             frames = spec.shape[-1]
             noise = torch.stack([positional_noise(seed, s // HOP, frames, batch.device) for s in starts])
             noise = noise.repeat_interleave(c, dim=0)  # the same noise for every channel
+            if detail == "noise":  # but as alike as the channels are in the octave below the cutoff
+                noise = channel_noise(noise, band_correlation(spec, c, first // 2, first), seed, starts, c)
             cond = _pad_frames(_pad_bins(compress(spec)[:, :, lo:], top), model.multiple)
             noise = _pad_frames(_pad_bins(noise[:, :, lo:], top), model.multiple)
             k = torch.arange(lo, lo + cond.shape[2], device=batch.device)

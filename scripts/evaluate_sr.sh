@@ -54,7 +54,7 @@ done
 flow() {  # flow STEPS [SOLVER]: the sr pipeline with this checkpoint and step count
   local name="sr-flow-$1${2:+-$2}"
   sed -e "s/^name: sr$/name: $name/" \
-    -e "s#detail: auto, steps: 2,#detail: flow, steps: $1, checkpoint: $CKPT${2:+, solver: $2},#" \
+    -e "s#detail: auto,#detail: flow, steps: $1, checkpoint: $CKPT${2:+, solver: $2},#" \
     pipelines/sr.yaml > "$tmp/$name.yaml"
   echo "$tmp/$name.yaml"
 }
@@ -66,7 +66,7 @@ stages:
 EOF
 zero_shot_sr() {  # zero_shot_sr EXTRA_PARAMS OUTNAME: zero_shot against zero_shot extending with sr.flow, with ViSQOL
   sed -e "s/^name: zero_shot$/name: zero_shot-sr/" -e "s/use: bwe.harmonic/use: sr.flow/" \
-    -e "s/with: {sample_rate_hz: 44100}$/with: {sample_rate_hz: 44100, steps: 2, checkpoint: $CKPT$1}/" \
+    -e "s/with: {sample_rate_hz: 44100}$/with: {sample_rate_hz: 44100, detail: flow, steps: 2, checkpoint: $CKPT$1}/" \
     pipelines/zero_shot.yaml > "$tmp/zero_shot-sr.yaml"
   restorekit -q compare zero_shot "$tmp/zero_shot-sr.yaml" --clean "$CLEAN" --degrade text-to-music \
     -m lsd -m lsd_norm -m lsd_band -m si_sdr -m visqol -m band_level_db -m band_tracking \
@@ -81,7 +81,7 @@ for part in $PARTS; do
     lowpass-16k) degrade="$tmp/lowpass-16k.yaml" cutoff=16000 ;;
     zero-shot)  # zero_shot (bwe.harmonic) against the same pipeline extending with sr.flow, on text-to-music damage
       sed -e "s/^name: zero_shot$/name: zero_shot-sr/" -e "s/use: bwe.harmonic/use: sr.flow/" \
-        -e "s/with: {sample_rate_hz: 44100}$/with: {sample_rate_hz: 44100, steps: 2, checkpoint: $CKPT}/" \
+        -e "s/with: {sample_rate_hz: 44100}$/with: {sample_rate_hz: 44100, detail: flow, steps: 2, checkpoint: $CKPT}/" \
         pipelines/zero_shot.yaml > "$tmp/zero_shot-sr.yaml"
       restorekit -q compare zero_shot "$tmp/zero_shot-sr.yaml" --clean "$CLEAN" --degrade text-to-music \
         -m lsd -m lsd_norm -m lsd_band -m si_sdr -m band_level_db -m band_tracking ${STEPS_VISQOL:+-m visqol} \
@@ -118,7 +118,7 @@ for part in $PARTS; do
       continue ;;
     detail)  # the band's detail: the flow, noise, and auto (the default), with ViSQOL
       for v in flow noise auto; do
-        sed -e "s/^name: sr$/name: sr-detail-$v/" -e "s#detail: auto, steps: 2,#detail: $v, checkpoint: $CKPT,#" \
+        sed -e "s/^name: sr$/name: sr-detail-$v/" -e "s#detail: auto,#detail: $v, checkpoint: $CKPT,#" \
           pipelines/sr.yaml > "$tmp/sr-detail-$v.yaml"
       done
       sed -i "s#detail: flow, checkpoint#detail: flow, steps: 2, checkpoint#" "$tmp/sr-detail-flow.yaml"

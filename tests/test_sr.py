@@ -124,6 +124,21 @@ def test_keeps_the_band_below_the_cutoff_and_generates_above(band_limited, param
     assert band_db(out, 10000, 20000) > band_db(band_limited, 10000, 20000) + 20
 
 
+@pytest.mark.parametrize("cutoff_hz, detail", [(11900.0, "noise detail"), (12000.0, "2 euler steps")])
+def test_auto_detail_switches_to_the_flow_at_a_12khz_cutoff(cutoff_hz, detail):
+    _, notes = run_stage(lowpassed(music(2.0), 12500.0), checkpoint="tiny", cutoff_hz=cutoff_hz)
+    assert f"generating ({detail}) {cutoff_hz / 1000:.2f}-20.00 kHz" in notes[0], notes
+
+
+def test_level_offset_moves_the_noise_band_without_a_cap(band_limited):
+    """With noise detail the envelope match sets the whole level, uncapped: -6 dB is -6 dB, and the note
+    names no boost cap."""
+    base, _ = run_stage(band_limited, checkpoint="tiny", detail="noise")
+    darker, notes = run_stage(band_limited, checkpoint="tiny", detail="noise", level_offset_db=-6.0)
+    assert notes[0].endswith("level: srenvelope -6 dB"), notes
+    assert abs(band_db(darker, 10000, 18000) - band_db(base, 10000, 18000) + 6.0) < 0.5
+
+
 def test_level_offset_moves_the_generated_band_and_is_noted(band_limited):
     """level_offset_db shifts the envelope match's level of the whole generated band by that many dB and
     leaves the band below the cutoff alone (the cap at 60 dB, so that the tiny model's quiet band is never
@@ -135,6 +150,11 @@ def test_level_offset_moves_the_generated_band_and_is_noted(band_limited):
     assert abs(band_db(darker, 10000, 18000) - band_db(base, 10000, 18000) + 6.0) < 0.5
     change = darker.with_samples(darker.samples - band_limited.samples)
     assert band_db(change, 1000, 6500) < band_db(band_limited, 1000, 6500) - 40
+
+
+def test_flow_settings_unused_by_auto_detail_are_noted(band_limited):
+    _, notes = run_stage(band_limited, checkpoint="tiny", steps=4)
+    assert "generating (noise detail)" in notes[0] and "(steps unused: detail auto runs the flow" in notes[0], notes
 
 
 @pytest.mark.parametrize("settings, expected", [
@@ -192,16 +212,18 @@ def band_correlation(audio: Audio, lo: float, hi: float) -> float:
 def test_noise_detail_is_as_wide_as_the_octave_below_the_cutoff():
     """Stereo: the noise detail mixes a draw all channels share with one per channel by how alike the
     channels are, frame by frame, in the octave below the cutoff. Identical channels get identical bands;
-    unrelated ones unrelated bands (measured 0.04 where the input's 4-7.5 kHz correlate 0.00); a partly
-    shared one a partly shared band (0.95 against 0.96). Chunked equals whole-file output in stereo too."""
+    unrelated ones unrelated bands (measured: 9-18 kHz correlate 0.005 where the input's 4-7.5 kHz
+    correlate 0.003; 0.02 for channels in opposite phase, whose envelopes are the same, so only the noise
+    can make the bands differ); a partly shared one a partly shared band (0.94 against 0.96). Chunked
+    equals whole-file output in stereo too."""
     a, b = music(4.0, seed=21).samples[0], music(4.0, seed=77).samples[0].flip(0)
-    same, wide, mixed = (lowpassed(Audio(torch.stack(pair), RATE), 8000.0)
-                         for pair in ((a, a), (a, b), (a, 0.8 * a + 0.2 * b)))
+    same, wide, opposite, mixed = (lowpassed(Audio(torch.stack(pair), RATE), 8000.0)
+                                   for pair in ((a, a), (a, b), (a, -a), (a, 0.8 * a + 0.2 * b)))
     out, notes = run_stage(same, checkpoint="tiny", detail="noise")
     assert "noise detail" in notes[0] and torch.equal(out.samples[0], out.samples[1])
-    assert band_correlation(wide, 4000, 7500) < 0.1
-    assert band_correlation(run_stage(wide, checkpoint="tiny", detail="noise")[0], 9000, 18000) < 0.2
-    assert band_correlation(mixed, 4000, 7500) > 0.9
+    for unrelated in (wide, opposite):
+        out, _ = run_stage(unrelated, checkpoint="tiny", detail="noise")
+        assert abs(band_correlation(out, 9000, 18000)) < 0.15
     out, _ = run_stage(mixed, checkpoint="tiny", detail="noise")
     assert 0.85 < band_correlation(out, 9000, 18000) < 0.99
     chunked, _ = run_stage(wide, checkpoint="tiny", detail="noise", segment_s=1.5, overlap_s=0.25, context_s=1.0)

@@ -110,6 +110,8 @@ CASES = {
     "sr.flow tiny 44.1 -> 48 kHz, cutoff given": (lambda: make("sr.flow", checkpoint="tiny", segment_s=1.0,
                                                                 overlap_s=0.25, context_s=0.25, cutoff_hz=6000.0,
                                                                 sample_rate_hz=48000), lambda: tones(4.1)),
+    "sr.flow tiny, the flow's detail": (lambda: make("sr.flow", checkpoint="tiny", detail="flow", segment_s=1.0,
+                                                      overlap_s=0.25, context_s=0.25), lambda: demo(5.3, stereo=True)),
     "sr.flow full band": (lambda: make("sr.flow", checkpoint="tiny", sample_rate_hz=48000), lambda: tones(3.0)),
 }
 

@@ -430,13 +430,18 @@ def positional_noise(seed: int, first_frame: int, frames: int, device, stream: i
     """(2, bins, frames) standard normal noise that depends only on the seed, the stream (another
     independent draw for the same seed) and the absolute frame index, so overlapping chunks draw the
     same noise where they overlap."""
+    import numpy as np
     import torch
 
     bins = N_FFT // 2 + 1
     b0, b1 = first_frame // NOISE_BLOCK, (first_frame + frames - 1) // NOISE_BLOCK
     blocks = []
     for b in range(b0, b1 + 1):
-        gen = torch.Generator().manual_seed((seed * 1_000_003 + b + stream * 2 ** 40) % (2 ** 63))
+        if stream == 0:  # (the CPU generator keeps only the low 32 bits of a seed: other streams hash theirs)
+            block_seed = (seed * 1_000_003 + b) % (2 ** 63)
+        else:
+            block_seed = int(np.random.SeedSequence([seed, stream, b % 2 ** 63]).generate_state(1)[0])
+        gen = torch.Generator().manual_seed(block_seed)
         blocks.append(torch.randn(2, bins, NOISE_BLOCK, generator=gen))
     noise = torch.cat(blocks, dim=-1)
     start = first_frame - b0 * NOISE_BLOCK
@@ -446,7 +451,8 @@ def positional_noise(seed: int, first_frame: int, frames: int, device, stream: i
 def band_correlation(spec: torch.Tensor, channels: int, lo_bin: int, hi_bin: int) -> torch.Tensor:
     """(B, T) in [0, 1]: per frame, how alike the channels of (B * channels, bins, T) are in the bins
     lo_bin..hi_bin: the real part of their normalized cross-spectrum over those bins (parametric
-    stereo's inter-channel coherence), the mean over channel pairs, negative values as 0."""
+    stereo's inter-channel coherence), the mean over channel pairs, negative values as 0, silent
+    frames as 1."""
     import torch
 
     x = spec[:, lo_bin:hi_bin].reshape(-1, channels, hi_bin - lo_bin, spec.shape[-1])
@@ -457,9 +463,12 @@ def band_correlation(spec: torch.Tensor, channels: int, lo_bin: int, hi_bin: int
     for i in range(channels):
         for j in range(i + 1, channels):
             cross = (x[:, i] * x[:, j].conj()).real.sum(1)
-            total = total + cross / (power[:, i] * power[:, j]).sqrt().clamp_min(1e-30)
+            norm = (power[:, i] * power[:, j]).sqrt()
+            silent = norm < 1e-20  # nothing to tell: one shared band
+            total = total + torch.where(silent, torch.ones_like(norm), cross / norm.clamp_min(1e-20))
             pairs += 1
-    return (total / pairs).clamp(0, 1)
+    rho = (total / pairs).clamp(0, 1)
+    return torch.where(rho > 1 - 1e-6, torch.ones_like(rho), rho)  # identical channels: exactly 1, one band
 
 
 def channel_noise(common: torch.Tensor, rho: torch.Tensor, seed: int, starts, channels: int) -> torch.Tensor:
@@ -512,10 +521,11 @@ class FlowSuperResolution(Stage):
                                                       "last).")
         detail: Literal["auto", "flow", "noise"] = Field(
             "auto", description="What fills the generated band before the envelope match sets its level: 'flow' = "
-                                "the trained flow's output, 'noise' = Gaussian noise (no network run; the "
-                                "envelope match gives it its whole level, without the boost cap), 'auto' = "
-                                "noise below a 12 kHz cutoff and the flow from there up (or without the "
-                                "envelope match), as measured best (docs/models.md).")
+                                "the trained flow's output, 'noise' = Gaussian noise (the flow network does not "
+                                "run; the envelope match gives it its whole level, without the boost cap), "
+                                "'auto' = noise when the input's band ends below 12 kHz and the flow when it "
+                                "ends at 12 kHz or above (or without the envelope match), as measured best "
+                                "(docs/models.md).")
         segment_s: float = Field(4.0, ge=0.5, le=120, description="Length of each inference segment in seconds.")
         overlap_s: float = Field(0.5, ge=0, le=10, description="Cross-fade between segments in seconds.")
         context_s: float = Field(1.0, ge=0, le=10, description="Context computed and discarded on each side of a "
@@ -524,8 +534,9 @@ class FlowSuperResolution(Stage):
         batch_size: int = Field(1, ge=1, le=64, description="Segments per forward pass.")
         match_envelope_db: float = Field(
             24.0, ge=0, le=60, description="Bring each frame's generated band to the level `envelope` gives it, "
-                                          "boosting by at most this many dB (cuts are free); 0: the network's own "
-                                          "level.")
+                                          "boosting the flow's band by at most this many dB (cuts are free; noise "
+                                          "detail has no cap, only whether this is above 0 matters); 0: the "
+                                          "network's own level.")
         envelope: str = Field(
             "srenvelope", min_length=1,
             description="Where the envelope match's levels come from: 'srenvelope' = the shipped predictor (each "
@@ -535,7 +546,7 @@ class FlowSuperResolution(Stage):
         level_offset_db: float = Field(
             0.0, ge=-24, le=24, description="Added to the envelope's level of every generated band, in dB: "
                                             "a brightness control for the envelope match (0 = the predicted "
-                                            "level; the boost cap still applies).")
+                                            "level; the flow's boost cap still applies).")
         min_rolloff_db_per_oct: float = Field(3.0, ge=0, le=96, description="envelope 'line': the extrapolation "
                                                                             "falls at least this fast above the cutoff.")
         max_rolloff_db_per_oct: float = Field(24.0, ge=0, le=96, description="And at most this fast.")
@@ -595,12 +606,17 @@ class FlowSuperResolution(Stage):
         p = self.params
         top = min(p.max_hz, TOP_FRACTION * p.sample_rate_hz / 2, self.model_rate / 2)
         finding = find_extension(audio, top, p, cutoff_hz=p.cutoff_hz, min_width=MIN_WIDTH)
-        detail = self._detail(finding.cutoff_hz or 0.0)
-        line = finding.describe(audio.sample_rate, p.sample_rate_hz,
-                                action="generating (noise detail)" if detail == "noise" else
-                                f"generating ({p.steps} {p.solver} step{'s' * (p.steps > 1)})")
+        line = finding.describe(audio.sample_rate, p.sample_rate_hz)
         if finding.cutoff_hz is not None:
+            detail = self._detail(finding.cutoff_hz)
+            action = ("generating (noise detail)" if detail == "noise" else
+                      f"generating ({p.steps} {p.solver} step{'s' * (p.steps > 1)})")
+            line = finding.describe(audio.sample_rate, p.sample_rate_hz, action=action)
             line += f"; level: {self._level_note(detail)}"
+            unused = sorted({"steps", "solver"} & p.model_fields_set)
+            if detail == "noise" and unused:
+                line += (f" ({' and '.join(unused)} unused: detail auto runs the flow from a "
+                         f"{AUTO_FLOW_FROM_HZ / 1000:g} kHz cutoff up; detail: flow to run it here)")
         self.note(line)
         log.info("sr.flow: %s", line)
         return finding
@@ -723,15 +739,15 @@ class FlowSuperResolution(Stage):
             noise = noise.repeat_interleave(c, dim=0)  # the same noise for every channel
             if detail == "noise":  # but as alike as the channels are in the octave below the cutoff
                 noise = channel_noise(noise, band_correlation(spec, c, first // 2, first), seed, starts, c)
-            cond = _pad_frames(_pad_bins(compress(spec)[:, :, lo:], top), model.multiple)
-            noise = _pad_frames(_pad_bins(noise[:, :, lo:], top), model.multiple)
-            k = torch.arange(lo, lo + cond.shape[2], device=batch.device)
-            missing = (k >= first).to(cond.dtype)[None, None, :, None].expand(len(cond), 1, -1, cond.shape[-1])
-            cond = cond * (1 - missing)
-            noise = noise.to(cond.dtype)
             if detail == "noise":  # the envelope match sets its level below
-                generated = torch.complex(noise[:, 0].float(), noise[:, 1].float())[:, :N_FFT // 2 + 1 - lo, :frames]
+                generated = torch.complex(noise[:, 0, lo:].float(), noise[:, 1, lo:].float())
             else:
+                cond = _pad_frames(_pad_bins(compress(spec)[:, :, lo:], top), model.multiple)
+                noise = _pad_frames(_pad_bins(noise[:, :, lo:], top), model.multiple)
+                k = torch.arange(lo, lo + cond.shape[2], device=batch.device)
+                missing = (k >= first).to(cond.dtype)[None, None, :, None].expand(len(cond), 1, -1, cond.shape[-1])
+                cond = cond * (1 - missing)
+                noise = noise.to(cond.dtype)
                 est = torch.cat([sample_flow(model, cond[i:i + 1], missing[i:i + 1], noise[i:i + 1], lo, p.steps,
                                              p.solver, hp.prior_std) for i in range(len(cond))])  # one at a time
                 generated = decompress(est.float()[:, :, :N_FFT // 2 + 1 - lo, :frames])

@@ -495,7 +495,7 @@ class FlowSuperResolution(Stage):
     resampled to `sample_rate_hz`. Otherwise the input is resampled to the model's rate
     (44.1 kHz) and the band above the cutoff is generated: its detail is Gaussian noise
     (`detail: noise`) or `steps` steps of the trained flow (`detail: flow`; `auto`, the default:
-    noise below a 12 kHz cutoff, the flow from there up), its level per 1/6 octave and frame
+    noise for a cutoff below 12 kHz, the flow for one at or above), its level per 1/6 octave and frame
     the envelope's (`match_envelope_db`, `envelope`). Only that band is added: everything below
     the cutoff stays as the input had it. The model's band ends at 22.05 kHz, so at 48 kHz the
     top 2 kHz stay empty. Deterministic for a `seed`.

@@ -121,7 +121,6 @@ for part in $PARTS; do
         sed -e "s/^name: sr$/name: sr-detail-$v/" -e "s#detail: auto,#detail: $v, checkpoint: $CKPT,#" \
           pipelines/sr.yaml > "$tmp/sr-detail-$v.yaml"
       done
-      sed -i "s#detail: flow, checkpoint#detail: flow, steps: 2, checkpoint#" "$tmp/sr-detail-flow.yaml"
       for d in lowres-8k:4000 text-to-music:16000 "$tmp/lowpass-8k.yaml:8000" "$tmp/lowpass-16k.yaml:16000"; do
         name=$(basename "${d%%:*}" .yaml)
         restorekit -q compare "$tmp"/sr-detail-{flow,noise,auto}.yaml --clean "$CLEAN" --degrade "${d%%:*}" \

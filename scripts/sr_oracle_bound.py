@@ -50,6 +50,21 @@ LEVELS = ("stage level", "reference level", "reference level, noise detail", "st
           "stage level less its overall bias", "reference level, static per band")
 
 
+def _neighbours(f: np.ndarray, above: np.ndarray, octaves: float) -> list[np.ndarray]:
+    """For each bin of `above`, the bins of `above` within `octaves` around it (centred)."""
+    return [above[(f[above] >= f[k] * 2 ** (-octaves / 2)) & (f[above] <= f[k] * 2 ** (octaves / 2))] for k in above]
+
+
+def _smoothed(power: np.ndarray, near: list[np.ndarray]) -> np.ndarray:
+    """(len(near), frames): the mean power over each neighbourhood."""
+    return np.stack([power[n].mean(axis=0) for n in near])
+
+
+def _level_db(spec: np.ndarray, near: list[np.ndarray]) -> np.ndarray:
+    """(bins above, frames): the power around each bin (its neighbourhood), in dB."""
+    return 10 * np.log10(_smoothed(np.abs(spec) ** 2, near) + 1e-20)
+
+
 def oracle(ref: np.ndarray, deg: np.ndarray, rate: int, cutoff_hz: float, octaves: float,
            rng: np.random.Generator) -> np.ndarray:
     """(channels, frames): `deg` below the cutoff, the reference's (smoothed) power with random phase above."""
@@ -59,26 +74,12 @@ def oracle(ref: np.ndarray, deg: np.ndarray, rate: int, cutoff_hz: float, octave
         _, _, d = stft(deg[c], rate, nperseg=N_FFT, noverlap=N_FFT - HOP)
         above = np.flatnonzero(f >= cutoff_hz)
         power = np.abs(r) ** 2
-        if octaves > 0:
-            smooth = np.empty((len(above), power.shape[1]))
-            for i, k in enumerate(above):
-                near = above[(f[above] >= f[k] * 2 ** (-octaves / 2)) & (f[above] <= f[k] * 2 ** (octaves / 2))]
-                smooth[i] = power[near].mean(axis=0)
-        else:
-            smooth = power[above]
+        smooth = _smoothed(power, _neighbours(f, above, octaves)) if octaves > 0 else power[above]
         d[above] = np.sqrt(smooth) * np.exp(2j * np.pi * rng.random(smooth.shape))
         out[c] = istft(d, rate, nperseg=N_FFT, noverlap=N_FFT - HOP)[1][:ref.shape[1]]
     return out
 
 
-def _neighbours(f: np.ndarray, above: np.ndarray, octaves: float) -> list[np.ndarray]:
-    return [above[(f[above] >= f[k] * 2 ** (-octaves / 2)) & (f[above] <= f[k] * 2 ** (octaves / 2))] for k in above]
-
-
-def _level_db(spec: np.ndarray, near: list[np.ndarray]) -> np.ndarray:
-    """(bins above, frames): the power around each bin (its 1/6-octave neighbourhood), in dB."""
-    power = np.abs(spec) ** 2
-    return 10 * np.log10(np.stack([power[n].mean(axis=0) for n in near]) + 1e-20)
 
 
 def decomposition(ref: np.ndarray, deg: np.ndarray, stage: np.ndarray, flow: np.ndarray, rate: int,
@@ -103,9 +104,10 @@ def decomposition(ref: np.ndarray, deg: np.ndarray, stage: np.ndarray, flow: np.
             "stage level less its overall bias": (ls + err.mean(), t),
             "reference level, static per band": (np.broadcast_to(lr.mean(axis=1, keepdims=True), lr.shape), t),
         }
+        own = {id(t): _level_db(t, near), id(noise): _level_db(noise, near)}  # each detail's level, once
         for name, (level, detail) in wanted.items():
             x = d.copy()
-            x[above] = detail[above] * 10 ** ((level - _level_db(detail, near)) / 20)
+            x[above] = detail[above] * 10 ** ((level - own[id(detail)]) / 20)
             outs[name].append(istft(x, rate, nperseg=N_FFT, noverlap=N_FFT - HOP)[1][:ref.shape[1]])
     return {name: np.stack(v) for name, v in outs.items()}
 
@@ -154,6 +156,11 @@ def main() -> None:
             rows.update({"stage": [], **{k: [] for k in LEVELS}})
         rng = np.random.default_rng(args.seed)
         noise_rng = np.random.default_rng(args.seed + 1)  # its own draws: the oracles' stay as without --pipeline
+
+        def score(name: str, x: np.ndarray, ref: Audio) -> None:
+            est = ref.with_samples(ref.samples.new_tensor(x))
+            rows[name].append((lsd(est, ref), band(est, ref)))
+
         for path in files:
             ref = read_audio(path)
             damaged = damage.run(ref, seed=file_seed(args.seed, Path(path.name))).audio
@@ -164,17 +171,13 @@ def main() -> None:
                 deg = Audio(deg.samples.expand(ref.channels, -1).contiguous(), ref.sample_rate)
             rows["degraded"].append((lsd(deg, ref), band(deg, ref)))
             for name, octaves in ORACLES.items():
-                est = oracle(ref.numpy(), deg.numpy(), ref.sample_rate, cutoff, octaves, rng)
-                est = ref.with_samples(ref.samples.new_tensor(est))
-                rows[name].append((lsd(est, ref), band(est, ref)))
+                score(name, oracle(ref.numpy(), deg.numpy(), ref.sample_rate, cutoff, octaves, rng), ref)
             if stage is not None:
                 out, raw = (_like(p.run(damaged).audio, ref) for p in (stage, flow))
-                est = ref.with_samples(ref.samples.new_tensor(out))
-                rows["stage"].append((lsd(est, ref), band(est, ref)))
-                parts = decomposition(ref.numpy(), deg.numpy(), out, raw, ref.sample_rate, cutoff, noise_rng)
-                for name, x in parts.items():
-                    est = ref.with_samples(ref.samples.new_tensor(x.astype(np.float32)))
-                    rows[name].append((lsd(est, ref), band(est, ref)))
+                score("stage", out, ref)
+                for name, x in decomposition(ref.numpy(), deg.numpy(), out, raw, ref.sample_rate, cutoff,
+                                             noise_rng).items():
+                    score(name, x, ref)
         base = np.mean(rows["degraded"], axis=0)
         report[preset] = {"cutoff_hz": cutoff, "clips": len(files)}
         print(f"{preset} (cutoff {cutoff:g} Hz, {len(files)} clips)")

@@ -200,7 +200,7 @@ def test_output_is_the_same_chunked_or_whole(band_limited, detail):
     assert error < 1e-5 * generated, f"chunked differs from whole by {float(error / generated):.2e} of the band"
 
 
-def band_correlation(audio: Audio, lo: float, hi: float) -> float:
+def channel_correlation(audio: Audio, lo: float, hi: float) -> float:
     """Correlation of the two channels of `audio` between lo and hi Hz."""
     from scipy.signal import butter, sosfilt
 
@@ -223,9 +223,9 @@ def test_noise_detail_is_as_wide_as_the_octave_below_the_cutoff():
     assert "noise detail" in notes[0] and torch.equal(out.samples[0], out.samples[1])
     for unrelated in (wide, opposite):
         out, _ = run_stage(unrelated, checkpoint="tiny", detail="noise")
-        assert abs(band_correlation(out, 9000, 18000)) < 0.15
+        assert abs(channel_correlation(out, 9000, 18000)) < 0.15
     out, _ = run_stage(mixed, checkpoint="tiny", detail="noise")
-    assert 0.85 < band_correlation(out, 9000, 18000) < 0.99
+    assert 0.85 < channel_correlation(out, 9000, 18000) < 0.99
     chunked, _ = run_stage(wide, checkpoint="tiny", detail="noise", segment_s=1.5, overlap_s=0.25, context_s=1.0)
     whole, _ = run_stage(wide, checkpoint="tiny", detail="noise", segment_s=30.0)
     generated = (whole.samples - wide.samples).square().mean().sqrt()

@@ -39,6 +39,7 @@ SCALE = 1.0  # STFT values are divided by this before compression
 RAMP_BINS = 4  # the generated band fades in over this many bins above the cutoff
 TOP_FADE_HZ = 500.0  # and out over this many Hz below max_hz
 AUTO_FLOW_FROM_HZ = 12000.0  # detail 'auto': noise below this cutoff, the flow from it up (docs/models.md)
+FLOW_ONLY = frozenset({"steps", "solver"})  # parameters only the flow uses
 MIN_WIDTH = 0.03  # a cutoff within this fraction of max_hz leaves nothing to generate (bwe.harmonic: 0.06)
 NOISE_BLOCK = 64  # frames per block of the positional prior noise
 TOP_FRACTION = 0.98
@@ -565,12 +566,11 @@ class FlowSuperResolution(Stage):
             if self.match_envelope_db == 0:
                 raise ValueError("detail: noise has no level of its own, which the envelope match gives it; set "
                                  "match_envelope_db above 0 or set detail: flow")
-            flow_only = sorted({"steps", "solver"} & self.model_fields_set)
+            flow_only = sorted(FLOW_ONLY & self.model_fields_set)
             if flow_only:
-                names = " and ".join(flow_only)
-                raise ValueError(f"{names} tell(s) the flow how to sample, but detail: noise runs no flow; set "
-                                 f"detail: flow or auto, or leave {names} out".replace("(s)", "" if len(flow_only)
-                                                                                      > 1 else "s"))
+                names, verb = " and ".join(flow_only), "tell" if len(flow_only) > 1 else "tells"
+                raise ValueError(f"{names} {verb} the flow how to sample, but detail: noise runs no flow; set "
+                                 f"detail: flow or auto, or leave {names} out")
             return self
 
     def output_spec(self, sample_rate: int, channels: int) -> tuple[int, int]:
@@ -606,14 +606,15 @@ class FlowSuperResolution(Stage):
         p = self.params
         top = min(p.max_hz, TOP_FRACTION * p.sample_rate_hz / 2, self.model_rate / 2)
         finding = find_extension(audio, top, p, cutoff_hz=p.cutoff_hz, min_width=MIN_WIDTH)
-        line = finding.describe(audio.sample_rate, p.sample_rate_hz)
-        if finding.cutoff_hz is not None:
+        if finding.cutoff_hz is None:
+            line = finding.describe(audio.sample_rate, p.sample_rate_hz)
+        else:
             detail = self._detail(finding.cutoff_hz)
             action = ("generating (noise detail)" if detail == "noise" else
                       f"generating ({p.steps} {p.solver} step{'s' * (p.steps > 1)})")
             line = finding.describe(audio.sample_rate, p.sample_rate_hz, action=action)
             line += f"; level: {self._level_note(detail)}"
-            unused = sorted({"steps", "solver"} & p.model_fields_set)
+            unused = sorted(FLOW_ONLY & p.model_fields_set)
             if detail == "noise" and unused:
                 line += (f" ({' and '.join(unused)} unused: detail auto runs the flow from a "
                          f"{AUTO_FLOW_FROM_HZ / 1000:g} kHz cutoff up; detail: flow to run it here)")
@@ -727,9 +728,12 @@ class FlowSuperResolution(Stage):
             else:
                 envelope = LineEnvelope(first, top_bin, self.model_rate, p.min_rolloff_db_per_oct,
                                         p.max_rolloff_db_per_oct, self.device)
-            limits = (math.inf, math.inf) if detail == "noise" else (p.match_envelope_db, MAX_CUT_DB)
-            match = EnvelopeMatch(first, top_bin, self.model_rate, limits[0], envelope, self.device,
-                                  p.level_offset_db, max_cut_db=limits[1])
+            if detail == "noise":  # noise has no level of its own: no limits
+                match = EnvelopeMatch(first, top_bin, self.model_rate, math.inf, envelope, self.device,
+                                      p.level_offset_db, max_cut_db=math.inf)
+            else:
+                match = EnvelopeMatch(first, top_bin, self.model_rate, p.match_envelope_db, envelope, self.device,
+                                      p.level_offset_db)
 
         def run(batch, starts):  # (B, C, L) pieces starting at samples `starts` (multiples of the grid)
             b, c, length = batch.shape
@@ -737,9 +741,8 @@ class FlowSuperResolution(Stage):
             frames = spec.shape[-1]
             noise = torch.stack([positional_noise(seed, s // HOP, frames, batch.device) for s in starts])
             noise = noise.repeat_interleave(c, dim=0)  # the same noise for every channel
-            if detail == "noise":  # but as alike as the channels are in the octave below the cutoff
+            if detail == "noise":  # as alike as the channels are in the octave below; the match sets its level
                 noise = channel_noise(noise, band_correlation(spec, c, first // 2, first), seed, starts, c)
-            if detail == "noise":  # the envelope match sets its level below
                 generated = torch.complex(noise[:, 0, lo:].float(), noise[:, 1, lo:].float())
             else:
                 cond = _pad_frames(_pad_bins(compress(spec)[:, :, lo:], top), model.multiple)

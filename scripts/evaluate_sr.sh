@@ -16,7 +16,7 @@
 # tables were made with VISQOL= for time), and for lowres-8k and text-to-music
 # a table over 1/2/4/8 Euler steps and 2 Heun steps (docs/results/sr-steps-DAMAGE). About
 # 20 minutes per damage on one core, most of it ViSQOL. Part `zero-shot`: the zero_shot
-# pipeline (which extends with bwe.harmonic) against the same pipeline extending with sr.flow,
+# pipeline (bwe.auto, which extends text-to-music output with bwe.harmonic) against the same pipeline extending with sr.flow,
 # on text-to-music damage (docs/results/sr-zero-shot-text-to-music). Part `envelope`: the envelope
 # match (match_envelope_db 0/12/24/48) against bwe.harmonic on lowres-8k and text-to-music with
 # ViSQOL (docs/results/sr-envelope-DAMAGE), and zero_shot extending with sr.flow at the default
@@ -27,23 +27,30 @@
 # damages (docs/results/sr-learned-envelope-DAMAGE) and inside zero_shot
 # (docs/results/sr-zero-shot-learned-text-to-music). Part `detail`: the band's detail from the
 # flow against Gaussian noise, and `detail: auto` (the default since issue 12's seventh session:
-# noise below a 12 kHz cutoff, the flow from there up), on all four damages with ViSQOL
-# (docs/results/sr-detail-DAMAGE). Every part but `detail` runs the flow (`detail: flow`), as when
-# its tables were published. Set PARTS to run some of it (default "lowres-8k text-to-music
-# lowpass-8k lowpass-16k zero-shot envelope learned detail"); parts can run in parallel.
+# noise below a 12 kHz cutoff then, 15 kHz since the eighth), on all four damages with ViSQOL
+# (docs/results/sr-detail-DAMAGE). Part `switch`: where `bwe.auto` (zero_shot's extender) hands
+# over from sr.flow to bwe.harmonic, and where sr.flow's `detail: auto` hands over from noise to
+# the flow: sr.flow with noise and with the flow's detail against bwe.harmonic after a steep
+# low-pass at 10, 12, 14 and 16 kHz and on text-to-music damage (SWITCH_DAMAGES;
+# docs/results/bwe-auto-DAMAGE), zero_shot against the same pipeline extending with
+# bwe.harmonic on lowres-8k (docs/results/zero-shot-auto-lowres-8k), and against it extending
+# with sr.flow at text-to-music's edge too (docs/results/zero-shot-sr-text-to-music). Every part
+# but `detail` and `switch` runs the flow (`detail: flow`), as when its tables were published. Set PARTS to run some of it (default
+# "lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope learned detail switch");
+# parts can run in parallel.
 set -euo pipefail
 OUT=${OUT:-docs/results}
 MUSIC=${MUSIC:-data/music}
 CKPT=${CKPT:-srflow}
 CLEAN=${CLEAN:-data/heldout44-fullband}
-PARTS=${PARTS:-"lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope learned detail"}
+PARTS=${PARTS:-"lowres-8k text-to-music lowpass-8k lowpass-16k zero-shot envelope learned detail switch"}
 VISQOL=${VISQOL-1}  # VISQOL= (empty) leaves ViSQOL out of the main comparisons (it is most of the time)
 [[ -d "$CLEAN" ]] || python scripts/make_heldout_set.py "$MUSIC" "$CLEAN" --excerpts 6 \
   --seconds 8 --rate 44100 --min-edge-hz 19000
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for cut in 8000 16000; do
+for cut in 8000 10000 12000 14000 16000; do
   cat > "$tmp/lowpass-$((cut / 1000))k.yaml" <<EOF
 name: lowpass-$((cut / 1000))k
 description: A steep low-pass (Kaiser FIR, 100 dB stopband) at $cut Hz, 44.1 kHz.
@@ -65,7 +72,7 @@ stages:
   - {id: bwe, use: bwe.harmonic, with: {sample_rate_hz: 44100}}
 EOF
 zero_shot_sr() {  # zero_shot_sr EXTRA_PARAMS OUTNAME: zero_shot against zero_shot extending with sr.flow, with ViSQOL
-  sed -e "s/^name: zero_shot$/name: zero_shot-sr/" -e "s/use: bwe.harmonic/use: sr.flow/" \
+  sed -e "s/^name: zero_shot$/name: zero_shot-sr/" -e "s/use: bwe.auto$/use: sr.flow/" \
     -e "s/with: {sample_rate_hz: 44100}$/with: {sample_rate_hz: 44100, detail: flow, steps: 2, checkpoint: $CKPT$1}/" \
     pipelines/zero_shot.yaml > "$tmp/zero_shot-sr.yaml"
   restorekit -q compare zero_shot "$tmp/zero_shot-sr.yaml" --clean "$CLEAN" --degrade text-to-music \
@@ -80,7 +87,7 @@ for part in $PARTS; do
     lowpass-8k) degrade="$tmp/lowpass-8k.yaml" cutoff=8000 ;;
     lowpass-16k) degrade="$tmp/lowpass-16k.yaml" cutoff=16000 ;;
     zero-shot)  # zero_shot (bwe.harmonic) against the same pipeline extending with sr.flow, on text-to-music damage
-      sed -e "s/^name: zero_shot$/name: zero_shot-sr/" -e "s/use: bwe.harmonic/use: sr.flow/" \
+      sed -e "s/^name: zero_shot$/name: zero_shot-sr/" -e "s/use: bwe.auto$/use: sr.flow/" \
         -e "s/with: {sample_rate_hz: 44100}$/with: {sample_rate_hz: 44100, detail: flow, steps: 2, checkpoint: $CKPT}/" \
         pipelines/zero_shot.yaml > "$tmp/zero_shot-sr.yaml"
       restorekit -q compare zero_shot "$tmp/zero_shot-sr.yaml" --clean "$CLEAN" --degrade text-to-music \
@@ -127,6 +134,31 @@ for part in $PARTS; do
           -m lsd -m lsd_band -m visqol --set lsd_band.low_hz="${d##*:}" --set lsd_band.high_hz=20000 \
           --against sr-detail-flow -o "$OUT/sr-detail-$name"
       done
+      continue ;;
+    switch)  # bwe.auto's hand-over: sr.flow against bwe.harmonic from 10 kHz up, then zero_shot both ways
+      for v in noise flow; do
+        sed -e "s/^name: sr$/name: sr-$v/" -e "s#detail: auto,#detail: $v, checkpoint: $CKPT,#" \
+          pipelines/sr.yaml > "$tmp/sr-$v.yaml"
+      done
+      for d in ${SWITCH_DAMAGES:-lowpass-10k lowpass-12k lowpass-14k lowpass-16k text-to-music}; do
+        [[ $d == text-to-music ]] && degrade=$d cutoff=16000 || degrade="$tmp/$d.yaml" cutoff=${d//[^0-9]/}000
+        restorekit -q compare "$tmp"/sr-{noise,flow}.yaml "$tmp/bwe-harmonic.yaml" --clean "$CLEAN" \
+          --degrade "$degrade" -m lsd -m lsd_band -m visqol --set lsd_band.low_hz=$cutoff \
+          --set lsd_band.high_hz=20000 --against bwe-harmonic -o "$OUT/bwe-auto-$d"
+      done
+      # zero_shot (bwe.auto: sr.flow on lowres-8k's 4 kHz band) against it extending with bwe.harmonic
+      sed -e "s/^name: zero_shot$/name: zero_shot-harmonic/" -e "s/use: bwe.auto$/use: bwe.harmonic/" \
+        pipelines/zero_shot.yaml > "$tmp/zero_shot-harmonic.yaml"
+      restorekit -q compare zero_shot "$tmp/zero_shot-harmonic.yaml" --clean "$CLEAN" --degrade lowres-8k \
+        -m lsd -m lsd_band -m si_sdr -m visqol --set lsd_band.low_hz=4000 --set lsd_band.high_hz=20000 \
+        --against zero_shot-harmonic -o "$OUT/zero-shot-auto-lowres-8k"
+      # zero_shot (bwe.harmonic at text-to-music's 16 kHz edge) against it extending with sr.flow there too
+      sed -e "s/^name: zero_shot$/name: zero_shot-sr/" \
+        -e "s/with: {sample_rate_hz: 44100}$/with: {sample_rate_hz: 44100, sr_below_hz: 24000, checkpoint: $CKPT}/" \
+        pipelines/zero_shot.yaml > "$tmp/zero_shot-sr.yaml"
+      restorekit -q compare zero_shot "$tmp/zero_shot-sr.yaml" --clean "$CLEAN" --degrade text-to-music \
+        -m lsd -m lsd_band -m si_sdr -m visqol -m band_level_db -m band_tracking --set lsd_band.low_hz=16000 \
+        --set lsd_band.high_hz=20000 --against zero_shot -o "$OUT/zero-shot-sr-text-to-music"
       continue ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac

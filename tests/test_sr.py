@@ -108,7 +108,7 @@ def band_limited():
 @pytest.mark.parametrize("params, note", [
     ({"detail": "flow"}, "generating (2 euler steps) 7.8-20.00 kHz at 44100 Hz; level: srenvelope, boost at most 24 dB"),
     ({"detail": "noise"}, "generating (noise detail) 7.8-20.00 kHz at 44100 Hz; level: srenvelope"),
-    ({}, "generating (noise detail) 7.8-20.00 kHz at 44100 Hz; level: srenvelope"),  # auto: noise below 12 kHz
+    ({}, "generating (noise detail) 7.8-20.00 kHz at 44100 Hz; level: srenvelope"),  # auto: noise below 14.5 kHz
     ({"match_envelope_db": 0.0}, "generating (2 euler steps) 7.8-20.00 kHz at 44100 Hz; level: the network's own"),
 ])
 def test_keeps_the_band_below_the_cutoff_and_generates_above(band_limited, params, note):
@@ -124,9 +124,9 @@ def test_keeps_the_band_below_the_cutoff_and_generates_above(band_limited, param
     assert band_db(out, 10000, 20000) > band_db(band_limited, 10000, 20000) + 20
 
 
-@pytest.mark.parametrize("cutoff_hz, detail", [(11900.0, "noise detail"), (12000.0, "2 euler steps")])
-def test_auto_detail_switches_to_the_flow_at_a_12khz_cutoff(cutoff_hz, detail):
-    _, notes = run_stage(lowpassed(music(2.0), 12500.0), checkpoint="tiny", cutoff_hz=cutoff_hz)
+@pytest.mark.parametrize("cutoff_hz, detail", [(14400.0, "noise detail"), (14500.0, "2 euler steps")])
+def test_auto_detail_switches_to_the_flow_at_a_14_5khz_cutoff(cutoff_hz, detail):
+    _, notes = run_stage(lowpassed(music(2.0), 15500.0), checkpoint="tiny", cutoff_hz=cutoff_hz)
     assert f"generating ({detail}) {cutoff_hz / 1000:.2f}-20.00 kHz" in notes[0], notes
 
 
@@ -462,7 +462,7 @@ def test_shipped_model_extends_text_to_music_output_past_16khz():
     clean = music(6.0, seed=41)
     t2m = load_pipeline(find_degradation("text-to-music-keep"), device="cpu").run(resample(clean, 32000), seed=2).audio
     out, notes = run_stage(t2m)
-    assert "generating (2 euler steps) 15.67-20.00 kHz" in notes[0], notes  # auto: the flow from 12 kHz up
+    assert "generating (2 euler steps) 15.67-20.00 kHz" in notes[0], notes  # auto: the flow from 14.5 kHz up
     top_octave = band_db(out, 12000, 15500)
     generated = band_db(out, 16500, 20000)
     assert top_octave - 20 < generated < top_octave + 3, (top_octave, generated)

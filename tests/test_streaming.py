@@ -113,6 +113,11 @@ CASES = {
     "sr.flow tiny, the flow's detail": (lambda: make("sr.flow", checkpoint="tiny", detail="flow", segment_s=1.0,
                                                       overlap_s=0.25, context_s=0.25), lambda: demo(5.3, stereo=True)),
     "sr.flow full band": (lambda: make("sr.flow", checkpoint="tiny", sample_rate_hz=48000), lambda: tones(3.0)),
+    "bwe.auto tiny, dark input: sr.flow": (lambda: make("bwe.auto", checkpoint="tiny", envelope="tiny"),
+                                           lambda: demo(5.3, stereo=True)),
+    "bwe.auto, the same input with sr_below_hz 6 kHz: bwe.harmonic": (
+        lambda: make("bwe.auto", checkpoint="tiny", envelope="tiny", sr_below_hz=6000.0), demo),
+    "bwe.auto full band": (lambda: make("bwe.auto", checkpoint="tiny", envelope="tiny"), tones),
 }
 
 
@@ -153,12 +158,18 @@ def test_the_cases_do_something():
         assert float(added[freqs < 0.9 * cutoff_hz].sum()) < 1e-6 * total  # and the band below is kept
     _, notes = CASES["sr.flow full band"][0]().run(tones(3.0), 0)
     assert "generating" not in notes[0]
+    for case, used in (("bwe.auto tiny, dark input: sr.flow", "sr.flow"),
+                       ("bwe.auto, the same input with sr_below_hz 6 kHz: bwe.harmonic", "bwe.harmonic")):
+        build, signal = CASES[case]
+        _, notes = build().run(signal(), 0)
+        assert notes[0].startswith(f"extending with {used}: the band ends at 8.08 kHz"), notes
 
 
 def test_the_dsp_stages_and_the_chunk_helper_stages_declare_streaming():
     stages = get_registry().stages
     for stage_id in ("denoise.spectral_gate", "bwe.harmonic", "dynamics.compress", "dynamics.limit", "eq.shape",
-                     "master.normalize", "master.dither", "restore.unet", "restore.crnn", "sr.flow"):
+                     "master.normalize", "master.dither", "restore.unet", "restore.crnn", "sr.flow",
+                     "bwe.auto"):
         assert stages.get(stage_id).streams, stage_id
         assert stages.get(stage_id)().whole_file_reason() is None, stage_id
     assert "noisereduce" in stages.get("denoise.spectral_gate")(implementation="noisereduce").whole_file_reason()
@@ -210,6 +221,7 @@ BOUNDED = {
     "master.dither": {},
     "restore.unet": {"checkpoint": "tiny", "only_band_limited": False},
     "sr.flow": {"checkpoint": "tiny", "cutoff_hz": 8000.0, "sample_rate_hz": 48000},
+    "bwe.auto": {"checkpoint": "tiny", "envelope": "tiny", "cutoff_hz": 8000.0, "sample_rate_hz": 48000},
 }
 MAX_READ = 1 << 21  # frames: 47 s at 44.1 kHz, a quarter of the 3-minute source below
 

@@ -49,7 +49,7 @@ def test_graph_separates_cleans_each_stem_remixes_and_masters(pipeline):
     assert inputs_of(pipeline, "remix") == [Ref(chain[-1]) for chain in STEM_CHAINS.values()]
     for before, after in pairwise(MASTER):
         assert inputs_of(pipeline, after) == [Ref(before)]
-    assert [uses[i] for i in MASTER] == ["mix.sum", "bwe.harmonic", "dynamics.compress", "master.normalize",
+    assert [uses[i] for i in MASTER] == ["mix.sum", "bwe.auto", "dynamics.compress", "master.normalize",
                                          "dynamics.limit", "master.dither"]
     assert pipeline.nodes[pipeline.graph.output].id == "dither" and pipeline.output_bit_depth() == 24
 

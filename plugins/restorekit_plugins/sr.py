@@ -38,7 +38,7 @@ ALPHA = 0.3  # magnitude compression exponent
 SCALE = 1.0  # STFT values are divided by this before compression
 RAMP_BINS = 4  # the generated band fades in over this many bins above the cutoff
 TOP_FADE_HZ = 500.0  # and out over this many Hz below max_hz
-AUTO_FLOW_FROM_HZ = 12000.0  # detail 'auto': noise below this cutoff, the flow from it up (docs/models.md)
+AUTO_FLOW_FROM_HZ = 14500.0  # detail 'auto': noise below this cutoff, the flow from it up (docs/models.md)
 FLOW_ONLY = frozenset({"steps", "solver"})  # parameters only the flow uses
 MIN_WIDTH = 0.03  # a cutoff within this fraction of max_hz leaves nothing to generate (bwe.harmonic: 0.06)
 NOISE_BLOCK = 64  # frames per block of the positional prior noise
@@ -496,7 +496,7 @@ class FlowSuperResolution(Stage):
     resampled to `sample_rate_hz`. Otherwise the input is resampled to the model's rate
     (44.1 kHz) and the band above the cutoff is generated: its detail is Gaussian noise
     (`detail: noise`) or `steps` steps of the trained flow (`detail: flow`; `auto`, the default:
-    noise for a cutoff below 12 kHz, the flow for one at or above), its level per 1/6 octave and frame
+    noise for a cutoff below 14.5 kHz, the flow for one at or above), its level per 1/6 octave and frame
     the envelope's (`match_envelope_db`, `envelope`). Only that band is added: everything below
     the cutoff stays as the input had it. The model's band ends at 22.05 kHz, so at 48 kHz the
     top 2 kHz stay empty. Deterministic for a `seed`.
@@ -524,8 +524,8 @@ class FlowSuperResolution(Stage):
             "auto", description="What fills the generated band before the envelope match sets its level: 'flow' = "
                                 "the trained flow's output, 'noise' = Gaussian noise (the flow network does not "
                                 "run; the envelope match gives it its whole level, without the boost cap), "
-                                "'auto' = noise when the input's band ends below 12 kHz and the flow when it "
-                                "ends at 12 kHz or above (or without the envelope match), as measured best "
+                                "'auto' = noise when the input's band ends below 14.5 kHz and the flow when it "
+                                "ends at 14.5 kHz or above (or without the envelope match), as measured best "
                                 "(docs/models.md).")
         segment_s: float = Field(4.0, ge=0.5, le=120, description="Length of each inference segment in seconds.")
         overlap_s: float = Field(0.5, ge=0, le=10, description="Cross-fade between segments in seconds.")

@@ -1,0 +1,79 @@
+"""bwe.auto: the extender measured best for where the input's band ends runs exactly as it runs alone,
+and the notes say which one and why; `sr_below_hz` moves the switch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from restorekit.audio import Audio
+from restorekit.dsp import resample
+from restorekit.pipeline import find_degradation, load_pipeline
+from restorekit.plugins import get_registry
+from restorekit_plugins.degrade import ops
+from restorekit_tools.demo import make_clean_clip
+
+
+def run(stage_id: str, audio: Audio, **params) -> tuple[Audio, list[str]]:
+    stage = get_registry().stages[stage_id](**params)
+    stage.place("cpu")
+    return stage.run(audio, seed=5)
+
+
+@pytest.fixture(scope="module")
+def clean() -> Audio:
+    return Audio(torch.from_numpy(make_clean_clip(4.0, seed=8)[None].copy()), 44100)
+
+
+@pytest.fixture(scope="module")
+def dark(clean) -> Audio:
+    """32 kHz with nothing above 4 kHz (as `lowres-8k` leaves music)."""
+    low = resample(clean, 32000)
+    return Audio(torch.from_numpy(ops.lowpass_fir(low.numpy(), 32000, 4000.0)), 32000)
+
+
+@pytest.fixture(scope="module")
+def generated(clean) -> Audio:
+    """The text-to-music damage: 32 kHz, a noise-like top octave up to the 16 kHz Nyquist frequency."""
+    return load_pipeline(find_degradation("text-to-music"), device="cpu").run(clean, seed=2).audio
+
+
+def test_a_dark_input_is_extended_by_sr_flow_exactly_as_sr_flow_alone(dark):
+    out, notes = run("bwe.auto", dark)
+    alone, alone_notes = run("sr.flow", dark)
+    assert notes[0].startswith("extending with sr.flow: the band ends at 3.8"), notes
+    assert "below sr_below_hz 14.5 kHz" in notes[0]
+    assert notes[1:] == alone_notes and "generating (noise detail)" in notes[1]
+    assert out.sample_rate == 44100 and torch.equal(out.samples, alone.samples)
+
+
+def test_text_to_music_output_is_extended_by_bwe_harmonic_exactly_as_alone(generated):
+    out, notes = run("bwe.auto", generated)
+    alone, alone_notes = run("bwe.harmonic", generated)
+    assert notes[0].startswith("extending with bwe.harmonic: the band ends at 1"), notes
+    assert "not below sr_below_hz 14.5 kHz" in notes[0]
+    assert notes[1:] == alone_notes and "reaches the input's Nyquist frequency" in notes[1]
+    assert torch.equal(out.samples, alone.samples)
+
+
+@pytest.mark.parametrize("sr_below_hz, used", [(0.0, "bwe.harmonic"), (24000.0, "sr.flow")])
+def test_sr_below_hz_moves_the_switch(dark, generated, sr_below_hz, used):
+    audio = dark if used == "bwe.harmonic" else generated  # each the other side of the default switch
+    out, notes = run("bwe.auto", audio, sr_below_hz=sr_below_hz, checkpoint="tiny", envelope="tiny")
+    assert notes[0].startswith(f"extending with {used}:"), notes
+    alone, _ = run(used, audio, **({"checkpoint": "tiny", "envelope": "tiny"} if used == "sr.flow" else {}))
+    assert torch.equal(out.samples, alone.samples)
+
+
+def test_the_shared_settings_reach_the_extender(dark):
+    out, notes = run("bwe.auto", dark, cutoff_hz=3000.0, sample_rate_hz=48000, max_hz=16000.0)
+    assert notes[0] == "extending with sr.flow: the band ends at 3.00 kHz, below sr_below_hz 14.5 kHz"
+    assert notes[1].startswith("cutoff 3.00 kHz (cutoff_hz); generating (noise detail) 3.00-16.00 kHz at 48000 Hz")
+    assert out.sample_rate == 48000
+
+
+def test_full_band_input_is_only_resampled(clean):
+    out, notes = run("bwe.auto", clean)
+    assert notes[0] == "nothing to extend: bwe.harmonic only resamples", notes
+    assert notes[1].startswith("no cutoff"), notes
+    assert torch.equal(out.samples, clean.samples)

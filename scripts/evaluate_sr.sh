@@ -27,11 +27,11 @@
 # damages (docs/results/sr-learned-envelope-DAMAGE) and inside zero_shot
 # (docs/results/sr-zero-shot-learned-text-to-music). Part `detail`: the band's detail from the
 # flow against Gaussian noise, and `detail: auto` (the default since issue 12's seventh session:
-# noise below a 12 kHz cutoff then, 15 kHz since the eighth), on all four damages with ViSQOL
+# noise below a 12 kHz cutoff then, 14.5 kHz since the eighth), on all four damages with ViSQOL
 # (docs/results/sr-detail-DAMAGE). Part `switch`: where `bwe.auto` (zero_shot's extender) hands
 # over from sr.flow to bwe.harmonic, and where sr.flow's `detail: auto` hands over from noise to
 # the flow: sr.flow with noise and with the flow's detail against bwe.harmonic after a steep
-# low-pass at 10, 12, 14 and 16 kHz and on text-to-music damage (SWITCH_DAMAGES;
+# low-pass at 10, 12, 14 and 16 kHz and on text-to-music damage (SWITCH_DAMAGES; empty: none;
 # docs/results/bwe-auto-DAMAGE), zero_shot against the same pipeline extending with
 # bwe.harmonic on lowres-8k (docs/results/zero-shot-auto-lowres-8k), and against it extending
 # with sr.flow at text-to-music's edge too (docs/results/zero-shot-sr-text-to-music). Every part
@@ -140,7 +140,7 @@ for part in $PARTS; do
         sed -e "s/^name: sr$/name: sr-$v/" -e "s#detail: auto,#detail: $v, checkpoint: $CKPT,#" \
           pipelines/sr.yaml > "$tmp/sr-$v.yaml"
       done
-      for d in ${SWITCH_DAMAGES:-lowpass-10k lowpass-12k lowpass-14k lowpass-16k text-to-music}; do
+      for d in ${SWITCH_DAMAGES-lowpass-10k lowpass-12k lowpass-14k lowpass-16k text-to-music}; do
         [[ $d == text-to-music ]] && degrade=$d cutoff=16000 || degrade="$tmp/$d.yaml" cutoff=${d//[^0-9]/}000
         restorekit -q compare "$tmp"/sr-{noise,flow}.yaml "$tmp/bwe-harmonic.yaml" --clean "$CLEAN" \
           --degrade "$degrade" -m lsd -m lsd_band -m visqol --set lsd_band.low_hz=$cutoff \

@@ -74,6 +74,37 @@ def test_the_shared_settings_reach_the_extender(dark):
 
 def test_full_band_input_is_only_resampled(clean):
     out, notes = run("bwe.auto", clean)
-    assert notes[0] == "nothing to extend: bwe.harmonic only resamples", notes
+    assert notes[0] == "passing to bwe.harmonic: sr.flow finds no band to generate", notes
     assert notes[1].startswith("no cutoff"), notes
     assert torch.equal(out.samples, clean.samples)
+
+
+@pytest.mark.parametrize("cutoff_hz, used", [(14400.0, "sr.flow"), (14500.0, "bwe.harmonic")])
+def test_the_switch_is_at_sr_below_hz(dark, cutoff_hz, used):
+    _, notes = run("bwe.auto", dark, cutoff_hz=cutoff_hz, checkpoint="tiny", envelope="tiny")
+    assert notes[0].startswith(f"extending with {used}: the band ends at {cutoff_hz / 1000:.2f} kHz"), notes
+
+
+def test_each_extender_acts_on_its_own_finding(dark):
+    """sr.flow's finding picks: where only sr.flow would generate (a band ending 3 % below max_hz, inside
+    bwe.harmonic's 6 % margin), sr.flow runs; above sr.flow's 22.05 kHz model band (48 kHz output of
+    44.1 kHz input) bwe.harmonic still extends, as it does alone."""
+    out, notes = run("bwe.auto", dark, cutoff_hz=11400.0, max_hz=12000.0, checkpoint="tiny", envelope="tiny")
+    alone, _ = run("sr.flow", dark, cutoff_hz=11400.0, max_hz=12000.0, checkpoint="tiny", envelope="tiny")
+    assert notes[0].startswith("extending with sr.flow") and "generating" in notes[1], notes
+    assert torch.equal(out.samples, alone.samples)
+    full = resample(dark, 44100).with_samples(torch.randn(1, 44100 * 2, generator=torch.Generator().manual_seed(0)))
+    out, notes = run("bwe.auto", full, sample_rate_hz=48000, max_hz=24000.0, sr_below_hz=24000.0,
+                     checkpoint="tiny", envelope="tiny")
+    alone, alone_notes = run("bwe.harmonic", full, sample_rate_hz=48000, max_hz=24000.0)
+    assert notes[0] == "passing to bwe.harmonic: sr.flow finds no band to generate", notes
+    assert notes[1:] == alone_notes and "synthesizing" in notes[1], notes
+    assert torch.equal(out.samples, alone.samples)
+
+
+def test_detection_settings_reach_the_detector(dark):
+    """With a fall of 150 dB required and no noise-floor rule, the 4 kHz cliff is not band-limitation: what
+    is left is the 32 kHz input's own Nyquist edge, which bwe.harmonic extends."""
+    _, notes = run("bwe.auto", dark, detect_drop_db=150.0, detect_floor_drop_db=None)
+    assert notes[0].startswith("extending with bwe.harmonic: the band ends at 15.67 kHz"), notes
+    assert "reaches the input's Nyquist frequency" in notes[1]

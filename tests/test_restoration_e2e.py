@@ -99,7 +99,7 @@ def test_zero_shot_extends_dark_input_with_the_learned_envelope(tmp_path):
     """`lowres-8k` damage (4 kHz band, 35 dB noise floor): `bwe` (bwe.auto) picks sr.flow, and LSD
     4.4-20 kHz against the clean clip falls from 3.87 to 3.15 (measured), where the same pipeline
     extending with bwe.harmonic (`sr_below_hz: 0`) reaches 3.27 and a random-weight envelope
-    predictor 4.37: break the detector, the switch or the envelope's weights and this turns red."""
+    predictor 4.40: break the detector, the switch or the envelope's weights and this turns red."""
     clean = Audio(torch.from_numpy(make_clean_clip(8.0, seed=3)[None].copy()), 44100)
     dark = load_pipeline(find_degradation("lowres-8k"), device="cpu").run(clean, seed=2).audio
     sf.write(str(tmp_path / "dark.wav"), dark.numpy().T, dark.sample_rate, subtype="FLOAT")

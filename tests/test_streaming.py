@@ -116,7 +116,8 @@ CASES = {
     "bwe.auto tiny, dark input: sr.flow": (lambda: make("bwe.auto", checkpoint="tiny", envelope="tiny"),
                                            lambda: demo(5.3, stereo=True)),
     "bwe.auto, the same input with sr_below_hz 6 kHz: bwe.harmonic": (
-        lambda: make("bwe.auto", checkpoint="tiny", envelope="tiny", sr_below_hz=6000.0), demo),
+        lambda: make("bwe.auto", checkpoint="tiny", envelope="tiny", sr_below_hz=6000.0),
+        lambda: demo(5.3, stereo=True)),
     "bwe.auto full band": (lambda: make("bwe.auto", checkpoint="tiny", envelope="tiny"), tones),
 }
 

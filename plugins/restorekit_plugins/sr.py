@@ -23,7 +23,7 @@ from restorekit.hookspecs import hookimpl
 from restorekit.stage import Accepts, Stage, StageParams
 from restorekit.training.spec import TINY, Hparams, ModelSpec
 from restorekit_plugins import WEIGHTS_DIR
-from restorekit_plugins._band_limit import DetectionParams, find_extension
+from restorekit_plugins._band_limit import DetectionParams, Finding, find_extension
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -601,11 +601,16 @@ class FlowSuperResolution(Stage):
         offset = f" {p.level_offset_db:+g} dB" if p.level_offset_db else ""
         return f"{source}{offset}" + ("" if detail == "noise" else f", boost at most {p.match_envelope_db:g} dB")
 
+    def find(self, audio) -> Finding:
+        """Where the input's band ends and why, or why there is nothing to generate; Audio or a Source."""
+        p = self.params
+        top = min(p.max_hz, TOP_FRACTION * p.sample_rate_hz / 2, self.model_rate / 2)
+        return find_extension(audio, top, p, cutoff_hz=p.cutoff_hz, min_width=MIN_WIDTH)
+
     def _diagnose(self, audio):
         """The Finding for `audio` (Audio or a Source), noted and logged."""
         p = self.params
-        top = min(p.max_hz, TOP_FRACTION * p.sample_rate_hz / 2, self.model_rate / 2)
-        finding = find_extension(audio, top, p, cutoff_hz=p.cutoff_hz, min_width=MIN_WIDTH)
+        finding = self.find(audio)
         if finding.cutoff_hz is None:
             line = finding.describe(audio.sample_rate, p.sample_rate_hz)
         else:

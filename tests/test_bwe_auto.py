@@ -38,22 +38,19 @@ def generated(clean) -> Audio:
     return load_pipeline(find_degradation("text-to-music"), device="cpu").run(clean, seed=2).audio
 
 
-def test_a_dark_input_is_extended_by_sr_flow_exactly_as_sr_flow_alone(dark):
-    out, notes = run("bwe.auto", dark)
-    alone, alone_notes = run("sr.flow", dark)
-    assert notes[0].startswith("extending with sr.flow: the band ends at 3.8"), notes
-    assert "below sr_below_hz 14.5 kHz" in notes[0]
-    assert notes[1:] == alone_notes and "generating (noise detail)" in notes[1]
+@pytest.mark.parametrize("signal, used, rule, found", [
+    ("dark", "sr.flow", "below", "generating (noise detail)"),
+    ("generated", "bwe.harmonic", "not below", "reaches the input's Nyquist frequency"),
+])
+def test_each_side_runs_its_extender_exactly_as_alone(request, signal, used, rule, found):
+    """A 4 kHz band goes to sr.flow, text-to-music output's 16 kHz edge to bwe.harmonic."""
+    audio = request.getfixturevalue(signal)
+    out, notes = run("bwe.auto", audio)
+    alone, alone_notes = run(used, audio)
+    assert notes[0].startswith(f"extending with {used}: the band ends at "), notes
+    assert notes[0].endswith(f" kHz, {rule} sr_below_hz 14.5 kHz"), notes
+    assert notes[1:] == alone_notes and found in notes[1], notes
     assert out.sample_rate == 44100 and torch.equal(out.samples, alone.samples)
-
-
-def test_text_to_music_output_is_extended_by_bwe_harmonic_exactly_as_alone(generated):
-    out, notes = run("bwe.auto", generated)
-    alone, alone_notes = run("bwe.harmonic", generated)
-    assert notes[0].startswith("extending with bwe.harmonic: the band ends at 1"), notes
-    assert "not below sr_below_hz 14.5 kHz" in notes[0]
-    assert notes[1:] == alone_notes and "reaches the input's Nyquist frequency" in notes[1]
-    assert torch.equal(out.samples, alone.samples)
 
 
 @pytest.mark.parametrize("sr_below_hz, used", [(0.0, "bwe.harmonic"), (24000.0, "sr.flow")])

@@ -65,6 +65,10 @@ flow() {  # flow STEPS [SOLVER]: the sr pipeline with this checkpoint and step c
     pipelines/sr.yaml > "$tmp/$name.yaml"
   echo "$tmp/$name.yaml"
 }
+sr_detail() {  # sr_detail NAME DETAIL: the sr pipeline named NAME with this detail and checkpoint
+  sed -e "s/^name: sr$/name: $1/" -e "s#detail: auto,#detail: $2, checkpoint: $CKPT,#" \
+    pipelines/sr.yaml > "$tmp/$1.yaml"
+}
 cat > "$tmp/bwe-harmonic.yaml" <<EOF
 name: bwe-harmonic
 description: Harmonic bandwidth extension to 44.1 kHz (bwe.harmonic), the DSP baseline.
@@ -124,10 +128,7 @@ for part in $PARTS; do
       zero_shot_sr ", envelope: line" sr-zero-shot-envelope-text-to-music
       continue ;;
     detail)  # the band's detail: the flow, noise, and auto (the default), with ViSQOL
-      for v in flow noise auto; do
-        sed -e "s/^name: sr$/name: sr-detail-$v/" -e "s#detail: auto,#detail: $v, checkpoint: $CKPT,#" \
-          pipelines/sr.yaml > "$tmp/sr-detail-$v.yaml"
-      done
+      for v in flow noise auto; do sr_detail "sr-detail-$v" "$v"; done
       for d in lowres-8k:4000 text-to-music:16000 "$tmp/lowpass-8k.yaml:8000" "$tmp/lowpass-16k.yaml:16000"; do
         name=$(basename "${d%%:*}" .yaml)
         restorekit -q compare "$tmp"/sr-detail-{flow,noise,auto}.yaml --clean "$CLEAN" --degrade "${d%%:*}" \
@@ -136,10 +137,7 @@ for part in $PARTS; do
       done
       continue ;;
     switch)  # bwe.auto's hand-over: sr.flow against bwe.harmonic from 10 kHz up, then zero_shot both ways
-      for v in noise flow; do
-        sed -e "s/^name: sr$/name: sr-$v/" -e "s#detail: auto,#detail: $v, checkpoint: $CKPT,#" \
-          pipelines/sr.yaml > "$tmp/sr-$v.yaml"
-      done
+      for v in noise flow; do sr_detail "sr-$v" "$v"; done
       for d in ${SWITCH_DAMAGES-lowpass-10k lowpass-12k lowpass-14k lowpass-16k text-to-music}; do
         [[ $d == text-to-music ]] && degrade=$d cutoff=16000 || degrade="$tmp/$d.yaml" cutoff=${d//[^0-9]/}000
         restorekit -q compare "$tmp"/sr-{noise,flow}.yaml "$tmp/bwe-harmonic.yaml" --clean "$CLEAN" \

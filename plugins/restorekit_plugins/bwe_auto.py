@@ -82,15 +82,13 @@ class AutoBWE(Stage):
         """
         p = self.params
         cutoff = self.learned.find(audio).cutoff_hz
-        rule = f"sr_below_hz {p.sr_below_hz / 1000:g} kHz"
-        if cutoff is not None and cutoff < p.sr_below_hz:
-            extender = self.learned
-            line = f"extending with {extender.id}: the band ends at {cutoff / 1000:.2f} kHz, below {rule}"
-        elif cutoff is not None:
-            extender = self.harmonic
-            line = f"extending with {extender.id}: the band ends at {cutoff / 1000:.2f} kHz, not below {rule}"
-        else:
+        if cutoff is None:
             extender, line = self.harmonic, "passing to bwe.harmonic: sr.flow finds no band to generate"
+        else:
+            below = cutoff < p.sr_below_hz
+            extender = self.learned if below else self.harmonic
+            line = (f"extending with {extender.id}: the band ends at {cutoff / 1000:.2f} kHz, "
+                    f"{'below' if below else 'not below'} sr_below_hz {p.sr_below_hz / 1000:g} kHz")
         self.note(line)
         log.info("bwe.auto: %s", line)
         return extender

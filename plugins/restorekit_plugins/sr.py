@@ -733,12 +733,10 @@ class FlowSuperResolution(Stage):
             else:
                 envelope = LineEnvelope(first, top_bin, self.model_rate, p.min_rolloff_db_per_oct,
                                         p.max_rolloff_db_per_oct, self.device)
-            if detail == "noise":  # noise has no level of its own: no limits
-                match = EnvelopeMatch(first, top_bin, self.model_rate, math.inf, envelope, self.device,
-                                      p.level_offset_db, max_cut_db=math.inf)
-            else:
-                match = EnvelopeMatch(first, top_bin, self.model_rate, p.match_envelope_db, envelope, self.device,
-                                      p.level_offset_db)
+            # noise has no level of its own: no limits; the flow's band is boosted by at most match_envelope_db
+            boost, cut = (math.inf, math.inf) if detail == "noise" else (p.match_envelope_db, MAX_CUT_DB)
+            match = EnvelopeMatch(first, top_bin, self.model_rate, boost, envelope, self.device, p.level_offset_db,
+                                  max_cut_db=cut)
 
         def run(batch, starts):  # (B, C, L) pieces starting at samples `starts` (multiples of the grid)
             b, c, length = batch.shape

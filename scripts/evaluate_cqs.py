@@ -12,7 +12,9 @@ followed by a restoration, e.g. pipelines/training/restored-unet.yaml), seeded p
 everything is brought to 32 kHz mono. ViSQOL compares against the clean clip, cqs sees
 only the clip. Spearman's rho with a 95 % interval is reported per group and over all,
 for every `--checkpoint`: by Fisher's z (treats the clips as independent) and by a
-bootstrap over tracks (excerpts `TRACK.K.wav` of one track resampled together).
+bootstrap over tracks (excerpts `TRACK.K.wav` of one track resampled together). Each
+checkpoint after the first is also compared with the first on the same clips (`difference`:
+its rho minus the first's, with a track-bootstrap interval).
 
 `--clips DIR` keeps the processed clips (float WAV) and their ViSQOL scores, so a rerun,
 e.g. with another checkpoint, only runs cqs.
@@ -61,6 +63,22 @@ def spearman(c: np.ndarray, v: np.ndarray, tracks: list[str], rng: np.random.Gen
             "ci95": [float(np.tanh(z - 1.96 * se)), float(np.tanh(z + 1.96 * se))],
             "ci95_track_bootstrap": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
             "mae_vs_visqol": float(np.mean(np.abs(c - v)))}
+
+
+def rho_difference(rows: list[dict], base: str, other: str, rng: np.random.Generator,
+                   resamples: int = 2000) -> dict:
+    """other's Spearman rho minus base's, with a 95 % interval from a bootstrap over tracks (paired: same clips)."""
+    rows = [r for r in rows if r["cqs"][base] is not None and r["cqs"][other] is not None]
+    v = np.array([r["visqol"] for r in rows])
+    a, b = (np.array([r["cqs"][ck] for r in rows]) for ck in (base, other))
+    names = sorted({r["track"] for r in rows})
+    index = {t: np.flatnonzero(np.array([r["track"] for r in rows]) == t) for t in names}
+    boot = []
+    for _ in range(resamples):
+        pick = np.concatenate([index[names[k]] for k in rng.integers(0, len(names), len(names))])
+        boot.append(stats.spearmanr(b[pick], v[pick])[0] - stats.spearmanr(a[pick], v[pick])[0])
+    return {"base": base, "delta": float(stats.spearmanr(b, v)[0] - stats.spearmanr(a, v)[0]),
+            "ci95_track_bootstrap": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
 
 
 def ranking(rows: list[dict], checkpoints: list[str], families: list[list[str]]) -> dict:
@@ -174,6 +192,9 @@ def main() -> None:
                                         [r["track"] for r in rs], np.random.default_rng(0))
                 per_group[g]["flagged_silent"] = flagged
         summary["checkpoints"][ck] = per_group
+        if ck != checkpoints[0]:  # each later checkpoint against the first, paired on the same clips
+            per_group["difference"] = {g: rho_difference(rs, checkpoints[0], ck, np.random.default_rng(0))
+                                       for g, rs in groups.items()}
     summary["ranking"] = ranking(rows, checkpoints, [[item.split("=")[0], *item.split("=")[1].split(",")]
                                                       for item in args.same_input])
     summary["by_version"] = {

@@ -50,18 +50,46 @@ def test_shipped_unet_leaves_the_low_band_close_to_the_input(clean_and_degraded)
 
 
 def test_shipped_quality_estimator_ranks_degradations(clean_and_degraded):
+    """Clean music above the same music with white noise (SNR about 9 dB) or band-limited, and noise cannot fake
+    the missing band. ViSQOL on this clip: clean+noise 2.25, lowres 1.84, lowres+noise 1.85; cqs v5: 4.83, 2.40,
+    2.42, 2.14. (Ordering lowres above lowres+noise, asserted until v5, is not what ViSQOL says here, and v2's
+    score moved by ±0.16 with the noise draw, mean +0.01: that assertion held by the draw. docs/models.md.)"""
     clean, degraded = clean_and_degraded
     cqs = get_registry().metrics["cqs"]()
-    worse = degraded.with_samples(degraded.samples + 0.05 * torch.randn_like(degraded.samples))
-    scores = {"clean": cqs(clean), "lowres": cqs(degraded), "lowres+noise": cqs(worse)}
-    assert scores["clean"] > scores["lowres"] > scores["lowres+noise"], scores
+    noise = 0.05 * torch.randn(clean.samples.shape, generator=torch.Generator().manual_seed(0))
+    scores = {"clean": cqs(clean), "clean+noise": cqs(clean.with_samples(clean.samples + noise)),
+              "lowres": cqs(degraded), "lowres+noise": cqs(degraded.with_samples(degraded.samples + noise))}
+    assert scores["clean"] > scores["clean+noise"] + 1.0, scores
+    assert scores["clean"] > scores["lowres"] + 1.5, scores
+    assert scores["lowres+noise"] < scores["clean"] - 1.5, scores
     assert all(1.0 <= s <= 5.0 for s in scores.values())
+
+
+def noise(color: str, seconds: float = 6.0) -> Audio:
+    """Seeded white or pink (1/f) noise at 32 kHz, RMS 0.1."""
+    n = int(seconds * RATE)
+    x = torch.randn(1, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    if color == "pink":
+        spec = torch.fft.rfft(x)
+        x = torch.fft.irfft(spec / torch.arange(spec.shape[-1]).clamp(min=1).sqrt(), n=n)
+    return Audio((0.1 * x / x.std()).float(), RATE)
+
+
+@pytest.mark.parametrize("color", ["white", "pink"])
+def test_shipped_quality_estimator_does_not_take_noise_for_music(color):
+    """Noise alone is not music: ViSQOL gives music buried in noise about 1. v4, never trained on noise, scored
+    white noise 3.53 and pink 2.35 (v2 2.07, 2.15), and the tiny MusicGen's noise-like output 3.53; v5 1.14 and
+    1.71 (docs/models.md)."""
+    score = get_registry().metrics["cqs"]()(noise(color))
+    assert score < MAX_NOISE_SCORE, (color, score)
 
 
 # -- the quality estimator judges restorations too (issue 17) ---------------------------------------
 TRAINING_RECIPES = Path(__file__).resolve().parents[1] / "pipelines" / "training"
-# measured with v2: clean 4.77; low-passed at 4 and 8 kHz 1.88 and 2.24 (v1 4.48, 3.40); restored-unet 2.47,
-# restored-bwe-lowres 3.50, restored-flow-lowres 2.76 (v1 4.75, 4.74, 4.65)
+# measured with v5: clean 4.83; low-passed at 4 and 8 kHz 2.10 and 2.51 (v2 1.88, 2.24; v1 4.48, 3.40);
+# restored-unet 2.57, restored-bwe-lowres 3.94, restored-flow-lowres 2.86, restored-sr-lowres 3.78 (ViSQOL 3.50;
+# v2 2.47, 3.50, 2.76, 4.64; v1 4.75, 4.74, 4.65, -)
+MAX_NOISE_SCORE = 2.0
 MARGIN_LP, MARGIN_RESTORED = 1.5, 0.8
 
 
@@ -81,10 +109,12 @@ def test_shipped_quality_estimator_scores_band_limited_music_below_clean(cqs_of_
     assert score < clean_score - MARGIN_LP, (cutoff_hz, score, clean_score)
 
 
-@pytest.mark.parametrize("recipe", ["restored-unet", "restored-bwe-lowres", "restored-flow-lowres"])
+@pytest.mark.parametrize("recipe", ["restored-unet", "restored-bwe-lowres", "restored-flow-lowres",
+                                    "restored-sr-lowres"])
 def test_shipped_quality_estimator_scores_restored_low_resolution_music_below_clean(cqs_of_clean_music, recipe):
-    """lowres-8k damage, then a restorer that synthesizes the missing band: ViSQOL 2.0-2.9 on this music,
-    v1 of the estimator 4.65-4.75, as high as the clean clip (4.79)."""
+    """lowres-8k damage, then a restorer that synthesizes the missing band: ViSQOL 2.0-3.5 on this music,
+    v1 of the estimator 4.65-4.75, as high as the clean clip (4.79); v2 gave sr.flow's default output (noise
+    detail at the learned envelope, `restored-sr-lowres`) 4.64."""
     clean, clean_score = cqs_of_clean_music
     restored = load_pipeline(find_degradation(TRAINING_RECIPES / f"{recipe}.yaml"), device="cpu").run(clean, seed=3)
     score = get_registry().metrics["cqs"]()(restored.audio)

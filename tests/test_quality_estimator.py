@@ -16,8 +16,8 @@ from restorekit_tools.training.data import Degrader
 RATE = 32000
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "pipelines" / "training").glob("restored-*.yaml"))
 DAMAGE = {"unet": "lowres-8k", "crnn": "generative-mix", "bwe-lowres": "lowres-8k", "bwe-lowpass": "sr-lowpass",
-          "bwe-t2m": "text-to-music", "flow-lowres": "lowres-8k", "flow-lowpass": "sr-lowpass"}
-RESTORER = {"unet": "restore.unet", "crnn": "restore.crnn", "bwe": "bwe.harmonic", "flow": "sr.flow"}
+          "bwe-t2m": "text-to-music", "flow-lowres": "lowres-8k", "flow-lowpass": "sr-lowpass", "sr-lowres": "lowres-8k", "sr-lowpass": "sr-lowpass"}
+RESTORER = {"unet": "restore.unet", "crnn": "restore.crnn", "bwe": "bwe.harmonic", "flow": "sr.flow", "sr": "sr.flow"}
 
 
 def chord(seconds: float, root_hz: float, seed: int) -> np.ndarray:
@@ -110,3 +110,42 @@ def test_checkpoints_without_a_pool_size_load(checkpoint):
     from restorekit_plugins.quality import load_cqs
 
     assert load_cqs(checkpoint) is not None
+
+
+def test_the_ranking_loss_rewards_the_targets_order_and_ignores_near_ties():
+    import torch
+
+    from restorekit_plugins.quality import RANK_MIN_GAP, pairwise_rank_loss
+
+    targets = torch.tensor([1.5, 2.5, 4.0])
+    right, wrong = pairwise_rank_loss(targets.clone(), targets), pairwise_rank_loss(targets.flip(0), targets)
+    assert right < 0.05 < 1.0 < wrong
+    tie = torch.tensor([3.0, 3.0 + RANK_MIN_GAP / 2])  # too close to rank: no loss, whatever the prediction
+    assert float(pairwise_rank_loss(torch.tensor([5.0, 1.0], requires_grad=True), tie)) == 0.0
+    pred = torch.tensor([2.0, 2.0], requires_grad=True)
+    pairwise_rank_loss(pred, torch.tensor([1.0, 4.0])).backward()
+    assert pred.grad[0] > 0 > pred.grad[1]  # descending the loss raises the better clip's score
+
+
+def test_the_quality_estimator_adds_the_ranking_loss_only_when_weighted():
+    import torch
+
+    from restorekit_plugins.quality import CQSHparams, CQSSpec
+
+    spec = CQSSpec()
+    model = spec.build(CQSHparams(channels=2, n_mels=16)).eval()
+    inputs, targets = 0.1 * torch.randn(4, 1, RATE, generator=torch.Generator().manual_seed(0)), torch.tensor(
+        [1.0, 2.0, 3.0, 4.0])
+    losses = {}
+    for weight in (0.0, 1.0):
+        spec.hparams = CQSHparams(channels=2, n_mels=16, rank_weight=weight)
+        losses[weight] = float(spec.loss(model, inputs, targets)[0])
+    assert losses[1.0] > losses[0.0] > 0
+
+
+@pytest.mark.parametrize("name, snr_db", [("noisy-white", -10.0), ("noisy-pink", 0.0)])
+def test_the_noisy_recipes_bury_the_music_in_noise_at_their_snr(name, snr_db):
+    clean = chord(2.0, 147, 1)
+    noisy = Degrader(str(RECIPES[0].parent / f"{name}.yaml"), RATE)(clean, 5)
+    measured = 10 * np.log10(np.mean(clean ** 2) / np.mean((noisy - clean) ** 2))
+    assert abs(measured - snr_db) < 0.5, measured

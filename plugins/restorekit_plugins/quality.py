@@ -35,6 +35,9 @@ class CQSHparams(Hparams):
     pool_size: int = Field(1500, ge=1, le=100_000, description=(
         "Scored training clips, made once per run (RUN_DIR/pool.safetensors) and drawn from every epoch; "
         "does not change the network."))
+    rank_weight: float = Field(0.0, ge=0, le=10, description=(
+        "Weight of a pairwise ranking loss (logistic, over the pairs of a batch whose targets differ by "
+        "0.1 or more) added to the regression loss; 0 trains on the regression alone."))
 
 
 def snr_score(snr_db):
@@ -96,7 +99,25 @@ class CQSSpec(ModelSpec):
 
         pred = model(inputs)
         loss = F.smooth_l1_loss(pred, targets, beta=0.25)
+        if self.hparams is not None and self.hparams.rank_weight > 0:
+            loss = loss + self.hparams.rank_weight * pairwise_rank_loss(pred, targets)
         return loss, {"mae": float((pred - targets).abs().mean().detach())}
+
+
+RANK_MIN_GAP = 0.1  #: target pairs closer than this (MOS) are not ranked
+RANK_SCALE = 0.25  #: MOS: a score difference of this much puts the odds of the right order at e (2.7) to 1
+
+
+def pairwise_rank_loss(pred, targets):
+    """Logistic ranking loss (RankNet) over the batch's pairs whose targets differ by RANK_MIN_GAP or more."""
+    from torch.nn import functional as F
+
+    dp = pred[:, None] - pred[None, :]
+    dt = targets[:, None] - targets[None, :]
+    ranked = dt >= RANK_MIN_GAP  # each pair once, the better clip first
+    if not bool(ranked.any()):
+        return pred.sum() * 0.0
+    return F.softplus(-dp[ranked] / RANK_SCALE).mean()
 
 
 def load_cqs(checkpoint: str = SHIPPED, device: str = "cpu"):

@@ -4,7 +4,7 @@
     python scripts/evaluate_cqs.py data/heldout --clips runs/cqs-eval \\
         --presets lowres-8k generative-mix gaps sr-lowpass text-to-music \\
         --restored pipelines/training/restored-*.yaml \\
-        --checkpoint cqs --checkpoint runs/cqs-v2/best.safetensors --json docs/results/cqs-groups.json
+        --checkpoint runs/cqs-v2-shipped/cqs.safetensors --checkpoint cqs --json docs/results/cqs-groups-v5.json
 
 Each clean clip is scored as is and after each degradation preset (group `degraded`, with
 the clean clips) and after each `--restored` recipe (group `restored`: a degradation
@@ -13,8 +13,10 @@ everything is brought to 32 kHz mono. ViSQOL compares against the clean clip, cq
 only the clip. Spearman's rho with a 95 % interval is reported per group and over all,
 for every `--checkpoint`: by Fisher's z (treats the clips as independent) and by a
 bootstrap over tracks (excerpts `TRACK.K.wav` of one track resampled together). Each
-checkpoint after the first is also compared with the first on the same clips (`difference`:
-its rho minus the first's, with a track-bootstrap interval).
+checkpoint after the first is also compared with the first on the same clips
+(`differences`: its rho minus the first's per group, with a track-bootstrap interval).
+`--pooled A.json B.json ...` makes that comparison over the rows of earlier runs together
+(e.g. the held-out and the validation excerpts) instead of scoring anything.
 
 `--clips DIR` keeps the processed clips (float WAV) and their ViSQOL scores, so a rerun,
 e.g. with another checkpoint, only runs cqs.
@@ -66,19 +68,42 @@ def spearman(c: np.ndarray, v: np.ndarray, tracks: list[str], rng: np.random.Gen
 
 
 def rho_difference(rows: list[dict], base: str, other: str, rng: np.random.Generator,
-                   resamples: int = 2000) -> dict:
-    """other's Spearman rho minus base's, with a 95 % interval from a bootstrap over tracks (paired: same clips)."""
+                   resamples: int = 2000) -> dict | None:
+    """other's Spearman rho minus base's over the same clips, with a 95 % interval from a bootstrap over tracks.
+
+    None where fewer than four clips have both scores (as `spearman` skips such groups).
+    """
     rows = [r for r in rows if r["cqs"][base] is not None and r["cqs"][other] is not None]
+    if len(rows) <= 3:
+        return None
     v = np.array([r["visqol"] for r in rows])
     a, b = (np.array([r["cqs"][ck] for r in rows]) for ck in (base, other))
-    names = sorted({r["track"] for r in rows})
-    index = {t: np.flatnonzero(np.array([r["track"] for r in rows]) == t) for t in names}
+    tracks = np.array([r["track"] for r in rows])
+    names = sorted(set(tracks))
+    index = {t: np.flatnonzero(tracks == t) for t in names}
     boot = []
     for _ in range(resamples):
         pick = np.concatenate([index[names[k]] for k in rng.integers(0, len(names), len(names))])
-        boot.append(stats.spearmanr(b[pick], v[pick])[0] - stats.spearmanr(a[pick], v[pick])[0])
-    return {"base": base, "delta": float(stats.spearmanr(b, v)[0] - stats.spearmanr(a, v)[0]),
+        if len(set(v[pick])) > 1 and len(set(a[pick])) > 1 and len(set(b[pick])) > 1:
+            boot.append(stats.spearmanr(b[pick], v[pick])[0] - stats.spearmanr(a[pick], v[pick])[0])
+    return {"base": base, "n": len(rows), "tracks": len(names),
+            "delta": float(stats.spearmanr(b, v)[0] - stats.spearmanr(a, v)[0]),
             "ci95_track_bootstrap": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
+
+
+def differences(rows: list[dict], checkpoints: list[str]) -> dict:
+    """Per later checkpoint and group (all, degraded, restored): `rho_difference` against the first checkpoint."""
+    groups = {"all": rows, **{g: [r for r in rows if r["group"] == g] for g in ("degraded", "restored")}}
+    return {ck: {g: rho_difference(rs, checkpoints[0], ck, np.random.default_rng(0)) for g, rs in groups.items()}
+            for ck in checkpoints[1:]}
+
+
+def pooled(paths: list[Path]) -> dict:
+    """`differences` over the rows of earlier --json outputs together, for the checkpoints all of them scored."""
+    rows = [r for p in paths for r in json.loads(p.read_text())["rows"]]
+    first = json.loads(paths[0].read_text())["summary"]["checkpoints"]
+    checkpoints = [ck for ck in first if all(ck in r["cqs"] for r in rows)]
+    return {"files": [str(p) for p in paths], "clips": len(rows), "differences": differences(rows, checkpoints)}
 
 
 def ranking(rows: list[dict], checkpoints: list[str], families: list[list[str]]) -> dict:
@@ -136,7 +161,7 @@ def score(metric, audio) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("clean_dir", type=Path)
+    parser.add_argument("clean_dir", type=Path, nargs="?", help="the clean clips (not with --pooled)")
     parser.add_argument("--glob", default="*.wav", help="which clean clips, e.g. '*.[02].wav' for two excerpts a track")
     parser.add_argument("--presets", nargs="+", default=["lowres-8k", "generative-mix", "gaps"])
     parser.add_argument("--restored", nargs="*", default=[], help="recipes whose outputs form the group 'restored'")
@@ -145,7 +170,17 @@ def main() -> None:
     parser.add_argument("--same-input", action="append", default=[], metavar="DAMAGE=RESTORED,...",
                         help="versions made from one damaged clip, for the pairwise ranking agreement")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--pooled", nargs="+", type=Path, metavar="JSON",
+                        help="only compare the checkpoints over the rows of these earlier --json outputs together")
     args = parser.parse_args()
+    if args.pooled:
+        result = pooled(args.pooled)
+        print(json.dumps(result, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return
+    if args.clean_dir is None:
+        parser.error("give the clean clips' folder, or --pooled JSON...")
     checkpoints = args.checkpoint or ["cqs"]
     metrics = get_registry().metrics
     visqol = metrics["visqol"]()
@@ -192,9 +227,7 @@ def main() -> None:
                                         [r["track"] for r in rs], np.random.default_rng(0))
                 per_group[g]["flagged_silent"] = flagged
         summary["checkpoints"][ck] = per_group
-        if ck != checkpoints[0]:  # each later checkpoint against the first, paired on the same clips
-            per_group["difference"] = {g: rho_difference(rs, checkpoints[0], ck, np.random.default_rng(0))
-                                       for g, rs in groups.items()}
+    summary["differences"] = differences(rows, checkpoints)
     summary["ranking"] = ranking(rows, checkpoints, [[item.split("=")[0], *item.split("=")[1].split(",")]
                                                       for item in args.same_input])
     summary["by_version"] = {

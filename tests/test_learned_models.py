@@ -52,16 +52,17 @@ def test_shipped_unet_leaves_the_low_band_close_to_the_input(clean_and_degraded)
 def test_shipped_quality_estimator_ranks_degradations(clean_and_degraded):
     """Clean music above the same music with white noise (SNR about 9 dB) or band-limited, and noise cannot fake
     the missing band. ViSQOL on this clip: clean+noise 2.25, lowres 1.84, lowres+noise 1.85; cqs v5: 4.83, 2.40,
-    2.42, 2.14. (Ordering lowres above lowres+noise, asserted until v5, is not what ViSQOL says here, and v2's
-    score moved by ±0.16 with the noise draw, mean +0.01: that assertion held by the draw. docs/models.md.)"""
+    2.42, 2.14 (v4, trained without noise-only clips: lowres 2.54, lowres+noise 2.78). Ordering lowres strictly
+    above lowres+noise, asserted until v5, is not what ViSQOL says here, and v2's score moved by ±0.16 with the
+    (then unseeded) noise draw, mean +0.01: that assertion held by the draw (docs/models.md)."""
     clean, degraded = clean_and_degraded
     cqs = get_registry().metrics["cqs"]()
-    noise = 0.05 * torch.randn(clean.samples.shape, generator=torch.Generator().manual_seed(0))
-    scores = {"clean": cqs(clean), "clean+noise": cqs(clean.with_samples(clean.samples + noise)),
-              "lowres": cqs(degraded), "lowres+noise": cqs(degraded.with_samples(degraded.samples + noise))}
+    hiss = 0.05 * torch.randn(clean.samples.shape, generator=torch.Generator().manual_seed(0))
+    scores = {"clean": cqs(clean), "clean+noise": cqs(clean.with_samples(clean.samples + hiss)),
+              "lowres": cqs(degraded), "lowres+noise": cqs(degraded.with_samples(degraded.samples + hiss))}
     assert scores["clean"] > scores["clean+noise"] + 1.0, scores
     assert scores["clean"] > scores["lowres"] + 1.5, scores
-    assert scores["lowres+noise"] < scores["clean"] - 1.5, scores
+    assert scores["lowres+noise"] < scores["lowres"] + 0.2, scores  # ViSQOL has them level
     assert all(1.0 <= s <= 5.0 for s in scores.values())
 
 

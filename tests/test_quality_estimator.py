@@ -16,7 +16,8 @@ from restorekit_tools.training.data import Degrader
 RATE = 32000
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "pipelines" / "training").glob("restored-*.yaml"))
 DAMAGE = {"unet": "lowres-8k", "crnn": "generative-mix", "bwe-lowres": "lowres-8k", "bwe-lowpass": "sr-lowpass",
-          "bwe-t2m": "text-to-music", "flow-lowres": "lowres-8k", "flow-lowpass": "sr-lowpass", "sr-lowres": "lowres-8k", "sr-lowpass": "sr-lowpass"}
+          "bwe-t2m": "text-to-music", "flow-lowres": "lowres-8k", "flow-lowpass": "sr-lowpass",
+          "sr-lowres": "lowres-8k", "sr-lowpass": "sr-lowpass"}
 RESTORER = {"unet": "restore.unet", "crnn": "restore.crnn", "bwe": "bwe.harmonic", "flow": "sr.flow", "sr": "sr.flow"}
 
 
@@ -129,18 +130,22 @@ def test_the_ranking_loss_rewards_the_targets_order_and_ignores_near_ties():
 
 def test_the_quality_estimator_adds_the_ranking_loss_only_when_weighted():
     import torch
+    from torch.nn import functional as F
 
-    from restorekit_plugins.quality import CQSHparams, CQSSpec
+    from restorekit_plugins.quality import CQSHparams, CQSSpec, pairwise_rank_loss
 
     spec = CQSSpec()
     model = spec.build(CQSHparams(channels=2, n_mels=16)).eval()
-    inputs, targets = 0.1 * torch.randn(4, 1, RATE, generator=torch.Generator().manual_seed(0)), torch.tensor(
-        [1.0, 2.0, 3.0, 4.0])
-    losses = {}
-    for weight in (0.0, 1.0):
-        spec.hparams = CQSHparams(channels=2, n_mels=16, rank_weight=weight)
-        losses[weight] = float(spec.loss(model, inputs, targets)[0])
-    assert losses[1.0] > losses[0.0] > 0
+    inputs = 0.1 * torch.randn(4, 1, RATE, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    with torch.no_grad():
+        pred = model(inputs)
+        losses = {}
+        for weight in (0.0, 2.0):
+            spec.hparams = CQSHparams(channels=2, n_mels=16, rank_weight=weight)
+            losses[weight] = float(spec.loss(model, inputs, targets)[0])
+        assert losses[0.0] == pytest.approx(float(F.smooth_l1_loss(pred, targets, beta=0.25)))
+        assert losses[2.0] - losses[0.0] == pytest.approx(2.0 * float(pairwise_rank_loss(pred, targets)), rel=1e-5)
 
 
 @pytest.mark.parametrize("name, snr_db", [("noisy-white", -10.0), ("noisy-pink", 0.0)])
@@ -149,3 +154,32 @@ def test_the_noisy_recipes_bury_the_music_in_noise_at_their_snr(name, snr_db):
     noisy = Degrader(str(RECIPES[0].parent / f"{name}.yaml"), RATE)(clean, 5)
     measured = 10 * np.log10(np.mean(clean ** 2) / np.mean((noisy - clean) ** 2))
     assert abs(measured - snr_db) < 0.5, measured
+
+
+def test_evaluate_cqs_compares_checkpoints_over_pooled_runs(tmp_path):
+    """scripts/evaluate_cqs.py --pooled: each later checkpoint's Spearman rho minus the first's, per group, over the
+    rows of several earlier runs; a group too small to rank (here: no restored clips) gives null, not a crash."""
+    import json
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    files = []
+    for k in range(2):
+        rows = []
+        for t in range(6):
+            for e in range(3):
+                v = float(rng.uniform(1, 5))
+                rows.append({"file": f"t{t}.{e}.wav", "track": f"t{k}{t}", "version": "x", "group": "degraded",
+                             "visqol": v, "cqs": {"good": v + 0.1 * float(rng.standard_normal()),
+                                                  "bad": float(rng.uniform(1, 5))}})
+        files.append(tmp_path / f"run{k}.json")
+        files[-1].write_text(json.dumps({"summary": {"checkpoints": {"bad": {}, "good": {}}}, "rows": rows}))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_cqs.py"
+    out = subprocess.run([sys.executable, str(script), "--pooled", *map(str, files), "--json", str(tmp_path / "p.json")],
+                         capture_output=True, text=True, check=True)
+    result = json.loads((tmp_path / "p.json").read_text())
+    assert json.loads(out.stdout) == result and result["clips"] == 36
+    good = result["differences"]["good"]
+    assert good["restored"] is None and good["all"]["tracks"] == 12
+    assert 0.5 < good["degraded"]["delta"] and 0 < good["degraded"]["ci95_track_bootstrap"][0]

@@ -23,6 +23,8 @@ SHIPPED = "cqs"
 
 SAMPLE_RATE = 32000
 NEAR_SILENCE_DBFS = -70.0  #: cqs scores no window quieter than this (RMS of the mono downmix)
+RANK_MIN_GAP = 0.1  #: MOS: target pairs closer than this are not ranked by the ranking loss
+RANK_SCALE = 0.25  #: MOS: a score difference of this much puts the odds of the right order at e (2.7) to 1
 log = logging.getLogger("restorekit")
 
 
@@ -37,7 +39,7 @@ class CQSHparams(Hparams):
         "does not change the network."))
     rank_weight: float = Field(0.0, ge=0, le=10, description=(
         "Weight of a pairwise ranking loss (logistic, over the pairs of a batch whose targets differ by "
-        "0.1 or more) added to the regression loss; 0 trains on the regression alone."))
+        f"{RANK_MIN_GAP} MOS or more) added to the regression loss; 0 trains on the regression alone."))
 
 
 def snr_score(snr_db):
@@ -99,13 +101,9 @@ class CQSSpec(ModelSpec):
 
         pred = model(inputs)
         loss = F.smooth_l1_loss(pred, targets, beta=0.25)
-        if self.hparams is not None and self.hparams.rank_weight > 0:
+        if self.hparams.rank_weight > 0:
             loss = loss + self.hparams.rank_weight * pairwise_rank_loss(pred, targets)
         return loss, {"mae": float((pred - targets).abs().mean().detach())}
-
-
-RANK_MIN_GAP = 0.1  #: target pairs closer than this (MOS) are not ranked
-RANK_SCALE = 0.25  #: MOS: a score difference of this much puts the odds of the right order at e (2.7) to 1
 
 
 def pairwise_rank_loss(pred, targets):

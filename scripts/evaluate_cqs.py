@@ -49,26 +49,38 @@ from restorekit.plugins import get_registry
 RATE = 32000
 
 
-def spearman(c: np.ndarray, v: np.ndarray, tracks: list[str], rng: np.random.Generator,
-             resamples: int = 2000) -> dict:
+def by_group(rows: list[dict]) -> dict[str, list[dict]]:
+    """The rows over all, and of each group (degraded, restored)."""
+    return {"all": rows, **{g: [r for r in rows if r["group"] == g] for g in ("degraded", "restored")}}
+
+
+def track_bootstrap(tracks, rng: np.random.Generator, resamples: int = 2000):
+    """Row indices of `resamples` bootstrap samples that draw whole tracks (a track's excerpts together)."""
+    tracks = np.asarray(tracks)
+    names = sorted(set(tracks))
+    index = {t: np.flatnonzero(tracks == t) for t in names}
+    for _ in range(resamples):
+        yield np.concatenate([index[names[k]] for k in rng.integers(0, len(names), len(names))])
+
+
+def varied(*columns: np.ndarray) -> bool:
+    """Whether every column takes more than one value (Spearman's rho is defined)."""
+    return all(len(set(x)) > 1 for x in columns)
+
+
+def spearman(c: np.ndarray, v: np.ndarray, tracks: list[str], rng: np.random.Generator) -> dict:
     """rho, Fisher-z 95 % CI, and a 95 % CI from a bootstrap over tracks."""
     rho, p = stats.spearmanr(c, v)
     z, se = np.arctanh(rho), 1.06 / np.sqrt(len(v) - 3)
-    names = sorted(set(tracks))
-    index = {t: np.flatnonzero(np.array(tracks) == t) for t in names}
-    boot = []
-    for _ in range(resamples):
-        pick = np.concatenate([index[names[k]] for k in rng.integers(0, len(names), len(names))])
-        if len(set(v[pick])) > 1 and len(set(c[pick])) > 1:
-            boot.append(stats.spearmanr(c[pick], v[pick])[0])
-    return {"n": len(v), "tracks": len(names), "spearman": float(rho), "p": float(p),
+    boot = [stats.spearmanr(c[pick], v[pick])[0] for pick in track_bootstrap(tracks, rng)
+            if varied(v[pick], c[pick])]
+    return {"n": len(v), "tracks": len(set(tracks)), "spearman": float(rho), "p": float(p),
             "ci95": [float(np.tanh(z - 1.96 * se)), float(np.tanh(z + 1.96 * se))],
             "ci95_track_bootstrap": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
             "mae_vs_visqol": float(np.mean(np.abs(c - v)))}
 
 
-def rho_difference(rows: list[dict], base: str, other: str, rng: np.random.Generator,
-                   resamples: int = 2000) -> dict | None:
+def rho_difference(rows: list[dict], base: str, other: str, rng: np.random.Generator) -> dict | None:
     """other's Spearman rho minus base's over the same clips, with a 95 % interval from a bootstrap over tracks.
 
     None where fewer than four clips have both scores (as `spearman` skips such groups).
@@ -78,31 +90,26 @@ def rho_difference(rows: list[dict], base: str, other: str, rng: np.random.Gener
         return None
     v = np.array([r["visqol"] for r in rows])
     a, b = (np.array([r["cqs"][ck] for r in rows]) for ck in (base, other))
-    tracks = np.array([r["track"] for r in rows])
-    names = sorted(set(tracks))
-    index = {t: np.flatnonzero(tracks == t) for t in names}
-    boot = []
-    for _ in range(resamples):
-        pick = np.concatenate([index[names[k]] for k in rng.integers(0, len(names), len(names))])
-        if len(set(v[pick])) > 1 and len(set(a[pick])) > 1 and len(set(b[pick])) > 1:
-            boot.append(stats.spearmanr(b[pick], v[pick])[0] - stats.spearmanr(a[pick], v[pick])[0])
-    return {"base": base, "n": len(rows), "tracks": len(names),
+    tracks = [r["track"] for r in rows]
+    boot = [stats.spearmanr(b[pick], v[pick])[0] - stats.spearmanr(a[pick], v[pick])[0]
+            for pick in track_bootstrap(tracks, rng) if varied(v[pick], a[pick], b[pick])]
+    return {"base": base, "n": len(rows), "tracks": len(set(tracks)),
             "delta": float(stats.spearmanr(b, v)[0] - stats.spearmanr(a, v)[0]),
             "ci95_track_bootstrap": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
 
 
 def differences(rows: list[dict], checkpoints: list[str]) -> dict:
     """Per later checkpoint and group (all, degraded, restored): `rho_difference` against the first checkpoint."""
-    groups = {"all": rows, **{g: [r for r in rows if r["group"] == g] for g in ("degraded", "restored")}}
+    groups = by_group(rows)
     return {ck: {g: rho_difference(rs, checkpoints[0], ck, np.random.default_rng(0)) for g, rs in groups.items()}
             for ck in checkpoints[1:]}
 
 
 def pooled(paths: list[Path]) -> dict:
     """`differences` over the rows of earlier --json outputs together, for the checkpoints all of them scored."""
-    rows = [r for p in paths for r in json.loads(p.read_text())["rows"]]
-    first = json.loads(paths[0].read_text())["summary"]["checkpoints"]
-    checkpoints = [ck for ck in first if all(ck in r["cqs"] for r in rows)]
+    runs = [json.loads(p.read_text()) for p in paths]
+    rows = [r for run in runs for r in run["rows"]]
+    checkpoints = [ck for ck in runs[0]["summary"]["checkpoints"] if all(ck in r["cqs"] for r in rows)]
     return {"files": [str(p) for p in paths], "clips": len(rows), "differences": differences(rows, checkpoints)}
 
 
@@ -215,7 +222,7 @@ def main() -> None:
                                         + "/".join(f"{x:.2f}" if x is not None else "flagged"
                                                    for x in r["cqs"].values())
                                         for r in rows if r["file"] == f.name), flush=True)
-    groups = {"all": rows, **{g: [r for r in rows if r["group"] == g] for g in ("degraded", "restored")}}
+    groups = by_group(rows)
     summary: dict = {"clips": len({r["file"] for r in rows}), "checkpoints": {}}
     for ck in checkpoints:
         per_group = {}
